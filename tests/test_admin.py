@@ -1,0 +1,46 @@
+import json
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from feedback.models import Rating
+
+
+@pytest.fixture
+def admin_client_logged_in(client, demo_db):
+    admin = get_user_model().objects.create_superuser("root", "root@example.com", "root-password-123")
+    client.force_login(admin)
+    return client
+
+
+def test_the_admin_exports_selected_ratings_in_the_ratings_file_format(admin_client_logged_in):
+    chosen = list(Rating.objects.order_by("id").values_list("id", flat=True)[:5])
+    response = admin_client_logged_in.post(
+        "/admin/feedback/rating/", {"action": "export_ratings_json", "_selected_action": chosen}
+    )
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    payload = json.loads(response.content)
+    assert payload["format_version"] == 1
+    exported = {(r["entry_id"], r["rater"]) for r in payload["ratings"]}
+    expected = {(r.entry.external_id, r.rater.username) for r in Rating.objects.filter(id__in=chosen)}
+    assert exported == expected
+
+
+def test_the_admin_filters_ratings_by_tag_and_searches_notes(admin_client_logged_in):
+    rating = Rating.objects.filter(value="down").first()
+    rating.tags = ["wrong_fixture"]
+    rating.notes = "shows the wrong chiller entirely"
+    rating.save()
+    by_tag = admin_client_logged_in.get("/admin/feedback/rating/", {"tag": "wrong_fixture"})
+    assert by_tag.status_code == 200
+    assert by_tag.context["cl"].result_count == 1
+    by_search = admin_client_logged_in.get("/admin/feedback/rating/", {"q": "wrong chiller"})
+    assert by_search.context["cl"].result_count == 1
+
+
+def test_the_admin_shows_an_entry_with_its_ratings_inline(admin_client_logged_in):
+    rating = Rating.objects.first()
+    response = admin_client_logged_in.get(f"/admin/feedback/entry/{rating.entry_id}/change/")
+    assert response.status_code == 200
+    assert rating.rater.username in response.content.decode()

@@ -1,0 +1,105 @@
+"""The rating UI in a real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright)."""
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from feedback.models import Rating
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", shutil.which("chromium") or "/usr/bin/chromium")
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(autouse=True)
+def _playwright_runs_an_event_loop(monkeypatch):
+    # Playwright's sync API keeps an event loop in this thread; the ORM calls here are still synchronous.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture
+def page(live_server, demo_files):
+    from playwright.sync_api import sync_playwright
+
+    from feedback.services import feedback_import
+
+    data, _ = demo_files
+    feedback_import(data, None)
+    get_user_model().objects.create_user("rita", password="rita-password-123")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"No Chromium at {CHROMIUM}: install Debian's chromium package (see .ci/setup)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"],
+        )
+        page = browser.new_page()
+        page.goto(f"{live_server.url}/rate/")
+        page.fill("#id_username", "rita")
+        page.fill("#id_password", "rita-password-123")
+        page.click("button[type=submit]")
+        page.wait_for_selector("#entry")
+        yield page
+        browser.close()
+
+
+def test_a_rater_rates_ten_entries_with_the_keyboard(page, tmp_path):
+    seen = []
+    for index in range(10):
+        entry_id = page.get_attribute("#entry", "data-entry")
+        seen.append(entry_id)
+        with page.expect_navigation():
+            page.keyboard.press("u" if index % 3 == 0 else "d")
+        page.wait_for_selector("#progress")
+    assert page.inner_text("#progress").startswith("Rated 10 of ")
+    ratings = {r.entry.external_id: r.value for r in Rating.objects.filter(rater__username="rita").select_related("entry")}
+    assert ratings == {entry_id: ("up" if i % 3 == 0 else "down") for i, entry_id in enumerate(seen)}
+    page.screenshot(path=str(tmp_path / "rate.png"), full_page=True)
+
+
+def test_typing_in_the_notes_does_not_trigger_shortcuts(page):
+    entry_id = page.get_attribute("#entry", "data-entry")
+    page.click("#notes")
+    page.keyboard.type("dud")
+    assert not Rating.objects.filter(rater__username="rita").exists()
+    with page.expect_navigation():
+        page.click("#thumbs-down")
+    rating = Rating.objects.get(rater__username="rita")
+    assert (rating.entry.external_id, rating.value, rating.notes) == (entry_id, "down", "dud")
+
+
+def test_n_skips_to_the_next_entry_without_rating(page):
+    first = page.get_attribute("#entry", "data-entry")
+    with page.expect_navigation():
+        page.keyboard.press("n")
+    assert page.get_attribute("#entry", "data-entry") != first
+    assert not Rating.objects.filter(rater__username="rita").exists()
+
+
+def test_a_rater_corrects_a_pick(page):
+    entry_id = page.get_attribute("#entry", "data-entry")
+    page.click("details summary")
+    page.select_option("#corrected-widget", "line_chart")
+    page.select_option("#corrected-fixtures", ["main_meter_kw", "outdoor_air_temp"])
+    page.fill("#tags", "wrong_widget, wrong_fixture")
+    with page.expect_navigation():
+        page.click("#thumbs-down")
+    rating = Rating.objects.get(rater__username="rita", entry__external_id=entry_id)
+    assert rating.corrected_widget.slug == "line_chart"
+    assert sorted(f.slug for f in rating.corrected_fixtures.all()) == ["main_meter_kw", "outdoor_air_temp"]
+    assert rating.tags == ["wrong_widget", "wrong_fixture"]
+
+
+def test_the_compare_view_rates_variants_side_by_side(page, tmp_path):
+    with page.expect_navigation():
+        page.keyboard.press("c")
+    cards = page.locator(".variant")
+    assert cards.count() == 15
+    target = cards.nth(1).get_attribute("data-entry")
+    with page.expect_navigation():
+        page.click(f"[aria-label='thumbs up {target}']")
+    assert page.locator(f".variant[data-entry='{target}']").get_attribute("class").endswith("rated-up")
+    assert Rating.objects.get(rater__username="rita").entry.external_id == target
+    page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
