@@ -20,18 +20,18 @@ DEMO_RATER = "demo"
 DEMO_RATER_PASSWORD = "demo-rater-password"
 
 WIDGETS = [
-    ("kpi_card", "KPI card", "One current value, large, with its unit and trend arrow."),
-    ("line_chart", "Line chart", "How one or more measurements change over time."),
-    ("bar_chart", "Bar chart", "Compares a value across floors, buildings, months or trades."),
-    ("gauge", "Gauge", "One value against its setpoint and alarm limits."),
-    ("table", "Table", "Rows of records with columns, for lists to read and sort."),
-    ("alarm_list", "Alarm list", "Active alarms by priority, with acknowledge state."),
-    ("heatmap", "Heatmap", "A value by hour of day and weekday, to find patterns."),
-    ("floor_map", "Floor map", "A floor plan colored by a value per zone, to find where."),
-    ("pie_chart", "Pie chart", "Shares of a total by category."),
-    ("status_grid", "Status grid", "On, off or fault state of many pieces of equipment."),
-    ("scatter_plot", "Scatter plot", "Relationship between two measurements."),
-    ("event_timeline", "Event timeline", "Events in order over a period, such as alarms or door access."),
+    ("kpi_card", "KPI card", "One current value with its trend."),
+    ("line_chart", "Line chart", "A measurement over time."),
+    ("bar_chart", "Bar chart", "Values compared across categories."),
+    ("gauge", "Gauge", "One value against its limits."),
+    ("table", "Table", "Rows of records to read and sort."),
+    ("alarm_list", "Alarm list", "Active alarms by priority."),
+    ("heatmap", "Heatmap", "A value by hour and weekday."),
+    ("floor_map", "Floor map", "Values per zone on a floor plan."),
+    ("pie_chart", "Pie chart", "Shares of a total."),
+    ("status_grid", "Status grid", "Run, off or fault state of equipment."),
+    ("scatter_plot", "Scatter plot", "Two measurements against each other."),
+    ("event_timeline", "Event timeline", "Events in time order."),
 ]
 
 # (slug, name, description, kind); `kind` drives the simulation only and is not part of the catalog.
