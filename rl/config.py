@@ -1,0 +1,136 @@
+"""Training presets and online-learning settings, as dataclasses whose fields carry their help text once.
+
+`train_dpo`'s flags are generated from these fields, so a flag, its help and its preset default cannot drift apart.
+Django settings can override a preset field with RL_TRAINING_OVERRIDES = {"field": value}.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+def _f(default: Any, help: str, **kwargs: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class TrainingConfig:
+    """One training run's settings. Presets below change some fields; flags change any."""
+
+    base_model: str = _f("", "Base model: Hugging Face id (offline cache), local folder, or .gguf file. Empty: RL_BASE_MODEL or SmolLM2-135M-Instruct.")
+    algo: str = _f("dpo", "dpo (preference pairs), kto (unpaired thumbs), or auto (dpo when there are enough true pairs).", choices=("dpo", "kto", "auto"))
+    lora_rank: int = _f(16, "LoRA rank r: higher = more capacity.")
+    lora_alpha: int = _f(32, "LoRA scaling alpha.")
+    lora_dropout: float = _f(0.05, "LoRA dropout.")
+    lora_target_modules: str = _f("all-linear", "Modules that get adapters: 'all-linear' or comma separated names (q_proj,v_proj,...).")
+    learning_rate: float = _f(5e-5, "Peak learning rate.")
+    beta: float = _f(0.1, "DPO/KTO beta: how far the policy may move from the reference (lower = stronger preferences).")
+    loss_type: str = _f("sigmoid", "DPO loss(es), comma separated, e.g. 'sigmoid' or 'sigmoid,sft' (adds an SFT term on chosen answers).")
+    sft_weight: float = _f(0.0, "Weight of the 'sft' loss when loss_type includes it (the sigmoid loss has weight 1).")
+    epochs: float = _f(3.0, "Training epochs (ignored when max_steps > 0).")
+    max_steps: int = _f(-1, "Stop after this many optimizer steps (-1: run the epochs).")
+    batch_size: int = _f(4, "Pairs per device per step.")
+    gradient_accumulation_steps: int = _f(1, "Steps whose gradients add up before one optimizer step.")
+    max_length: int = _f(1024, "Longest prompt+answer in tokens; pairs that do not fit are dropped and counted, never truncated.")
+    max_train_pairs: int = _f(0, "Train on at most this many pairs, spread over scenarios (0: all).")
+    load_in_4bit: bool = _f(False, "4-bit QLoRA through bitsandbytes (NVIDIA GPU only).")
+    bf16: bool = _f(False, "bfloat16 weights and compute (GPU only).")
+    gradient_checkpointing: bool = _f(False, "Recompute activations to save memory (slower).")
+    precompute_ref_log_probs: bool = _f(True, "Compute the reference model's log-probs once before training instead of every step.")
+    warmup_ratio: float = _f(0.1, "Share of steps for learning-rate warmup.")
+    logging_steps: int = _f(5, "Log metrics every N steps.")
+    eval_steps: int = _f(0, "Evaluate every N steps (0: at the end of each epoch).")
+    save_steps: int = _f(50, "Save a resumable checkpoint every N steps.")
+    max_eval_pairs: int = _f(64, "Evaluate during training on at most this many eval pairs (0: all).")
+    seed: int = _f(42, "Random seed for data order, split and adapter init.")
+    min_samples: int = _f(50, "Fewest preference pairs worth training on.")
+    eval_fraction: float = _f(0.2, "Share of scenarios held out for evaluation.")
+    kind: str = _f("both", "Which pairs: widget, fixture or both.", choices=("widget", "fixture", "both"))
+    max_pairs_per_scenario: int = _f(4, "Cap on pairs of each kind per scenario, so no scenario dominates.")
+    kto_min_pairs: int = _f(50, "With algo=auto: fewer true pairs than this trains KTO on unpaired ratings instead.")
+
+    def replace(self, **overrides: Any) -> TrainingConfig:
+        known = {f.name for f in fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ConfigError(f"Unknown training setting(s): {', '.join(sorted(unknown))}. Known: {', '.join(sorted(known))}.")
+        config = dataclasses.replace(self, **overrides)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, got {getattr(self, f.name)!r}.")
+        for name in ("lora_rank", "lora_alpha", "batch_size", "gradient_accumulation_steps", "max_length"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}.")
+        if self.learning_rate <= 0 or self.beta <= 0:
+            raise ConfigError("learning_rate and beta must be positive.")
+        unknown_losses = set(self.loss_types) - {"sigmoid", "sft", "ipo", "hinge", "robust", "apo_zero", "apo_down", "sppo_hard", "nca_pair"}
+        if unknown_losses:
+            raise ConfigError(f"Unknown loss type(s): {', '.join(sorted(unknown_losses))}.")
+
+    @property
+    def loss_types(self) -> list[str]:
+        return [part.strip() for part in self.loss_type.split(",") if part.strip()]
+
+    @property
+    def loss_weights(self) -> list[float]:
+        return [self.sft_weight if name == "sft" else 1.0 for name in self.loss_types]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Each preset is the fields it changes from TrainingConfig's defaults.
+PRESETS: dict[str, dict[str, Any]] = {
+    # 16 GB+ GPU: a 1-8B instruct model in bf16 with LoRA on all linear layers.
+    "default": {"bf16": True, "batch_size": 4, "gradient_accumulation_steps": 2, "epochs": 3.0},
+    # 8-12 GB GPU: 4-bit QLoRA, batch 1 with accumulation, gradient checkpointing; a 3B-class model such as
+    # Qwen/Qwen2.5-3B-Instruct or meta-llama/Llama-3.2-3B-Instruct (pass --base-model).
+    "small_gpu": {"load_in_4bit": True, "bf16": True, "batch_size": 1, "gradient_accumulation_steps": 8,
+                  "gradient_checkpointing": True, "lora_rank": 8, "lora_alpha": 16},
+    # 24 GB+ GPU: larger rank, more epochs, lower learning rate.
+    "high_quality": {"bf16": True, "lora_rank": 64, "lora_alpha": 128, "epochs": 5.0, "learning_rate": 2e-5,
+                     "batch_size": 8, "gradient_accumulation_steps": 2},
+    # No GPU (these machines, the demo): SmolLM2-135M in fp32, a short run that finishes in minutes.
+    "cpu": {"batch_size": 8, "max_steps": 60, "learning_rate": 5e-4, "lora_rank": 16, "lora_alpha": 32,
+            "lora_target_modules": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+            "max_train_pairs": 0, "logging_steps": 5, "save_steps": 20, "max_eval_pairs": 64, "warmup_ratio": 0.05},
+}
+
+
+def training_config(name: str = "default", **overrides: Any) -> TrainingConfig:
+    """The preset `name`, then Django's RL_TRAINING_OVERRIDES, then `overrides` (flags) on top."""
+    if name not in PRESETS:
+        raise ConfigError(f"Unknown preset {name!r}: choose one of {', '.join(PRESETS)}.")
+    try:
+        from django.conf import settings
+
+        from_settings = dict(getattr(settings, "RL_TRAINING_OVERRIDES", {}) or {})
+    except Exception:
+        from_settings = {}
+    return TrainingConfig().replace(**PRESETS[name]).replace(**from_settings).replace(**overrides)
+
+
+@dataclass
+class OnlineLearningConfig:
+    """When the online learner retrains, and what it may do with the result."""
+
+    min_samples_to_retrain: int = _f(100, "New ratings since the last run needed to retrain.")
+    max_buffer_size: int = _f(10_000, "Most new ratings one run takes; the rest wait for the next run.")
+    retrain_interval_hours: float = _f(24.0, "Retrain after this long even with fewer new ratings (if there are any).")
+    auto_export: bool = _f(True, "Export to GGUF after a run that passes its gate.")
+    auto_deploy: bool = _f(False, "Make the new model active in Ollama after export (only if it beats the active one).")
+    preset: str = _f("cpu", "Training preset for retraining.")
+
+
+def config_field_help(config_class: type) -> dict[str, str]:
+    return {f.name: f.metadata.get("help", "") for f in fields(config_class)}

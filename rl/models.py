@@ -1,0 +1,37 @@
+"""Records of the learning side: training runs (and, from export, model versions)."""
+from __future__ import annotations
+
+from django.db import models
+
+
+class TrainingRun(models.Model):
+    """One training run; its files live in `run_dir`."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        INTERRUPTED = "interrupted"
+
+    name = models.CharField(max_length=120, unique=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.RUNNING, db_index=True)
+    preset = models.CharField(max_length=40)
+    algo = models.CharField(max_length=8)
+    base_model = models.CharField(max_length=500)
+    config = models.JSONField(default=dict, help_text="The resolved training config.")
+    data_source = models.JSONField(default=dict, help_text="Where the ratings came from and the dataset stats.")
+    data_watermark = models.DateTimeField(null=True, blank=True, help_text="The newest rating this run used.")
+    metrics = models.JSONField(default=dict, blank=True, help_text="Summary: final train and eval metrics.")
+    evaluation = models.JSONField(default=dict, blank=True, help_text="evaluate_model results, when run.")
+    run_dir = models.CharField(max_length=500)
+    adapter_dir = models.CharField(max_length=500, blank=True)
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["status", "-finished_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status})"

@@ -1,0 +1,261 @@
+"""`CommandCenterDPOTrainer`: the base model plus a LoRA adapter, trained with TRL's DPO (or KTO) on rating pairs.
+
+With PEFT the reference model is the base with the adapter switched off: one copy of the weights, never two.
+DPO goes through `PrefixSharingDPOTrainer` (TRL's DPOTrainer with each pair's prompt computed once).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rl.base_model import load_causal_lm, load_tokenizer
+from rl.config import TrainingConfig, training_config
+
+logger = logging.getLogger(__name__)
+
+FINAL_DIR = "final"
+CHECKPOINT_DIR = "checkpoints"
+METRICS_FILE = "metrics.jsonl"
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _metrics_callback(path: Path) -> Any:
+    from transformers import TrainerCallback
+
+    class MetricsJsonl(TrainerCallback):
+        """Every logged step, appended to metrics.jsonl (loss, rewards/*, logps/*, learning_rate, eval_*)."""
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+            if logs:
+                with path.open("a", encoding="utf-8") as handle:
+                    handle.write(json.dumps({"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs}) + "\n")
+
+    return MetricsJsonl()
+
+
+def _progress_callback() -> Any:
+    from transformers.trainer_callback import ProgressCallback
+
+    class RewardProgress(ProgressCallback):
+        """The Trainer's progress bar, with loss and reward accuracy beside it instead of dicts printed below it."""
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+            if not state.is_world_process_zero or not logs:
+                return
+            if self.training_bar is not None and "loss" in logs:
+                postfix = {"loss": f"{logs['loss']:.3f}"}
+                if "rewards/accuracies" in logs:
+                    postfix["reward_acc"] = f"{logs['rewards/accuracies']:.2f}"
+                self.training_bar.set_postfix(postfix)
+            elif any(key.startswith("eval_") for key in logs):
+                shown = {k: round(v, 4) for k, v in logs.items() if k in ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins")}
+                self.training_bar.write(f"eval at step {state.global_step}: {shown}") if self.training_bar else logger.info("eval: %s", shown)
+
+    return RewardProgress
+
+
+@dataclass
+class TrainOutcome:
+    algo: str
+    final_dir: Path
+    train_metrics: dict[str, float]
+    eval_metrics: dict[str, float]
+    dropped_too_long: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class CommandCenterDPOTrainer:
+    """Load a base model, attach LoRA, train with DPO or KTO, save the adapter.
+
+        trainer = CommandCenterDPOTrainer(config_name="cpu", max_steps=20)
+        trainer.load_base_model()
+        outcome = trainer.train(train_dataset, eval_dataset, output_dir="rl_checkpoints/my-run")
+    """
+
+    def __init__(self, config_name: str = "default", *, config: TrainingConfig | None = None, **overrides: Any):
+        self.preset = config_name
+        self.config = config.replace(**overrides) if config is not None else training_config(config_name, **overrides)
+        self.config = self._fit_to_machine(self.config)
+        self.model: Any = None
+        self.tokenizer: Any = None
+
+    @staticmethod
+    def _fit_to_machine(config: TrainingConfig) -> TrainingConfig:
+        if has_cuda() or not (config.bf16 or config.load_in_4bit):
+            return config
+        asked = [name for name in ("bf16", "load_in_4bit") if getattr(config, name)]
+        logger.warning("No GPU here: the preset asks for %s; training in fp32 without quantization instead.", " and ".join(asked))
+        return config.replace(bf16=False, load_in_4bit=False)
+
+    def load_base_model(self) -> tuple[Any, Any]:
+        import torch
+
+        cfg = self.config
+        kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if cfg.bf16 else torch.float32}
+        if cfg.load_in_4bit:
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16 if cfg.bf16 else torch.float16,
+            )
+            kwargs["device_map"] = {"": 0}
+        self.tokenizer = load_tokenizer(cfg.base_model or None)
+        self.model = load_causal_lm(cfg.base_model or None, **kwargs)
+        if cfg.load_in_4bit:
+            from peft import prepare_model_for_kbit_training
+
+            self.model = prepare_model_for_kbit_training(self.model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+        logger.info("Base model %s: %.1fM parameters, %s", cfg.base_model or "(default)", self.model.num_parameters() / 1e6, kwargs["dtype"])
+        return self.model, self.tokenizer
+
+    def lora_config(self) -> Any:
+        from peft import LoraConfig
+
+        modules = self.config.lora_target_modules
+        return LoraConfig(
+            r=self.config.lora_rank, lora_alpha=self.config.lora_alpha, lora_dropout=self.config.lora_dropout,
+            target_modules=modules if modules == "all-linear" else [m.strip() for m in modules.split(",") if m.strip()],
+            task_type="CAUSAL_LM",
+        )
+
+    def choose_algo(self, n_pairs: int, n_kto_rows: int) -> str:
+        cfg = self.config
+        if cfg.algo != "auto":
+            return cfg.algo
+        if n_pairs >= cfg.kto_min_pairs or n_kto_rows == 0:
+            logger.info("algo auto: %d true pairs (>= %d, or no unpaired rows): DPO", n_pairs, cfg.kto_min_pairs)
+            return "dpo"
+        logger.info("algo auto: only %d true pairs (< %d) and %d unpaired ratings: KTO", n_pairs, cfg.kto_min_pairs, n_kto_rows)
+        return "kto"
+
+    def _common_args(self, output_dir: Path, has_eval: bool) -> dict[str, Any]:
+        cfg = self.config
+        return dict(
+            output_dir=str(output_dir / CHECKPOINT_DIR),
+            per_device_train_batch_size=cfg.batch_size,
+            per_device_eval_batch_size=cfg.batch_size,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            learning_rate=cfg.learning_rate,
+            lr_scheduler_type="cosine",
+            warmup_steps=cfg.warmup_ratio,
+            num_train_epochs=cfg.epochs,
+            max_steps=cfg.max_steps,
+            beta=cfg.beta,
+            bf16=cfg.bf16,
+            fp16=False,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+            logging_steps=cfg.logging_steps,
+            logging_first_step=True,
+            save_strategy="steps",
+            save_steps=cfg.save_steps,
+            save_total_limit=2,
+            eval_strategy=("steps" if cfg.eval_steps else "epoch") if has_eval else "no",
+            eval_steps=cfg.eval_steps or None,
+            report_to=["tensorboard"],
+            seed=cfg.seed,
+            data_seed=cfg.seed,
+            use_cpu=not has_cuda(),
+            dataloader_num_workers=0,
+            remove_unused_columns=True,
+        )
+
+    def train(
+        self,
+        train_dataset: Any,
+        eval_dataset: Any = None,
+        *,
+        output_dir: str | Path,
+        kto_dataset: Any = None,
+        resume_from_checkpoint: bool = False,
+        callbacks: list[Any] | None = None,
+    ) -> TrainOutcome:
+        """Train and save the adapter and tokenizer to `output_dir/final`; KeyboardInterrupt saves a checkpoint first."""
+        if self.model is None:
+            self.load_base_model()
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        n_kto = len(kto_dataset["train"]) if kto_dataset is not None else 0
+        algo = self.choose_algo(len(train_dataset), n_kto)
+        if eval_dataset is not None and self.config.max_eval_pairs and len(eval_dataset) > self.config.max_eval_pairs:
+            eval_dataset = eval_dataset.shuffle(seed=self.config.seed).select(range(self.config.max_eval_pairs))
+        all_callbacks = [_metrics_callback(output_dir / METRICS_FILE), *(callbacks or [])]
+        trainer = self._dpo_trainer(train_dataset, eval_dataset, output_dir) if algo == "dpo" else self._kto_trainer(kto_dataset, output_dir)
+        from transformers.trainer_callback import ProgressCallback
+
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(_progress_callback())
+        for callback in all_callbacks:
+            trainer.add_callback(callback)
+
+        previous_tb = os.environ.get("TENSORBOARD_LOGGING_DIR")
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(output_dir / "tensorboard")
+        began = time.perf_counter()
+        try:
+            result = trainer.train(resume_from_checkpoint=True if resume_from_checkpoint else None)
+        except KeyboardInterrupt:
+            logger.warning("Interrupted at step %d: saving a checkpoint to resume from.", trainer.state.global_step)
+            trainer._save_checkpoint(trainer.model, trial=None)
+            raise
+        finally:
+            if previous_tb is None:
+                os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+            else:
+                os.environ["TENSORBOARD_LOGGING_DIR"] = previous_tb
+        seconds = time.perf_counter() - began
+        eval_metrics = trainer.evaluate() if eval_dataset is not None and len(eval_dataset) and algo == "dpo" else {}
+        final_dir = output_dir / FINAL_DIR
+        trainer.save_model(str(final_dir))
+        self.tokenizer.save_pretrained(str(final_dir))
+        self.model = trainer.model
+        return TrainOutcome(
+            algo=algo, final_dir=final_dir, train_metrics=dict(result.metrics), eval_metrics=dict(eval_metrics),
+            dropped_too_long=dict(getattr(trainer, "dropped_too_long", {})), seconds=seconds,
+        )
+
+    def _dpo_trainer(self, train_dataset: Any, eval_dataset: Any, output_dir: Path) -> Any:
+        from trl import DPOConfig
+
+        from rl.prefix_sharing import PrefixSharingCollator, PrefixSharingDPOTrainer
+
+        cfg = self.config
+        unsupported = set(cfg.loss_types) - set(PrefixSharingDPOTrainer.SUPPORTED_LOSSES)
+        if unsupported:
+            raise ValueError(f"loss_type {', '.join(sorted(unsupported))} is not supported here: use {PrefixSharingDPOTrainer.SUPPORTED_LOSSES}.")
+        args = DPOConfig(
+            **self._common_args(output_dir, eval_dataset is not None and len(eval_dataset) > 0),
+            loss_type=cfg.loss_types, loss_weights=cfg.loss_weights,
+            max_length=None, precompute_ref_log_probs=cfg.precompute_ref_log_probs,
+        )
+        eager = getattr(self.model.config, "_attn_implementation", "sdpa") == "eager"
+        return PrefixSharingDPOTrainer(
+            model=self.model, args=args, train_dataset=train_dataset,
+            eval_dataset=eval_dataset if eval_dataset is not None and len(eval_dataset) else None,
+            processing_class=self.tokenizer, peft_config=self.lora_config(),
+            data_collator=PrefixSharingCollator(self.tokenizer.pad_token_id, eager_attention=eager),
+            max_pair_tokens=cfg.max_length,
+        )
+
+    def _kto_trainer(self, kto_dataset: Any, output_dir: Path) -> Any:
+        from trl import KTOConfig, KTOTrainer
+
+        if kto_dataset is None or not len(kto_dataset["train"]):
+            raise ValueError("KTO needs unpaired ratings, and this dataset has none.")
+        labels = set(kto_dataset["train"]["label"])
+        if labels != {True, False}:
+            raise ValueError("KTO needs both thumbs up and thumbs down among the unpaired ratings.")
+        args = KTOConfig(**self._common_args(output_dir, False), max_length=self.config.max_length)
+        return KTOTrainer(
+            model=self.model, args=args, train_dataset=kto_dataset["train"].remove_columns(["scenario_id"]),
+            processing_class=self.tokenizer, peft_config=self.lora_config(),
+        )

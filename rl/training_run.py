@@ -1,0 +1,235 @@
+"""One training run end to end: dataset -> run folder + TrainingRun row -> trainer -> recorded result.
+
+Every artifact of a run lives in its folder (config.json, metrics.jsonl, tensorboard/, checkpoints/, final/), and
+the TrainingRun row points at it.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import random
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone as dj_timezone
+
+from rl.config import TrainingConfig
+from rl.dataset_builder import DatasetError, PreparedDataset, prepare_training_dataset
+
+logger = logging.getLogger(__name__)
+
+LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate")
+
+
+@dataclass
+class RunResult:
+    run_name: str
+    run_dir: Path
+    status: str
+    error: str = ""
+    metrics: dict[str, Any] | None = None
+    export: dict[str, Any] | None = None
+
+    def summary(self) -> list[tuple[str, str]]:
+        rows = [("run", self.run_name), ("status", self.status), ("folder", str(self.run_dir))]
+        for key, value in (self.metrics or {}).items():
+            rows.append((key, f"{value:.4f}" if isinstance(value, float) else str(value)))
+        if self.error:
+            rows.append(("error", self.error))
+        return rows
+
+
+def build_dataset(config: TrainingConfig, data: dict[str, Any], tokenizer: Any = None) -> PreparedDataset:
+    prepared = prepare_training_dataset(
+        data["source"], data.get("data_path"), data.get("ratings_path"),
+        min_samples=config.min_samples, eval_fraction=config.eval_fraction, seed=config.seed, kind=config.kind,
+        rater=data.get("rater"), max_pairs_per_scenario=config.max_pairs_per_scenario, tokenizer=tokenizer,
+    )
+    if config.max_train_pairs and len(prepared.dataset["train"]) > config.max_train_pairs:
+        prepared.dataset["train"] = spread_over_scenarios(prepared.dataset["train"], config.max_train_pairs, config.seed)
+        prepared.stats.train_pairs = len(prepared.dataset["train"])
+    return prepared
+
+
+def spread_over_scenarios(dataset: Any, limit: int, seed: int) -> Any:
+    """At most `limit` rows, taken round-robin across scenarios so every scenario keeps some."""
+    by_scenario: dict[str, list[int]] = {}
+    for index, scenario in enumerate(dataset["scenario_id"]):
+        by_scenario.setdefault(scenario, []).append(index)
+    rng = random.Random(seed)
+    queues = [rng.sample(rows, len(rows)) for _, rows in sorted(by_scenario.items())]
+    picked: list[int] = []
+    while len(picked) < limit and any(queues):
+        for queue in queues:
+            if queue and len(picked) < limit:
+                picked.append(queue.pop())
+    return dataset.select(sorted(picked))
+
+
+def pairs_longer_than(dataset: Any, tokenizer: Any, max_length: int) -> int:
+    """How many pairs' prompt + chosen + rejected exceed `max_length` tokens (the trainer drops them)."""
+    too_long = 0
+    for row in dataset:
+        prompt = tokenizer.apply_chat_template(row["prompt"], tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]
+        answers = sum(len(tokenizer(row[side][0]["content"], add_special_tokens=False)["input_ids"]) + 2 for side in ("chosen", "rejected"))
+        too_long += len(prompt) + answers > max_length
+    return too_long
+
+
+def dump_dataset(prepared: PreparedDataset, folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for split, rows in prepared.dataset.items():
+        path = folder / f"dpo_{split}.jsonl"
+        rows.to_json(str(path), lines=True, force_ascii=False)
+        written.append(path)
+    if prepared.kto_dataset is not None:
+        for split, rows in prepared.kto_dataset.items():
+            path = folder / f"kto_{split}.jsonl"
+            rows.to_json(str(path), lines=True, force_ascii=False)
+            written.append(path)
+    (folder / "stats.json").write_text(json.dumps(prepared.stats.to_dict(), indent=1, default=str))
+    return written
+
+
+def dry_run(config: TrainingConfig, data: dict[str, Any], dump_dir: str | None = None) -> list[tuple[str, str]]:
+    """Build the dataset as a run would and describe it; trains nothing and writes nothing but the optional dump."""
+    from rl.base_model import load_tokenizer
+
+    tokenizer = load_tokenizer(config.base_model or None)
+    prepared = build_dataset(config, data, tokenizer)
+    report = prepared.stats.table()
+    report.append((f"train pairs longer than max_length {config.max_length}", str(pairs_longer_than(prepared.dataset["train"], tokenizer, config.max_length))))
+    if dump_dir:
+        report.append(("dataset written to", ", ".join(str(p) for p in dump_dataset(prepared, dump_dir))))
+    return report
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=5).stdout.strip()
+    except Exception:
+        return ""
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "missing"
+    return versions
+
+
+def resolve_run_dir(output_dir: str | None, run_name: str | None, resume: str | None, preset: str, algo: str) -> tuple[str, Path]:
+    parent = Path(output_dir) if output_dir else Path(settings.RL_CHECKPOINT_DIR)
+    if resume:
+        folder = Path(resume) if Path(resume).is_dir() else parent / resume
+        if not (folder / "config.json").is_file():
+            raise DatasetError(f"Cannot resume {resume!r}: no run folder with config.json at {folder}.")
+        return folder.name, folder
+    name = run_name or f"{preset}-{algo}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+    folder = parent / name
+    if folder.exists():
+        raise DatasetError(f"Run folder {folder} exists already: pick another --run-name, or --resume {name}.")
+    return name, folder
+
+
+def run_training(
+    config: TrainingConfig,
+    data: dict[str, Any],
+    *,
+    preset: str,
+    output_dir: str | None = None,
+    run_name: str | None = None,
+    resume: str | None = None,
+    dump_dir: str | None = None,
+    export: dict[str, Any] | None = None,
+) -> RunResult:
+    """Train one run and record it. Bad input raises before anything is written; a failure during training is
+    recorded on the run (status failed, the error) and returned; Ctrl-C records it as interrupted and re-raises."""
+    from rl.models import TrainingRun
+    from rl.trainer import CommandCenterDPOTrainer
+
+    name, run_dir = resolve_run_dir(output_dir, run_name, resume, preset, config.algo)
+    if resume:
+        saved = json.loads((run_dir / "config.json").read_text())
+        config = TrainingConfig(**saved["config"])
+        data = saved["data"]
+    trainer = CommandCenterDPOTrainer(preset, config=config)
+    trainer.load_base_model()
+    prepared = build_dataset(trainer.config, data, trainer.tokenizer)
+    if dump_dir:
+        dump_dataset(prepared, dump_dir)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        "run": name, "preset": preset, "config": trainer.config.to_dict(), "data": data,
+        "dataset_stats": prepared.stats.to_dict(), "libraries": _versions(), "git_commit": _git_commit(),
+        "created_at": datetime.now(timezone.utc).isoformat(),
+    }
+    if not resume:
+        (run_dir / "config.json").write_text(json.dumps(record, indent=1, default=str))
+    run, _ = TrainingRun.objects.update_or_create(
+        name=name,
+        defaults={
+            "status": TrainingRun.Status.RUNNING, "preset": preset, "algo": trainer.config.algo,
+            "base_model": trainer.config.base_model or "(default) " + str(_default_base_model()),
+            "config": trainer.config.to_dict(), "data_source": {**data, "stats": prepared.stats.to_dict()},
+            "data_watermark": prepared.snapshot.newest_rating_at, "run_dir": str(run_dir), "error": "", "finished_at": None,
+        },
+    )
+    try:
+        outcome = trainer.train(
+            prepared.dataset["train"], prepared.dataset["eval"], output_dir=run_dir,
+            kto_dataset=prepared.kto_dataset, resume_from_checkpoint=bool(resume),
+        )
+    except KeyboardInterrupt:
+        _finish(run, TrainingRun.Status.INTERRUPTED, error=f"Interrupted; continue with: train_dpo --resume {name}")
+        raise
+    except Exception as exc:
+        logger.exception("Run %s failed", name)
+        _finish(run, TrainingRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+        return RunResult(name, run_dir, TrainingRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+
+    metrics = summarize_metrics(outcome)
+    run.algo = outcome.algo
+    run.adapter_dir = str(outcome.final_dir)
+    run.metrics = metrics
+    _finish(run, TrainingRun.Status.SUCCEEDED)
+    result = RunResult(name, run_dir, TrainingRun.Status.SUCCEEDED, metrics=metrics)
+    if export is not None:
+        from rl.export import export_to_ollama
+
+        result.export = export_to_ollama(outcome.final_dir, quantization=export["quantization"], register=export["register"]).as_dict()
+    return result
+
+
+def _default_base_model() -> str:
+    from rl.base_model import default_base_model
+
+    return default_base_model()
+
+
+def summarize_metrics(outcome: Any) -> dict[str, Any]:
+    keep = ("train_loss", "train_runtime", "train_samples_per_second", "eval_loss", "eval_rewards/accuracies",
+            "eval_rewards/margins", "eval_rewards/chosen", "eval_rewards/rejected", "eval_logps/chosen", "eval_logps/rejected")
+    merged = {**outcome.train_metrics, **outcome.eval_metrics}
+    summary = {key: merged[key] for key in keep if key in merged}
+    summary["algo"] = outcome.algo
+    summary["dropped_too_long"] = outcome.dropped_too_long
+    return summary
+
+
+def _finish(run: Any, status: str, error: str = "") -> None:
+    run.status = status
+    run.error = error
+    run.finished_at = dj_timezone.now()
+    run.save()
