@@ -101,9 +101,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "high_quality": {"bf16": True, "lora_rank": 64, "lora_alpha": 128, "epochs": 5.0, "learning_rate": 2e-5,
                      "batch_size": 8, "gradient_accumulation_steps": 2},
     # No GPU (these machines, the demo): SmolLM2-135M in fp32, a short run that finishes in minutes.
-    "cpu": {"batch_size": 8, "max_steps": 60, "learning_rate": 5e-4, "lora_rank": 16, "lora_alpha": 32,
+    "cpu": {"batch_size": 8, "max_steps": 50, "learning_rate": 5e-4, "lora_rank": 16, "lora_alpha": 32,
             "lora_target_modules": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
-            "max_train_pairs": 0, "logging_steps": 5, "save_steps": 20, "max_eval_pairs": 64, "warmup_ratio": 0.05},
+            "max_train_pairs": 400, "logging_steps": 5, "save_steps": 25, "max_eval_pairs": 64, "warmup_ratio": 0.05},
 }
 
 

@@ -1,18 +1,23 @@
-"""DPO with the prompt computed once per pair instead of twice.
+"""DPO with each prompt computed once per batch instead of twice per pair.
 
-A pair becomes ONE sequence `[prompt | chosen | rejected]`. Position ids restart the rejected answer right after the
-prompt, and a 4D attention mask keeps the rejected tokens from seeing the chosen ones, so each answer is scored
-exactly as if it followed the prompt alone. On this task the prompt is ~90% of the tokens, so a pair costs about
-half the compute and activation memory of TRL's `[prompt | chosen]` + `[prompt | rejected]` batch. The LM head runs
-only on the answer positions.
+The pairs of a batch that share a prompt (the same scenario) become ONE sequence
+`[prompt | answer_1 | answer_2 | ... ]` holding every distinct answer once. Position ids restart each answer right
+after the prompt, and a 4D attention mask lets an answer see only the prompt and itself, so each answer is scored
+exactly as if it followed the prompt alone. On this task the prompt is ~90% of a pair's tokens and a scenario has
+several pairs, so a pair costs a fraction of the compute and activation memory of TRL's
+`[prompt | chosen]` + `[prompt | rejected]` rows. A sampler keeps a scenario's pairs together in batches, and the
+LM head runs only on answer positions.
 """
 from __future__ import annotations
 
+import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Sampler
 from trl import DPOTrainer
 
 
@@ -20,48 +25,68 @@ from trl import DPOTrainer
 class PrefixSharingCollator:
     """TRL-tokenized preference rows (prompt_ids, chosen_ids, rejected_ids) -> shared-prefix batches.
 
-    `score_index[b, j]` is the position whose hidden state predicts `score_target[b, j]`; `score_side` says whether
-    that token belongs to the chosen (0) or rejected (1) answer, -1 for padding.
+    Sequence g holds one prompt and its distinct answers. `score_index[g, j]` is the position whose hidden state
+    predicts `score_target[g, j]`, a token of answer `score_answer[g, j]` (-1: padding). Pair b's answers are
+    `pair_chosen[b]` and `pair_rejected[b]`.
     """
 
     pad_token_id: int
     eager_attention: bool = False
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        lengths = [len(e["prompt_ids"]) + len(e["chosen_ids"]) + len(e["rejected_ids"]) for e in examples]
-        width = max(lengths)
-        n_scored = max(len(e["chosen_ids"]) + len(e["rejected_ids"]) for e in examples)
-        batch = len(examples)
-        input_ids = torch.full((batch, width), self.pad_token_id, dtype=torch.long)
-        position_ids = torch.zeros((batch, width), dtype=torch.long)
-        allowed = torch.zeros((batch, width, width), dtype=torch.bool)
-        score_index = torch.zeros((batch, n_scored), dtype=torch.long)
-        score_target = torch.zeros((batch, n_scored), dtype=torch.long)
-        score_side = torch.full((batch, n_scored), -1, dtype=torch.long)
+        groups: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
+        answer_ids: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+        pair_chosen, pair_rejected = [], []
+        for example in examples:
+            prompt = tuple(example["prompt_ids"])
+            answers = groups.setdefault(prompt, [])
+            indices = []
+            for side in ("chosen_ids", "rejected_ids"):
+                key = (prompt, tuple(example[side]))
+                if key not in answer_ids:
+                    answer_ids[key] = len(answer_ids)
+                    answers.append(key[1])
+                indices.append(answer_ids[key])
+            pair_chosen.append(indices[0])
+            pair_rejected.append(indices[1])
+
+        lengths = [len(p) + sum(len(a) for a in answers) for p, answers in groups.items()]
+        width, n_groups = max(lengths), len(groups)
+        n_scored = max(sum(len(a) for a in answers) for answers in groups.values())
+        input_ids = torch.full((n_groups, width), self.pad_token_id, dtype=torch.long)
+        position_ids = torch.zeros((n_groups, width), dtype=torch.long)
+        allowed = torch.zeros((n_groups, width, width), dtype=torch.bool)
+        score_index = torch.zeros((n_groups, n_scored), dtype=torch.long)
+        score_target = torch.zeros((n_groups, n_scored), dtype=torch.long)
+        score_answer = torch.full((n_groups, n_scored), -1, dtype=torch.long)
         causal = torch.ones((width, width), dtype=torch.bool).tril()
-        for b, example in enumerate(examples):
-            prompt, chosen, rejected = example["prompt_ids"], example["chosen_ids"], example["rejected_ids"]
-            p, c, r = len(prompt), len(chosen), len(rejected)
-            input_ids[b, : p + c + r] = torch.tensor(prompt + chosen + rejected)
-            position_ids[b, : p + c] = torch.arange(p + c)
-            position_ids[b, p + c : p + c + r] = torch.arange(p, p + r)
-            allowed[b, : p + c, : p + c] = causal[: p + c, : p + c]
-            allowed[b, p + c : p + c + r, :p] = True
-            allowed[b, p + c : p + c + r, p + c : p + c + r] = causal[:r, :r]
-            pad = torch.arange(p + c + r, width)
-            allowed[b, pad, pad] = True  # padding rows see themselves only, so no row is fully masked (NaN in SDPA)
-            score_index[b, :c] = torch.arange(p - 1, p + c - 1)
-            score_index[b, c : c + r] = torch.cat([torch.tensor([p - 1]), torch.arange(p + c, p + c + r - 1)])
-            score_target[b, : c + r] = torch.tensor(chosen + rejected)
-            score_side[b, :c] = 0
-            score_side[b, c : c + r] = 1
+        for g, (prompt, answers) in enumerate(groups.items()):
+            p = len(prompt)
+            input_ids[g, :p] = torch.tensor(prompt)
+            position_ids[g, :p] = torch.arange(p)
+            allowed[g, :p, :p] = causal[:p, :p]
+            start, scored = p, 0
+            for answer in answers:
+                n = len(answer)
+                end = start + n
+                input_ids[g, start:end] = torch.tensor(answer)
+                position_ids[g, start:end] = torch.arange(p, p + n)
+                allowed[g, start:end, :p] = True
+                allowed[g, start:end, start:end] = causal[:n, :n]
+                score_index[g, scored : scored + n] = torch.cat([torch.tensor([p - 1]), torch.arange(start, end - 1)])
+                score_target[g, scored : scored + n] = torch.tensor(answer)
+                score_answer[g, scored : scored + n] = answer_ids[(prompt, answer)]
+                start, scored = end, scored + n
+            pad = torch.arange(start, width)
+            allowed[g, pad, pad] = True  # padding rows see themselves only, so no row is fully masked (NaN in SDPA)
         mask = allowed.unsqueeze(1)
         if self.eager_attention:
             mask = torch.zeros(mask.shape, dtype=torch.float32).masked_fill(~mask, torch.finfo(torch.float32).min)
         out = {
             "input_ids": input_ids, "position_ids": position_ids, "attention_mask": mask,
-            "score_index": score_index, "score_target": score_target, "score_side": score_side,
-            "num_tokens": torch.tensor(sum(lengths)),
+            "score_index": score_index, "score_target": score_target, "score_answer": score_answer,
+            "pair_chosen": torch.tensor(pair_chosen), "pair_rejected": torch.tensor(pair_rejected),
+            "num_answers": torch.tensor(len(answer_ids)), "num_tokens": torch.tensor(sum(lengths)),
         }
         for key in ("ref_chosen_logps", "ref_rejected_logps"):
             if key in examples[0]:
@@ -69,8 +94,16 @@ class PrefixSharingCollator:
         return out
 
 
-def answer_token_logps(causal_lm: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-token log-probs of the answers (batch, n_scored; 0 on padding), and their sums for chosen and rejected."""
+@dataclass
+class AnswerLogps:
+    token_logps: torch.Tensor  # (groups, n_scored), 0 on padding
+    chosen: torch.Tensor  # (pairs,) summed log-probs of each pair's chosen answer
+    rejected: torch.Tensor  # (pairs,)
+    chosen_token_mask: torch.Tensor  # (groups, n_scored) tokens of answers that are some pair's chosen one
+
+
+def answer_logps(causal_lm: Any, batch: dict[str, torch.Tensor]) -> AnswerLogps:
+    """Log-probs of every answer in a shared-prefix batch, per token and summed per pair side."""
     backbone = getattr(causal_lm, causal_lm.base_model_prefix)
     hidden = backbone(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"], use_cache=False
@@ -78,14 +111,44 @@ def answer_token_logps(causal_lm: Any, batch: dict[str, torch.Tensor]) -> tuple[
     index = batch["score_index"].unsqueeze(-1).expand(-1, -1, hidden.size(-1))
     logits = causal_lm.get_output_embeddings()(hidden.gather(1, index)).float()
     token_logps = torch.log_softmax(logits, dim=-1).gather(-1, batch["score_target"].unsqueeze(-1)).squeeze(-1)
-    side = batch["score_side"]
-    token_logps = token_logps * (side >= 0)
-    return token_logps, (token_logps * (side == 0)).sum(1), (token_logps * (side == 1)).sum(1)
+    answer = batch["score_answer"]
+    valid = answer >= 0
+    token_logps = token_logps * valid
+    n_answers = int(batch["num_answers"])
+    per_answer = torch.zeros(n_answers, dtype=token_logps.dtype, device=token_logps.device)
+    per_answer = per_answer.index_add(0, answer[valid], token_logps[valid])
+    is_chosen = torch.zeros(n_answers, dtype=torch.bool, device=token_logps.device)
+    is_chosen[batch["pair_chosen"]] = True
+    chosen_token_mask = valid & is_chosen[answer.clamp(min=0)]
+    return AnswerLogps(token_logps, per_answer[batch["pair_chosen"]], per_answer[batch["pair_rejected"]], chosen_token_mask)
+
+
+class PromptGroupedSampler(Sampler[int]):
+    """Shuffles groups of rows that share a prompt, keeping each group's rows together, so batches share prompts."""
+
+    def __init__(self, group_keys: list[Any], seed: int):
+        self.groups: dict[Any, list[int]] = {}
+        for index, key in enumerate(group_keys):
+            self.groups.setdefault(key, []).append(index)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return sum(len(rows) for rows in self.groups.values())
+
+    def __iter__(self) -> Iterator[int]:
+        rng = random.Random(self.seed + self.epoch)
+        groups = [rng.sample(rows, len(rows)) for rows in self.groups.values()]
+        rng.shuffle(groups)
+        return iter([index for group in groups for index in group])
 
 
 class PrefixSharingDPOTrainer(DPOTrainer):
-    """TRL's DPOTrainer (datasets, chat template, reference handling, logging, checkpoints) with the pair's forward
-    replaced by the shared-prefix one. Metric names are TRL's."""
+    """TRL's DPOTrainer (tokenization with the chat template, PEFT reference, logging, checkpoints) with the pair's
+    forward replaced by the shared-prefix one. Metric names are TRL's."""
 
     SUPPORTED_LOSSES = ("sigmoid", "sft", "ipo", "hinge")
 
@@ -96,18 +159,25 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         super().__init__(*args, **kwargs)
 
     def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
-        """TRL's tokenization, then drop (and count) pairs longer than `max_pair_tokens`; never truncate them."""
+        """TRL's tokenization, then drop (and count) pairs longer than `max_pair_tokens` (never truncate them), and
+        order rows by prompt so the sequential passes (reference log-probs, eval) batch shared prompts together."""
         dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-        if self.max_pair_tokens is None or "prompt_ids" not in dataset.column_names:
+        if "prompt_ids" not in dataset.column_names:
             return dataset
-        limit = self.max_pair_tokens
-        before = len(dataset)
-        dataset = dataset.filter(
-            lambda row: len(row["prompt_ids"]) + len(row["chosen_ids"]) + len(row["rejected_ids"]) <= limit,
-            desc=f"Dropping {dataset_name} pairs longer than {limit} tokens",
-        )
-        self.dropped_too_long[dataset_name] = before - len(dataset)
-        return dataset
+        if self.max_pair_tokens is not None:
+            limit, before = self.max_pair_tokens, len(dataset)
+            dataset = dataset.filter(
+                lambda row: len(row["prompt_ids"]) + len(row["chosen_ids"]) + len(row["rejected_ids"]) <= limit,
+                desc=f"Dropping {dataset_name} pairs longer than {limit} tokens",
+            )
+            self.dropped_too_long[dataset_name] = before - len(dataset)
+        prompts = dataset["prompt_ids"]
+        order = sorted(range(len(dataset)), key=lambda i: (tuple(prompts[i]), i))
+        return dataset.select(order)
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Sampler[int]:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return PromptGroupedSampler([hash(tuple(ids)) for ids in dataset["prompt_ids"]], self.args.seed)
 
     def _unwrapped_causal_lm(self, model: Any) -> Any:
         unwrapped = self.accelerator.unwrap_model(model)
@@ -116,20 +186,19 @@ class PrefixSharingDPOTrainer(DPOTrainer):
     def compute_ref_log_probs(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         unwrapped = self.accelerator.unwrap_model(self.model)
         with torch.no_grad(), unwrapped.disable_adapter(), self.accelerator.autocast():
-            _, chosen, rejected = answer_token_logps(self._unwrapped_causal_lm(self.model), inputs)
-        return chosen, rejected
+            scored = answer_logps(self._unwrapped_causal_lm(self.model), inputs)
+        return scored.chosen, scored.rejected
 
     def _compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool) -> Any:
         mode = "train" if self.model.training else "eval"
-        token_logps, chosen_logps, rejected_logps = answer_token_logps(self._unwrapped_causal_lm(model), inputs)
+        scored = answer_logps(self._unwrapped_causal_lm(model), inputs)
         if self.precompute_ref_logps:
             ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
         else:
             ref_chosen, ref_rejected = self.compute_ref_log_probs(model, inputs)
-        chosen_logratios = chosen_logps - ref_chosen
-        rejected_logratios = rejected_logps - ref_rejected
+        chosen_logratios = scored.chosen - ref_chosen
+        rejected_logratios = scored.rejected - ref_rejected
         delta = chosen_logratios - rejected_logratios
-        side = inputs["score_side"]
         loss = 0.0
         for loss_type, weight in zip(self.loss_types, self.loss_weights, strict=True):
             if loss_type == "sigmoid":
@@ -137,10 +206,11 @@ class PrefixSharingDPOTrainer(DPOTrainer):
             elif loss_type == "hinge":
                 per_pair = torch.relu(1 - self.beta * delta)
             elif loss_type == "ipo":
-                n_chosen, n_rejected = (side == 0).sum(1).clamp(min=1), (side == 1).sum(1).clamp(min=1)
+                lengths = torch.bincount(inputs["score_answer"][inputs["score_answer"] >= 0], minlength=int(inputs["num_answers"]))
+                n_chosen, n_rejected = lengths[inputs["pair_chosen"]].clamp(min=1), lengths[inputs["pair_rejected"]].clamp(min=1)
                 per_pair = (chosen_logratios / n_chosen - rejected_logratios / n_rejected - 1 / (2 * self.beta)) ** 2
             elif loss_type == "sft":
-                per_pair = (-token_logps[side == 0].mean()).expand(delta.size(0))
+                per_pair = (-scored.token_logps[scored.chosen_token_mask].mean()).expand(delta.size(0))
             else:
                 raise ValueError(f"Loss {loss_type!r} is not supported with prefix sharing: use one of {self.SUPPORTED_LOSSES}.")
             loss = loss + per_pair.mean() * weight
@@ -154,8 +224,8 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         self._metrics[mode]["rewards/rejected"].append(gather(rejected_rewards).mean().item())
         self._metrics[mode]["rewards/accuracies"].append(gather((chosen_rewards > rejected_rewards).float()).mean().item())
         self._metrics[mode]["rewards/margins"].append(gather(chosen_rewards - rejected_rewards).mean().item())
-        self._metrics[mode]["logps/chosen"].append(gather(chosen_logps.detach()).mean().item())
-        self._metrics[mode]["logps/rejected"].append(gather(rejected_logps.detach()).mean().item())
+        self._metrics[mode]["logps/chosen"].append(gather(scored.chosen.detach()).mean().item())
+        self._metrics[mode]["logps/rejected"].append(gather(scored.rejected.detach()).mean().item())
         if return_outputs:
-            return loss, {"chosen_logps": chosen_logps, "rejected_logps": rejected_logps}
+            return loss, {"chosen_logps": scored.chosen, "rejected_logps": scored.rejected}
         return loss

@@ -190,22 +190,23 @@ class CommandCenterDPOTrainer:
         if eval_dataset is not None and self.config.max_eval_pairs and len(eval_dataset) > self.config.max_eval_pairs:
             eval_dataset = eval_dataset.shuffle(seed=self.config.seed).select(range(self.config.max_eval_pairs))
         all_callbacks = [_metrics_callback(output_dir / METRICS_FILE), *(callbacks or [])]
-        trainer = self._dpo_trainer(train_dataset, eval_dataset, output_dir) if algo == "dpo" else self._kto_trainer(kto_dataset, output_dir)
         from transformers.trainer_callback import ProgressCallback
 
-        trainer.remove_callback(ProgressCallback)
-        trainer.add_callback(_progress_callback())
-        for callback in all_callbacks:
-            trainer.add_callback(callback)
-
         previous_tb = os.environ.get("TENSORBOARD_LOGGING_DIR")
+        # Read by TensorBoardCallback when the trainer is built.
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(output_dir / "tensorboard")
         began = time.perf_counter()
         try:
+            trainer = self._dpo_trainer(train_dataset, eval_dataset, output_dir) if algo == "dpo" else self._kto_trainer(kto_dataset, output_dir)
+            trainer.remove_callback(ProgressCallback)
+            trainer.add_callback(_progress_callback())
+            for callback in all_callbacks:
+                trainer.add_callback(callback)
             result = trainer.train(resume_from_checkpoint=True if resume_from_checkpoint else None)
         except KeyboardInterrupt:
-            logger.warning("Interrupted at step %d: saving a checkpoint to resume from.", trainer.state.global_step)
-            trainer._save_checkpoint(trainer.model, trial=None)
+            if "trainer" in locals() and trainer.state.global_step > 0:
+                logger.warning("Interrupted at step %d: saving a checkpoint to resume from.", trainer.state.global_step)
+                trainer._save_checkpoint(trainer.model, trial=None)
             raise
         finally:
             if previous_tb is None:

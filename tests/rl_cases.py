@@ -1,0 +1,38 @@
+"""Small hand-built catalogs, scenarios and rated entries for the learning side's tests."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from rl.data_formatter import RatedEntry, Vote
+from rl.prompts import Catalog, CatalogItem, Pick, ScenarioText
+
+T0 = datetime(2026, 10, 1, tzinfo=timezone.utc)
+
+CATALOG = Catalog(
+    widgets=(
+        CatalogItem("kpi_card", "KPI card", "One current value."),
+        CatalogItem("line_chart", "Line chart", "A measurement over time."),
+        CatalogItem("table", "Table", "Rows of records."),
+        CatalogItem("gauge", "Gauge", "A value against limits."),
+    ),
+    fixtures=(
+        CatalogItem("chiller_1_kw", "Chiller 1 power", "Electrical power of chiller 1, kW."),
+        CatalogItem("chiller_2_kw", "Chiller 2 power", "Electrical power of chiller 2, kW."),
+        CatalogItem("open_work_orders", "Open work orders", "Maintenance work orders that are open."),
+        CatalogItem("outdoor_air_temp", "Outdoor air temperature", "Outdoor air temperature, degC."),
+    ),
+    shortlist_size=3,
+)
+
+SCENARIOS = {
+    "s1": ScenarioText("How has chiller 1 power trended this week?", "HQ", "operator", "last 7 days"),
+    "s2": ScenarioText("Which work orders are open?", "HQ", "technician", "now"),
+}
+
+
+def vote(value: str, rater: str = "ann", minutes: int = 0, **kwargs) -> Vote:
+    return Vote(rater=rater, value=value, created_at=T0 + timedelta(minutes=minutes), **kwargs)
+
+
+def entry(entry_id: str, scenario: str, widget: str, fixtures: tuple[str, ...], *votes: Vote) -> RatedEntry:
+    return RatedEntry(entry_id, scenario, Pick(widget, fixtures, "title"), tuple(votes))

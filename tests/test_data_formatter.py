@@ -1,0 +1,142 @@
+import dataclasses
+import json
+
+from rl.data_formatter import (
+    build_correction_pairs, build_fixture_dpo_pairs, build_widget_dpo_pairs, entry_verdicts, format_preferences,
+)
+from rl.prompts import Pick
+from tests.rl_cases import CATALOG, SCENARIOS, entry, vote
+
+
+def picks(rows, side):
+    return [json.loads(row[side][0]["content"]) for row in rows]
+
+
+def test_a_widget_pair_is_an_up_and_a_down_pick_for_the_same_scenario():
+    entries = [
+        entry("a", "s1", "line_chart", ("chiller_1_kw",), vote("up")),
+        entry("b", "s1", "kpi_card", ("chiller_1_kw",), vote("down")),
+        entry("c", "s2", "gauge", ("open_work_orders",), vote("down")),
+    ]
+    rows = build_widget_dpo_pairs(entries, SCENARIOS, CATALOG)
+    assert len(rows) == 1
+    assert picks(rows, "chosen")[0]["widget"] == "line_chart"
+    assert picks(rows, "rejected")[0]["widget"] == "kpi_card"
+    assert rows[0]["scenario_id"] == "s1"
+
+
+def test_pairs_are_never_formed_across_scenarios():
+    entries = [
+        entry("a", "s1", "line_chart", ("chiller_1_kw",), vote("up")),
+        entry("c", "s2", "gauge", ("open_work_orders",), vote("down")),
+    ]
+    assert build_widget_dpo_pairs(entries, SCENARIOS, CATALOG) == []
+
+
+def test_rows_are_in_trl_conversational_format():
+    entries = [entry("a", "s1", "line_chart", ("chiller_1_kw",), vote("up")), entry("b", "s1", "table", ("chiller_1_kw",), vote("down"))]
+    row = build_widget_dpo_pairs(entries, SCENARIOS, CATALOG)[0]
+    assert [m["role"] for m in row["prompt"]] == ["system", "user"]
+    assert row["chosen"][0]["role"] == row["rejected"][0]["role"] == "assistant"
+
+
+def test_the_pairs_per_scenario_cap_spreads_over_entries():
+    ups = [entry(f"u{i}", "s1", w, ("chiller_1_kw",), vote("up")) for i, w in enumerate(["line_chart", "gauge"])]
+    downs = [entry(f"d{i}", "s1", w, ("chiller_1_kw",), vote("down")) for i, w in enumerate(["kpi_card", "table"])]
+    rows = build_widget_dpo_pairs(ups + downs, SCENARIOS, CATALOG, max_pairs_per_scenario=2)
+    assert len(rows) == 2
+    # Two pairs must use both chosen and both rejected entries: no single popular entry takes both.
+    assert {p["widget"] for p in picks(rows, "chosen")} == {"line_chart", "gauge"}
+    assert {p["widget"] for p in picks(rows, "rejected")} == {"kpi_card", "table"}
+
+
+def test_a_fixture_pair_keeps_scenario_and_widget_and_shows_fixture_descriptions():
+    entries = [
+        entry("a", "s1", "line_chart", ("chiller_1_kw",), vote("up")),
+        entry("b", "s1", "line_chart", ("chiller_2_kw",), vote("down")),
+        entry("c", "s1", "kpi_card", ("chiller_2_kw",), vote("down")),
+    ]
+    rows = build_fixture_dpo_pairs(entries, SCENARIOS, CATALOG)
+    assert len(rows) == 1
+    assert picks(rows, "chosen")[0]["fixtures"] == ["chiller_1_kw"]
+    assert picks(rows, "rejected")[0] == {"widget": "line_chart", "fixtures": ["chiller_2_kw"], "title": "title"}
+    assert "Electrical power of chiller 1, kW." in rows[0]["prompt"][1]["content"]
+
+
+def test_a_correction_is_chosen_over_the_entry_it_corrects():
+    corrected = Pick("line_chart", ("chiller_1_kw",), "")
+    entries = [entry("b", "s1", "kpi_card", ("chiller_1_kw",), vote("down", corrected=corrected))]
+    rows = build_correction_pairs(entries, SCENARIOS, CATALOG)
+    assert len(rows) == 1
+    assert picks(rows, "chosen")[0]["widget"] == "line_chart"
+    assert picks(rows, "rejected")[0]["widget"] == "kpi_card"
+    assert rows[0]["origin"] == "correction" and rows[0]["kind"] == "widget"
+
+
+def test_conflicting_ratings_follow_the_majority_and_ties_are_dropped():
+    entries = [
+        entry("a", "s1", "line_chart", ("chiller_1_kw",), vote("up", "ann"), vote("up", "bob"), vote("down", "cat")),
+        entry("b", "s1", "kpi_card", ("chiller_1_kw",), vote("up", "ann"), vote("down", "bob")),
+    ]
+    result = format_preferences(entries, SCENARIOS, CATALOG)
+    verdicts = entry_verdicts(entries)
+    assert verdicts == {"a": "up"}
+    assert result.stats.conflicts_resolved == 1
+    assert result.stats.filtered["conflict_tie"] == 1
+
+
+def test_unpaired_ratings_become_kto_rows():
+    entries = [
+        entry("a", "s1", "line_chart", ("chiller_1_kw",), vote("up")),
+        entry("b", "s1", "kpi_card", ("chiller_1_kw",), vote("down")),
+        entry("c", "s2", "table", ("open_work_orders",), vote("up")),
+        entry("d", "s2", "table", ("chiller_2_kw",), vote("down")),
+    ]
+    result = format_preferences(entries, SCENARIOS, CATALOG, kind="widget")
+    kto = {(r["scenario_id"], json.loads(r["completion"][0]["content"])["fixtures"][0], r["label"]) for r in result.kto_rows}
+    # s1's picks are a widget pair; s2's up and down share a widget, so with widget pairs only they stay unpaired.
+    assert kto == {("s2", "open_work_orders", True), ("s2", "chiller_2_kw", False)}
+    assert set(result.kto_rows[0]) == {"prompt", "completion", "label", "scenario_id"}
+
+
+def test_low_confidence_and_untrusted_ratings_are_left_out():
+    entries = [
+        entry("a", "s1", "line_chart", ("chiller_1_kw",), vote("up", tags=("low_confidence",))),
+        entry("b", "s1", "kpi_card", ("chiller_1_kw",), vote("down", trusted=False)),
+        entry("c", "s1", "gauge", ("chiller_1_kw",), vote("down")),
+    ]
+    result = format_preferences(entries, SCENARIOS, CATALOG)
+    assert result.pairs == []
+    assert result.stats.filtered["low_confidence"] == 1
+    assert result.stats.filtered["untrusted_rater"] == 1
+
+
+def test_exact_duplicate_pairs_are_dropped():
+    corrected = Pick("line_chart", ("chiller_1_kw",), "title")
+    entries = [
+        entry("a", "s1", "line_chart", ("chiller_1_kw",), vote("up")),
+        entry("b", "s1", "kpi_card", ("chiller_1_kw",), vote("down", corrected=corrected)),
+    ]
+    result = format_preferences(entries, SCENARIOS, CATALOG)
+    assert len(result.pairs) == 1
+    assert result.stats.filtered["duplicate_pair"] == 1
+
+
+def test_a_pair_whose_chosen_equals_rejected_is_dropped():
+    same = Pick("kpi_card", ("chiller_1_kw",), "other title")
+    entries = [entry("b", "s1", "kpi_card", ("chiller_1_kw",), vote("down", corrected=same))]
+    result = format_preferences(entries, SCENARIOS, CATALOG)
+    assert result.pairs == []
+    assert result.stats.filtered["chosen_equals_rejected"] == 1
+
+
+def test_a_chosen_pick_the_prompt_does_not_offer_is_dropped():
+    entries = [
+        entry("a", "s2", "table", ("chiller_2_kw",), vote("up")),
+        entry("b", "s2", "gauge", ("chiller_2_kw",), vote("down")),
+    ]
+    catalog = dataclasses.replace(CATALOG, shortlist_size=1)
+    assert catalog.fixture_shortlist(SCENARIOS["s2"].query) == ["open_work_orders"]
+    result = format_preferences(entries, SCENARIOS, catalog)
+    assert result.pairs == []
+    assert result.stats.filtered["chosen_outside_shortlist"] == 1

@@ -1,0 +1,87 @@
+import pytest
+from django.core.management import CommandError, call_command
+
+from feedback.files import write_json
+from rl.dataset_builder import DatasetError, InsufficientDataError, prepare_training_dataset, split_scenarios
+
+
+@pytest.fixture
+def demo_paths(tmp_path, demo_files):
+    data, ratings = demo_files
+    write_json(tmp_path / "data.json", data)
+    write_json(tmp_path / "ratings.json", ratings)
+    return tmp_path / "data.json", tmp_path / "ratings.json"
+
+
+def test_the_file_and_db_sources_give_identical_datasets(demo_db, demo_paths):
+    from_db = prepare_training_dataset("db", min_samples=10)
+    from_file = prepare_training_dataset("file", *demo_paths, min_samples=10)
+    for split in ("train", "eval"):
+        assert from_db.dataset[split].to_list() == from_file.dataset[split].to_list()
+    assert from_db.kto_dataset["train"].to_list() == from_file.kto_dataset["train"].to_list()
+    assert len(from_db.dataset["train"]) > 0 and len(from_db.dataset["eval"]) > 0
+
+
+def test_the_split_is_by_scenario_with_no_overlap(demo_db):
+    prepared = prepare_training_dataset("db", min_samples=10, eval_fraction=0.25)
+    train = set(prepared.dataset["train"]["scenario_id"])
+    evaluation = set(prepared.dataset["eval"]["scenario_id"])
+    assert train and evaluation and not train & evaluation
+    assert prepared.stats.scenario_overlap == 0
+    assert prepared.stats.eval_scenarios == len(evaluation)
+
+
+def test_split_scenarios_keeps_at_least_one_on_each_side():
+    train, evaluation = split_scenarios({"a", "b", "c"}, 0.01, seed=1)
+    assert len(evaluation) == 1 and len(train) == 2
+
+
+def test_the_file_source_does_not_touch_the_database(db, demo_paths, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        prepared = prepare_training_dataset("file", *demo_paths, min_samples=10)
+    assert prepared.stats.pairs_by_kind["widget"] > 0
+
+
+def test_too_few_pairs_says_how_many_were_found_and_needed_and_how_to_get_more(demo_db):
+    with pytest.raises(InsufficientDataError) as error:
+        prepare_training_dataset("db", min_samples=10_000)
+    message = str(error.value)
+    assert "need at least 10000" in message
+    assert "found " in message and "Rate more entries" in message
+
+
+def test_a_rater_filter_keeps_only_that_rater_s_ratings(demo_db):
+    everyone = prepare_training_dataset("db", min_samples=1)
+    second = prepare_training_dataset("db", min_samples=1, rater="simulated-rater-2")
+    assert 0 < second.stats.ratings < everyone.stats.ratings
+    with pytest.raises(InsufficientDataError, match="by rater 'nobody'"):
+        prepare_training_dataset("db", min_samples=1, rater="nobody")
+
+
+def test_stats_report_pairs_filters_and_shortlist_recall(demo_db):
+    stats = prepare_training_dataset("db", min_samples=10).stats
+    assert stats.pairs_by_kind["widget"] > 0 and stats.pairs_by_kind["fixture"] > 0
+    assert stats.filtered.get("low_confidence", 0) > 0
+    assert 0.9 <= stats.shortlist_recall <= 1.0
+    assert stats.kto_rows > 0
+
+
+def test_an_unknown_source_or_kind_is_a_clear_error(db):
+    with pytest.raises(DatasetError, match="Unknown source"):
+        prepare_training_dataset("s3")
+    with pytest.raises(DatasetError, match="Unknown kind"):
+        prepare_training_dataset("db", kind="pixels")
+
+
+def test_dry_run_fails_cleanly_on_missing_files_and_too_few_pairs(db, tmp_path):
+    with pytest.raises(CommandError, match="No such file"):
+        call_command("train_dpo", "--dry-run", "--source", "file", "--data-file", str(tmp_path / "x.json"), "--ratings-file", str(tmp_path / "y.json"))
+    with pytest.raises(CommandError, match="--source file needs"):
+        call_command("train_dpo", "--dry-run", "--source", "file")
+
+
+def test_train_dpo_rejects_unknown_flags_and_presets(db):
+    with pytest.raises(CommandError):
+        call_command("train_dpo", "--dry-run", "--frobnicate")
+    with pytest.raises(CommandError):
+        call_command("train_dpo", "--dry-run", "--config", "huge")
