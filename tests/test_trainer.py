@@ -1,0 +1,149 @@
+"""CommandCenterDPOTrainer and train_dpo on a tiny random Llama (SmolLM2's tokenizer)."""
+import json
+import logging
+
+import pytest
+from django.core.management import CommandError, call_command
+from transformers import TrainerCallback
+
+from rl import trainer as trainer_module
+from rl.base_model import BaseModelError, resolve_base_model
+from rl.config import ConfigError, training_config
+from rl.dataset_builder import prepare_training_dataset
+from rl.models import TrainingRun
+from rl.trainer import CommandCenterDPOTrainer
+from rl.training_run import run_training
+
+FAST = dict(batch_size=4, max_steps=4, logging_steps=1, save_steps=2, max_eval_pairs=8, max_train_pairs=24,
+            learning_rate=5e-3, min_samples=10, warmup_ratio=0.0)
+
+
+def tiny_config(tiny_model_dir, **overrides):
+    return training_config("cpu", base_model=str(tiny_model_dir), **{**FAST, **overrides})
+
+
+def data():
+    return {"source": "db", "data_path": None, "ratings_path": None, "rater": None}
+
+
+def test_training_lowers_the_dpo_loss_on_its_pairs(demo_db, tiny_model_dir, tmp_path):
+    prepared = prepare_training_dataset("db", min_samples=10)
+    train = prepared.dataset["train"].select(range(16))
+    trainer = CommandCenterDPOTrainer("cpu", **{**FAST, "base_model": str(tiny_model_dir), "max_steps": 12, "learning_rate": 1e-2})
+    outcome = trainer.train(train, train, output_dir=tmp_path)
+    losses = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    first = next(row["loss"] for row in losses if "loss" in row)
+    assert first == pytest.approx(0.6931, abs=1e-3)  # a fresh LoRA adapter is the reference: loss = ln 2
+    assert outcome.eval_metrics["eval_loss"] < 0.6
+    assert outcome.eval_metrics["eval_rewards/accuracies"] > 0.5
+
+
+def test_a_run_leaves_its_folder_and_row_complete(demo_db, tiny_model_dir, checkpoints):
+    result = run_training(tiny_config(tiny_model_dir), data(), preset="cpu", run_name="tiny-run")
+    assert result.status == "succeeded", result.error
+    folder = checkpoints / "tiny-run"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["config"]["base_model"] == str(tiny_model_dir)
+    assert {"torch", "transformers", "trl", "peft"} <= set(config["libraries"])
+    assert config["dataset_stats"]["scenario_overlap"] == 0 and "git_commit" in config
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "loss" in r]
+    assert {"loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
+            "logps/rejected", "learning_rate"} <= set(train_rows[-1])
+    assert any("eval_rewards/accuracies" in r for r in rows)
+    assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
+    assert (folder / "final" / "adapter_model.safetensors").is_file()
+    assert (folder / "final" / "tokenizer.json").is_file()
+    assert list((folder / "checkpoints").glob("checkpoint-*"))
+    run = TrainingRun.objects.get(name="tiny-run")
+    assert run.status == "succeeded" and run.adapter_dir == str(folder / "final")
+    assert run.data_watermark is not None and run.finished_at is not None
+    assert "eval_rewards/accuracies" in run.metrics
+
+
+def test_ctrl_c_saves_a_checkpoint_marks_the_run_interrupted_and_resume_finishes_it(demo_db, tiny_model_dir, checkpoints, monkeypatch):
+    original = trainer_module._metrics_callback
+
+    class CtrlCAtStep3(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module, "_metrics_callback", lambda path: _both(original(path), CtrlCAtStep3()))
+    with pytest.raises(KeyboardInterrupt):
+        run_training(tiny_config(tiny_model_dir, max_steps=6, save_steps=100), data(), preset="cpu", run_name="stopped")
+    run = TrainingRun.objects.get(name="stopped")
+    assert run.status == "interrupted" and "--resume stopped" in run.error
+    assert (checkpoints / "stopped" / "checkpoints" / "checkpoint-3").is_dir()
+
+    monkeypatch.setattr(trainer_module, "_metrics_callback", original)
+    result = run_training(tiny_config(tiny_model_dir), data(), preset="cpu", resume="stopped")
+    assert result.status == "succeeded", result.error
+    steps = [json.loads(line)["step"] for line in (checkpoints / "stopped" / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 6 and 4 in steps
+    assert TrainingRun.objects.get(name="stopped").status == "succeeded"
+
+
+def _both(first, second):
+    class Both(TrainerCallback):
+        def on_log(self, *args, **kwargs):
+            first.on_log(*args, **kwargs)
+
+        def on_step_end(self, *args, **kwargs):
+            second.on_step_end(*args, **kwargs)
+
+    return Both()
+
+
+def test_kto_trains_on_unpaired_ratings(demo_db, tiny_model_dir, checkpoints):
+    result = run_training(tiny_config(tiny_model_dir, algo="kto", max_steps=2), data(), preset="cpu", run_name="kto-run")
+    assert result.status == "succeeded", result.error
+    assert result.metrics["algo"] == "kto"
+    assert (checkpoints / "kto-run" / "final" / "adapter_model.safetensors").is_file()
+
+
+def test_auto_picks_dpo_with_enough_pairs_and_kto_without(caplog):
+    trainer = CommandCenterDPOTrainer("cpu", algo="auto", kto_min_pairs=50)
+    with caplog.at_level(logging.INFO, logger="rl.trainer"):
+        assert trainer.choose_algo(n_pairs=80, n_kto_rows=300) == "dpo"
+        assert trainer.choose_algo(n_pairs=10, n_kto_rows=300) == "kto"
+        assert trainer.choose_algo(n_pairs=10, n_kto_rows=0) == "dpo"
+    assert "only 10 true pairs" in caplog.text
+
+
+def test_a_gpu_preset_on_a_cpu_machine_says_so_once_and_runs_fp32(caplog):
+    with caplog.at_level(logging.WARNING, logger="rl.trainer"):
+        trainer = CommandCenterDPOTrainer("small_gpu")
+    assert not trainer.config.bf16 and not trainer.config.load_in_4bit
+    assert len([r for r in caplog.records if "No GPU here" in r.message]) == 1
+
+
+def test_an_unknown_preset_or_setting_is_a_clear_error():
+    with pytest.raises(ConfigError, match="Unknown preset 'huge'"):
+        training_config("huge")
+    with pytest.raises(ConfigError, match="Unknown training setting"):
+        training_config("cpu", lora_rnak=4)
+    with pytest.raises(ConfigError, match="algo must be one of"):
+        training_config("cpu", algo="ppo")
+
+
+def test_a_missing_base_model_names_what_was_tried(tmp_path):
+    with pytest.raises(BaseModelError, match="No base model at .*nothing.gguf"):
+        resolve_base_model(str(tmp_path / "nothing.gguf"))
+    with pytest.raises(BaseModelError, match="has no config.json"):
+        resolve_base_model(str(tmp_path))
+    with pytest.raises(BaseModelError, match="not a Hugging Face id"):
+        resolve_base_model("./models/llama")
+
+
+def test_train_dpo_with_a_missing_base_model_fails_and_records_nothing(demo_db, tmp_path, checkpoints):
+    with pytest.raises(CommandError, match="No base model"):
+        call_command("train_dpo", "--config", "cpu", "--base-model", str(tmp_path / "missing.gguf"), "--min-samples", "10")
+    assert not TrainingRun.objects.exists()
+    assert not checkpoints.exists()
+
+
+def test_train_dpo_with_too_few_pairs_fails_and_records_nothing(demo_db, tiny_model_dir, checkpoints):
+    with pytest.raises(CommandError, match="Too few preference pairs"):
+        call_command("train_dpo", "--config", "cpu", "--base-model", str(tiny_model_dir), "--min-samples", "100000")
+    assert not TrainingRun.objects.exists()
