@@ -26,6 +26,24 @@ logger = logging.getLogger(__name__)
 LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate")
 
 
+class CheckpointError(ValueError):
+    """No trained adapter where one was named."""
+
+
+def resolve_checkpoint(checkpoint: str) -> tuple[Path, dict[str, Any] | None]:
+    """An adapter folder (or a run folder, or a run name) and the run's config.json when there is one."""
+    candidates = [Path(checkpoint), Path(checkpoint) / "final", Path(settings.RL_CHECKPOINT_DIR) / checkpoint / "final"]
+    for folder in candidates:
+        if (folder / "adapter_config.json").is_file():
+            run_config = folder.parent / "config.json"
+            return folder, json.loads(run_config.read_text()) if run_config.is_file() else None
+    raise CheckpointError(
+        f"No trained adapter at {checkpoint!r}: expected a folder with adapter_config.json (a run's final/), "
+        f"a run folder, or a run name under {settings.RL_CHECKPOINT_DIR}."
+    )
+
+
+
 @dataclass
 class RunResult:
     run_name: str

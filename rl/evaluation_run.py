@@ -1,0 +1,137 @@
+"""`evaluate_model`'s work: find the model(s) and the held-out data, run the backends, write and record results."""
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rl.evaluation import (
+    DEFAULT_MAX_NEW_TOKENS, EvalSet, EvaluationError, LlamaCppBackend, TorchBackend, build_eval_set, evaluate_backend,
+)
+from rl.training_run import resolve_checkpoint
+
+logger = logging.getLogger(__name__)
+
+RESULTS_FILE = "evaluation.json"
+
+
+def held_out_data(tokenizer: Any, run_config: dict[str, Any] | None, data_path: str | None, ratings_path: str | None,
+                  limit: int | None) -> EvalSet:
+    """The run's eval split (same source, seed and fraction), or ALL of the given files."""
+    from rl.dataset_builder import prepare_training_dataset
+
+    if data_path or ratings_path:
+        if not (data_path and ratings_path):
+            raise EvaluationError("Pass both --data-file and --ratings-file, or neither.")
+        prepared = prepare_training_dataset("file", data_path, ratings_path, min_samples=0, eval_fraction=0.0)
+        rows = prepared.dataset["train"].to_list()
+        scenario_ids = set(prepared.snapshot.scenarios)
+        described = {"source": "file", "data_file": data_path, "ratings_file": ratings_path, "split": "all"}
+    else:
+        config = (run_config or {}).get("config", {})
+        data = (run_config or {}).get("data", {"source": "db"})
+        prepared = prepare_training_dataset(
+            data.get("source", "db"), data.get("data_path"), data.get("ratings_path"), min_samples=0,
+            eval_fraction=config.get("eval_fraction", 0.2), seed=config.get("seed", 42), kind=config.get("kind", "both"),
+            rater=data.get("rater"), max_pairs_per_scenario=config.get("max_pairs_per_scenario", 4),
+        )
+        rows = prepared.dataset["eval"].to_list()
+        scenario_ids = {r["scenario_id"] for r in rows} or set()
+        described = {**{k: v for k, v in data.items() if v}, "split": "eval", "seed": config.get("seed", 42),
+                     "eval_fraction": config.get("eval_fraction", 0.2)}
+    evalset = build_eval_set(rows, prepared.snapshot, scenario_ids, tokenizer, limit)
+    evalset.description = {**described, "n_pairs": len(evalset.pairs), "n_scenarios": len(evalset.cases), "limit": limit}
+    return evalset
+
+
+def evaluate_model(
+    *,
+    checkpoint: str | None = None,
+    gguf: str | None = None,
+    compare_base: bool = False,
+    base_model: str | None = None,
+    data_path: str | None = None,
+    ratings_path: str | None = None,
+    limit: int | None = None,
+    output: str | None = None,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    record: bool = True,
+) -> dict[str, Any]:
+    """Evaluate the tuned model (adapter or GGUF) and, with `compare_base`, its base; returns the results dict."""
+    from rl.base_model import load_causal_lm, load_tokenizer
+
+    if not checkpoint and not gguf and not compare_base:
+        raise EvaluationError("Nothing to evaluate: pass --checkpoint, --gguf, or --compare-base.")
+    if gguf and not Path(gguf).is_file():
+        raise EvaluationError(f"No GGUF file at {gguf!r}.")
+    adapter_dir, run_config = resolve_checkpoint(checkpoint) if checkpoint else (None, None)
+    base_id = base_model or ((run_config or {}).get("config", {}).get("base_model")) or None
+    beta = (run_config or {}).get("config", {}).get("beta", 0.1)
+    tokenizer = load_tokenizer(base_id)
+    evalset = held_out_data(tokenizer, run_config, data_path, ratings_path, limit)
+
+    model = None
+    if adapter_dir is not None or compare_base:
+        model = load_causal_lm(base_id)
+        if adapter_dir is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(adapter_dir))
+    results: dict[str, Any] = {"data": evalset.description, "models": {}, "created_at": datetime.now(timezone.utc).isoformat()}
+    base_logps = None
+    if compare_base:
+        name = f"base ({base_id or 'default'})"
+        results["base"], base_logps = evaluate_backend(
+            TorchBackend(name, model, tokenizer, adapter_enabled=False), evalset, max_new_tokens=max_new_tokens
+        )
+        results["models"]["base"] = name
+    if gguf:
+        tuned_backend = LlamaCppBackend(f"gguf ({gguf})", gguf, tokenizer)
+    elif adapter_dir is not None:
+        tuned_backend = TorchBackend(f"adapter ({adapter_dir})", model, tokenizer, adapter_enabled=True)
+    else:
+        tuned_backend = None
+    if tuned_backend is not None:
+        results["tuned"], _ = evaluate_backend(tuned_backend, evalset, ref_logps=base_logps, beta=beta, max_new_tokens=max_new_tokens)
+        results["models"]["tuned"] = tuned_backend.name
+
+    destination = Path(output) if output else (adapter_dir.parent / RESULTS_FILE if adapter_dir is not None and run_config else None)
+    if destination is not None:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_text(json.dumps(results, indent=1))
+        results["written_to"] = str(destination)
+        plot_comparison(results, destination.with_suffix(".png"))
+    if record and adapter_dir is not None and run_config:
+        from rl.models import TrainingRun
+
+        TrainingRun.objects.filter(name=run_config.get("run")).update(evaluation={k: v for k, v in results.items() if k != "written_to"})
+    return results
+
+
+def plot_comparison(results: dict[str, Any], path: Path) -> Path | None:
+    """Base against tuned, one bar pair per metric, as a PNG beside the JSON."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = ["preference_accuracy", "valid_json_rate", "widget_accuracy", "fixture_accuracy", "fixture_overlap"]
+    models = [k for k in ("base", "tuned") if k in results]
+    if not models:
+        return None
+    figure, axis = plt.subplots(figsize=(8, 3.5))
+    width = 0.8 / len(models)
+    for offset, key in enumerate(models):
+        values = [results[key].get(m) or 0.0 for m in metrics]
+        bars = axis.bar([i + offset * width for i in range(len(metrics))], values, width, label=key)
+        axis.bar_label(bars, fmt="%.2f", fontsize=8)
+    axis.set_xticks([i + width * (len(models) - 1) / 2 for i in range(len(metrics))], [m.replace("_", " ") for m in metrics], fontsize=8)
+    axis.set_ylim(0, 1.1)
+    axis.set_title(f"Held-out evaluation ({results['data'].get('n_pairs')} pairs, {results['data'].get('n_scenarios')} scenarios)")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -1,0 +1,73 @@
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from rl.base_model import BaseModelError
+from rl.dataset_builder import DatasetError
+from rl.gguf_convert import ConversionError
+from rl.modelfile import TemplateError
+from rl.quantize import QUANTIZATIONS, QuantizationError
+from rl.training_run import CheckpointError
+
+
+class Command(BaseCommand):
+    help = (
+        "Export a trained adapter for Ollama: merge it into the base model, convert to GGUF (f16), quantize with "
+        "llama.cpp, write a Modelfile whose TEMPLATE matches the tokenizer's chat template, verify (llama.cpp vs "
+        "PyTorch next-token agreement, template parity, a parseable pick), then register with Ollama (--register). "
+        "Artifacts go to <run>/exports/<quantization>/; a ModelVersion row records the result."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--checkpoint", required=True, help="A run's adapter folder (final/), its run folder, or its run name.")
+        parser.add_argument("--model-name", help="Ollama name[:tag] (default: cc-widget-selector:<run>).")
+        parser.add_argument("--quantization", default="q4_k_m", help=f"One of {', '.join(QUANTIZATIONS)} (default: q4_k_m).")
+        parser.add_argument("--register", action="store_true", help="Register with Ollama (OLLAMA_HOST) after a verified export.")
+        parser.add_argument("--register-only", action="store_true", help="Register an earlier verified export of this checkpoint again.")
+        parser.add_argument("--ollama-host", help="Ollama server (default: OLLAMA_HOST).")
+        parser.add_argument("--template-file", help="An Ollama TEMPLATE to use when the chat template's family is unknown.")
+        parser.add_argument("--llama-cpp-dir", help="Convert with this llama.cpp checkout's convert_hf_to_gguf.py (other architectures).")
+        parser.add_argument("--skip-pick-check", action="store_true", help="Do not require the quantized model to answer with a parseable pick.")
+
+    def handle(self, *args, **options) -> None:
+        from rl.export import ExportError, export_to_ollama, register_version
+        from rl.models import ModelVersion
+
+        try:
+            if options["register_only"]:
+                version = self._version_for(options, ModelVersion)
+                version = register_version(version)
+                self.stdout.write(f"{version.ollama_name}: {version.status}. {version.message}")
+                if version.status != ModelVersion.Status.REGISTERED:
+                    raise CommandError(version.message)
+                return
+            result = export_to_ollama(
+                options["checkpoint"], options["model_name"], options["quantization"], options["register"],
+                template_file=options["template_file"], llama_cpp_dir=options["llama_cpp_dir"],
+                ollama_host=options["ollama_host"], check_pick=not options["skip_pick_check"],
+            )
+        except (ExportError, CheckpointError, QuantizationError, ConversionError, TemplateError, BaseModelError, DatasetError) as exc:
+            raise CommandError(str(exc)) from exc
+        for key in ("model", "status", "gguf_path", "modelfile_path", "quantization", "sha256", "size_bytes", "message"):
+            self.stdout.write(f"{key}: {getattr(result, key)}")
+        if result.quantize.get("note"):
+            self.stdout.write(f"quantization note: {result.quantize['note']}")
+        verification = result.verification
+        if verification:
+            self.stdout.write(
+                f"verification: argmax agreement {verification.get('argmax_agreement')}, template parity "
+                f"{verification.get('template_parity')}, pick parsed {verification.get('pick_parsed')}"
+            )
+        if result.status == "rejected":
+            raise CommandError(result.message)
+
+    def _version_for(self, options: dict, model_version: type):
+        from rl.training_run import resolve_checkpoint
+
+        adapter_dir, run_config = resolve_checkpoint(options["checkpoint"])
+        versions = model_version.objects.filter(export_dir__startswith=str(adapter_dir.parent / "exports"),
+                                                quantization=options["quantization"].lower())
+        version = versions.order_by("-created_at").first()
+        if version is None:
+            raise CommandError(f"No export of {options['checkpoint']} in {options['quantization']} to register: run export_model first.")
+        if options["ollama_host"]:
+            version.ollama_host = options["ollama_host"]
+        return version

@@ -1,0 +1,63 @@
+import pytest
+
+from rl.evaluation import EvaluationError, GenerationCase, build_eval_set, generation_metrics, preference_metrics
+from rl.prompts import Pick
+from tests.rl_cases import CATALOG
+
+
+def test_preference_accuracy_counts_pairs_whose_chosen_answer_is_more_likely():
+    logps = [(-1.0, -2.0, 1, 1), (-3.0, -2.0, 1, 1), (-1.0, -1.5, 1, 1), (-2.0, -2.0, 1, 1)]
+    metrics = preference_metrics(logps)
+    assert metrics["n_pairs"] == 4
+    assert metrics["preference_accuracy"] == 0.5  # the tie counts as wrong
+    assert metrics["preference_ties"] == 1
+
+
+def test_the_normalized_variant_compares_per_token_log_probs():
+    # chosen is less likely in total (-3 vs -2) but more likely per token (-1 vs -2)
+    metrics = preference_metrics([(-3.0, -2.0, 3, 1)])
+    assert metrics["preference_accuracy"] == 0.0
+    assert metrics["preference_accuracy_normalized"] == 1.0
+
+
+def test_reward_margin_is_measured_against_the_reference():
+    tuned = [(-1.0, -4.0, 1, 1), (-2.0, -2.0, 1, 1)]
+    reference = [(-2.0, -2.0, 1, 1), (-1.0, -3.0, 1, 1)]
+    metrics = preference_metrics(tuned, reference, beta=0.5)
+    # pair 1: 0.5 * ((-1 - -2) - (-4 - -2)) = 1.5 ; pair 2: 0.5 * ((-2 - -1) - (-2 - -3)) = -1.0
+    assert metrics["mean_reward_margin"] == pytest.approx(0.25)
+    assert metrics["reward_accuracy"] == 0.5
+
+
+def case(widget: str, *fixtures: str) -> GenerationCase:
+    return GenerationCase("s", (1, 2), (Pick(widget, fixtures, "t"),))
+
+
+def test_generation_metrics_score_widgets_fixtures_and_count_parse_failures():
+    cases = [case("line_chart", "chiller_1_kw"), case("table", "open_work_orders"), case("gauge", "chiller_1_kw", "outdoor_air_temp"),
+             case("kpi_card", "chiller_2_kw"), case("kpi_card", "chiller_2_kw")]
+    answers = [
+        '```json\n{"widget": "line_chart", "fixtures": ["chiller_1_kw"], "title": "x"}\n```',
+        '{"widget": "kpi_card", "fixtures": ["open_work_orders"]}',
+        '{"widget": "gauge", "fixtures": ["chiller_1_kw"]}',
+        "a KPI card would be nice",
+        '{"widget": "hologram", "fixtures": ["chiller_2_kw"]}',
+    ]
+    metrics = generation_metrics(answers, cases, CATALOG)
+    assert metrics["n_scenarios"] == 5
+    assert metrics["valid_json_rate"] == pytest.approx(4 / 5)
+    assert metrics["known_widget_rate"] == pytest.approx(3 / 5)
+    assert metrics["widget_accuracy"] == pytest.approx(2 / 5)
+    assert metrics["fixture_accuracy"] == pytest.approx(2 / 5)
+    assert metrics["fixture_overlap"] == pytest.approx((1 + 1 + 0.5 + 0 + 0) / 5)
+    assert metrics["parse_failures"] == {"no_json": 1, "unknown_widget": 1}
+    assert metrics["widget_confusion"]["table"] == {"kpi_card": 1}
+    assert metrics["widget_confusion"]["kpi_card"] == {"<no_json>": 1, "<unknown_widget>": 1}
+
+
+def test_an_empty_eval_set_is_a_clear_error():
+    class Snapshot:
+        entries, scenarios, catalog = [], {}, CATALOG
+
+    with pytest.raises(EvaluationError, match="evaluation set is empty"):
+        build_eval_set([], Snapshot(), set(), tokenizer=None)
