@@ -1,0 +1,167 @@
+"""Export on a tiny trained adapter: merge, GGUF, quantize, verify, and registration with a SIMULATED Ollama."""
+import hashlib
+import json
+import socket
+
+import gguf
+import jinja2
+import numpy as np
+import ollama
+import pytest
+from django.core.management import CommandError, call_command
+
+from rl.export import ExportError, export_to_ollama
+from rl.modelfile import CHATML, LLAMA3, TemplateError, chat_format, modelfile_text, render_go_template, template_parity
+from rl.models import ModelVersion
+from rl.prompts import SYSTEM_PROMPT, ScenarioText, build_messages
+from rl.quantize import QuantizationError
+from rl.training_run import CheckpointError, run_training
+from tests.ollama_standin import OllamaStandIn
+from tests.rl_cases import CATALOG
+from tests.test_trainer import data, tiny_config
+
+
+@pytest.fixture
+def tiny_run(demo_db, tiny_model_dir, checkpoints):
+    result = run_training(tiny_config(tiny_model_dir, max_steps=2), data(), preset="cpu", run_name="tiny")
+    assert result.status == "succeeded", result.error
+    return "tiny"
+
+
+@pytest.fixture
+def standin():
+    with OllamaStandIn() as server:
+        yield server
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_an_export_is_verified_and_registered_with_its_blob_digest(tiny_run, standin, checkpoints):
+    result = export_to_ollama(tiny_run, quantization="q8_0", register=True, ollama_host=standin.url, check_pick=False)
+    assert result.status == "registered", result.message
+    assert result.verification["argmax_agreement"] >= 0.95 and result.verification["template_parity"] is True
+    gguf_file = checkpoints / "tiny" / "exports" / "q8_0" / "model-q8_0.gguf"
+    digest = "sha256:" + hashlib.sha256(gguf_file.read_bytes()).hexdigest()
+    model = standin.models["cc-widget-selector:tiny"]
+    assert model["digest"] == digest == f"sha256:{result.sha256}"
+    assert model["template"] == CHATML.template and model["system"] == SYSTEM_PROMPT
+    assert model["parameters"]["stop"] == ["<|im_start|>", "<|im_end|>"]
+    shown = ollama.Client(host=standin.url).show("cc-widget-selector:tiny")
+    assert shown.template == CHATML.template
+    assert [m.model for m in ollama.Client(host=standin.url).list().models] == ["cc-widget-selector:tiny"]
+    version = ModelVersion.objects.get(tag="tiny")
+    assert version.status == "registered" and version.size_bytes == gguf_file.stat().st_size
+    modelfile = (checkpoints / "tiny" / "exports" / "q8_0" / "Modelfile").read_text()
+    assert modelfile.startswith("FROM ./model-q8_0.gguf") and 'PARAMETER stop "<|im_end|>"' in modelfile
+
+
+def test_ollama_down_keeps_the_export_and_register_only_retries(tiny_run, standin):
+    result = export_to_ollama(tiny_run, quantization="f16", register=True, ollama_host=closed_port_url(), check_pick=False)
+    assert result.status == "exported"
+    assert "unreachable" in result.message and "--register-only" in result.message
+    call_command("export_model", "--checkpoint", tiny_run, "--quantization", "f16", "--register-only", "--ollama-host", standin.url)
+    assert ModelVersion.objects.get(tag="tiny").status == "registered"
+    assert "cc-widget-selector:tiny" in standin.models
+
+
+def test_a_failed_verification_rejects_the_export_and_registers_nothing(tiny_run, standin):
+    # A tiny random model cannot answer with a pick, so the pick check fails.
+    with pytest.raises(CommandError, match="not a usable pick"):
+        call_command("export_model", "--checkpoint", tiny_run, "--quantization", "q8_0", "--register", "--ollama-host", standin.url)
+    assert ModelVersion.objects.get(tag="tiny").status == "rejected"
+    assert standin.models == {} and standin.blobs == {}
+    with pytest.raises(ExportError, match="failed verification"):
+        from rl.export import register_version
+
+        register_version(ModelVersion.objects.get(tag="tiny"))
+
+
+def test_unknown_quantization_or_missing_checkpoint_changes_nothing(tiny_run, standin, tmp_path):
+    with pytest.raises(QuantizationError, match="Unknown quantization 'q9_9'"):
+        export_to_ollama(tiny_run, quantization="q9_9", ollama_host=standin.url)
+    with pytest.raises(CheckpointError, match="No trained adapter"):
+        export_to_ollama(tmp_path / "nothing", ollama_host=standin.url)
+    assert not ModelVersion.objects.exists() and standin.models == {}
+
+
+def test_the_quantized_gguf_reports_k_quant_fallbacks(tiny_run, standin):
+    result = export_to_ollama(tiny_run, quantization="q4_k_m", register=False, check_pick=False)
+    assert result.status == "exported"
+    # hidden size 64 is not a multiple of 256: llama.cpp stores those tensors in legacy types instead of K-quants
+    assert result.quantize["fallback_tensors"] > 0 and "not a multiple of 256" in result.quantize["note"]
+
+
+def test_the_standin_refuses_a_blob_whose_digest_does_not_match(standin, tmp_path):
+    import httpx
+
+    response = httpx.post(f"{standin.url}/api/blobs/sha256:{'0' * 64}", content=b"GGUF not the right bytes")
+    assert response.status_code == 400
+    with pytest.raises(ollama.ResponseError, match="never uploaded"):
+        ollama.Client(host=standin.url).create(model="m:x", files={"m.gguf": "sha256:" + "1" * 64})
+
+
+LLAMA3_JINJA = (
+    "{% for message in messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + "
+    "message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+    "{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+
+class Llama3StyleTokenizer:
+    """A stand-in with Llama 3's chat template (its real tokenizer cannot be downloaded here)."""
+
+    chat_template = LLAMA3_JINJA
+    eos_token = "<|eot_id|>"
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
+        return jinja2.Template(self.chat_template).render(messages=messages, bos_token="<|begin_of_text|>", add_generation_prompt=add_generation_prompt)
+
+
+MESSAGES = build_messages(ScenarioText("How has chiller 1 power trended this week?", "HQ", "operator", "last 7 days"), CATALOG)
+
+
+def test_the_chatml_template_renders_exactly_like_smollm2_s_chat_template():
+    from rl.base_model import load_tokenizer
+
+    tokenizer = load_tokenizer()
+    assert chat_format(tokenizer) is CHATML
+    ok, rendered, expected = template_parity(tokenizer, CHATML, MESSAGES)
+    assert ok, (rendered, expected)
+
+
+def test_the_llama3_template_renders_exactly_like_llama3_s_chat_template():
+    tokenizer = Llama3StyleTokenizer()
+    assert chat_format(tokenizer) is LLAMA3
+    ok, rendered, expected = template_parity(tokenizer, LLAMA3, MESSAGES)
+    assert ok, (rendered, expected)
+    assert rendered.startswith("<|start_header_id|>system<|end_header_id|>\n\n")
+
+
+def test_a_template_that_differs_is_caught():
+    ok, _, _ = template_parity(Llama3StyleTokenizer(), CHATML, MESSAGES)
+    assert not ok
+
+
+def test_an_unknown_chat_template_needs_a_template_file(tmp_path):
+    class Unknown:
+        chat_template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}{% endfor %}"
+
+    with pytest.raises(TemplateError, match="--template-file"):
+        chat_format(Unknown())
+
+
+def test_the_go_template_subset_handles_conditions_and_trimming():
+    template = "{{- if .System }}S:{{ .System }}\n{{ end }}{{- range .Messages }}{{ .Role }}={{ .Content }};{{ end }}"
+    assert render_go_template(template, [{"role": "user", "content": "hi"}], system="sys") == "S:sys\nuser=hi;"
+    assert render_go_template(template, [{"role": "user", "content": "hi"}]) == "user=hi;"
+
+
+def test_the_modelfile_sends_template_stops_system_and_a_low_temperature():
+    text = modelfile_text("model-q4_k_m.gguf", CHATML)
+    assert text.splitlines()[0] == "FROM ./model-q4_k_m.gguf"
+    assert f'TEMPLATE """{CHATML.template}"""' in text and f'SYSTEM """{SYSTEM_PROMPT}"""' in text
+    assert 'PARAMETER stop "<|im_end|>"' in text and "PARAMETER temperature 0.1" in text
