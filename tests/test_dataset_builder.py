@@ -1,16 +1,7 @@
 import pytest
 from django.core.management import CommandError, call_command
 
-from feedback.files import write_json
 from rl.dataset_builder import DatasetError, InsufficientDataError, prepare_training_dataset, split_scenarios
-
-
-@pytest.fixture
-def demo_paths(tmp_path, demo_files):
-    data, ratings = demo_files
-    write_json(tmp_path / "data.json", data)
-    write_json(tmp_path / "ratings.json", ratings)
-    return tmp_path / "data.json", tmp_path / "ratings.json"
 
 
 def test_the_file_and_db_sources_give_identical_datasets(demo_db, demo_paths):

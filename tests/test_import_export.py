@@ -23,11 +23,8 @@ def _snapshot() -> tuple:
 
 
 @pytest.fixture
-def files(tmp_path, demo_files):
-    data, ratings = demo_files
-    write_json(tmp_path / "data.json", data)
-    write_json(tmp_path / "ratings.json", ratings)
-    return tmp_path / "data.json", tmp_path / "ratings.json"
+def files(demo_paths):
+    return demo_paths
 
 
 def test_import_then_export_round_trips_into_an_empty_database(db, files, tmp_path):
