@@ -73,9 +73,9 @@ def evaluate_model(
     evalset = held_out_data(tokenizer, run_config, data_path, ratings_path, limit)
 
     model = None
-    if adapter_dir is not None or compare_base:
+    if compare_base or (adapter_dir is not None and not gguf):
         model = load_causal_lm(base_id)
-        if adapter_dir is not None:
+        if adapter_dir is not None and not gguf:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, str(adapter_dir))
@@ -97,17 +97,33 @@ def evaluate_model(
         results["tuned"], _ = evaluate_backend(tuned_backend, evalset, ref_logps=base_logps, beta=beta, max_new_tokens=max_new_tokens)
         results["models"]["tuned"] = tuned_backend.name
 
-    destination = Path(output) if output else (adapter_dir.parent / RESULTS_FILE if adapter_dir is not None and run_config else None)
+    if output:
+        destination = Path(output)
+    elif gguf:
+        destination = Path(gguf).with_name(Path(gguf).stem + "-" + RESULTS_FILE)
+    elif adapter_dir is not None and run_config:
+        destination = adapter_dir.parent / RESULTS_FILE
+    else:
+        destination = None
     if destination is not None:
         destination.parent.mkdir(parents=True, exist_ok=True)
         destination.write_text(json.dumps(results, indent=1))
         results["written_to"] = str(destination)
         plot_comparison(results, destination.with_suffix(".png"))
-    if record and adapter_dir is not None and run_config:
-        from rl.models import TrainingRun
-
-        TrainingRun.objects.filter(name=run_config.get("run")).update(evaluation={k: v for k, v in results.items() if k != "written_to"})
+    if record:
+        _record(results, gguf, run_config if adapter_dir is not None else None)
     return results
+
+
+def _record(results: dict[str, Any], gguf: str | None, run_config: dict[str, Any] | None) -> None:
+    """A GGUF's results go on its ModelVersion; an adapter's on its TrainingRun."""
+    from rl.models import ModelVersion, TrainingRun
+
+    stored = {k: v for k, v in results.items() if k != "written_to"}
+    if gguf:
+        ModelVersion.objects.filter(gguf_path=str(Path(gguf).resolve())).update(evaluation=stored)
+    elif run_config:
+        TrainingRun.objects.filter(name=run_config.get("run")).update(evaluation=stored)
 
 
 def plot_comparison(results: dict[str, Any], path: Path) -> Path | None:
