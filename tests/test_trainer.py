@@ -29,13 +29,25 @@ def data():
 def test_training_lowers_the_dpo_loss_on_its_pairs(demo_db, tiny_model_dir, tmp_path):
     prepared = prepare_training_dataset("db", min_samples=10)
     train = prepared.dataset["train"].select(range(16))
-    trainer = CommandCenterDPOTrainer("cpu", **{**FAST, "base_model": str(tiny_model_dir), "max_steps": 12, "learning_rate": 1e-2})
+    trainer = CommandCenterDPOTrainer("cpu", **{**FAST, "base_model": str(tiny_model_dir), "max_steps": 12, "learning_rate": 1e-2,
+                                                "loss_type": "sigmoid"})
     outcome = trainer.train(train, train, output_dir=tmp_path)
     losses = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     first = next(row["loss"] for row in losses if "loss" in row)
     assert first == pytest.approx(0.6931, abs=1e-3)  # a fresh LoRA adapter is the reference: loss = ln 2
     assert outcome.eval_metrics["eval_loss"] < 0.6
     assert outcome.eval_metrics["eval_rewards/accuracies"] > 0.5
+
+
+def test_the_sft_term_raises_the_likelihood_of_chosen_answers(demo_db, tiny_model_dir, tmp_path):
+    prepared = prepare_training_dataset("db", min_samples=10)
+    train = prepared.dataset["train"].select(range(16))
+    trainer = CommandCenterDPOTrainer("cpu", **{**FAST, "base_model": str(tiny_model_dir), "max_steps": 12, "learning_rate": 1e-2,
+                                                "loss_type": "sigmoid,sft", "sft_weight": 1.0})
+    outcome = trainer.train(train, train, output_dir=tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    first = next(row["logps/chosen"] for row in rows if "logps/chosen" in row)
+    assert outcome.eval_metrics["eval_logps/chosen"] > first + 5
 
 
 def test_a_run_leaves_its_folder_and_row_complete(demo_db, tiny_model_dir, checkpoints):
