@@ -166,3 +166,17 @@ class OllamaStandIn:
     def __exit__(self, *exc: Any) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+if __name__ == "__main__":
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(description="Serve the SIMULATED Ollama API on loopback until interrupted.")
+    parser.add_argument("--seconds", type=float, default=600, help="stop after this long (bounded)")
+    args = parser.parse_args()
+    with OllamaStandIn() as standin:
+        print(f"simulated Ollama at {standin.url}", flush=True)
+        deadline = time.time() + args.seconds
+        while time.time() < deadline:
+            time.sleep(1)

@@ -165,3 +165,27 @@ def test_the_modelfile_sends_template_stops_system_and_a_low_temperature():
     assert text.splitlines()[0] == "FROM ./model-q4_k_m.gguf"
     assert f'TEMPLATE """{CHATML.template}"""' in text and f'SYSTEM """{SYSTEM_PROMPT}"""' in text
     assert 'PARAMETER stop "<|im_end|>"' in text and "PARAMETER temperature 0.1" in text
+
+
+def test_train_dpo_export_registers_nothing_when_verification_fails(demo_db, tiny_model_dir, checkpoints, standin, settings):
+    settings.OLLAMA_HOST = standin.url
+    with pytest.raises(CommandError, match="export failed verification"):
+        call_command("train_dpo", "--config", "cpu", "--base-model", str(tiny_model_dir), "--max-steps", "1", "--min-samples", "10",
+                     "--max-train-pairs", "8", "--max-eval-pairs", "4", "--run-name", "tiny-export", "--export",
+                     "--register-ollama", "--quantization", "q8_0")
+    from rl.models import TrainingRun
+
+    assert TrainingRun.objects.get(name="tiny-export").status == "succeeded"
+    assert ModelVersion.objects.get(tag="tiny-export").status == "rejected"
+    assert standin.models == {}
+
+
+def test_the_standin_copies_shows_and_deletes_like_ollama(tiny_run, standin):
+    export_to_ollama(tiny_run, quantization="f16", register=True, ollama_host=standin.url, check_pick=False)
+    client = ollama.Client(host=standin.url)
+    client.copy("cc-widget-selector:tiny", "cc-widget-selector:active")
+    assert {m.model for m in client.list().models} == {"cc-widget-selector:tiny", "cc-widget-selector:active"}
+    client.delete("cc-widget-selector:tiny")
+    assert [m.model for m in client.list().models] == ["cc-widget-selector:active"]
+    with pytest.raises(ollama.ResponseError):
+        client.show("cc-widget-selector:tiny")

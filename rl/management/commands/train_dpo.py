@@ -62,3 +62,7 @@ class Command(BaseCommand):
             self.stdout.write(f"{label}: {value}")
         if result.status != "succeeded":
             raise CommandError(f"Run {result.run_name} {result.status}: {result.error or 'see its folder'}")
+        if result.export is not None:
+            self.stdout.write(f"export: {result.export['model']} {result.export['status']}: {result.export['message']}")
+            if result.export["status"] == "rejected":
+                raise CommandError(f"Run {result.run_name} trained, but its export failed verification: {result.export['message']}")
