@@ -21,7 +21,10 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type, *, tit
     for f in fields(config_class):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
-        kwargs: dict[str, Any] = {"dest": f"cfg_{f.name}", "default": None, "help": f"{f.metadata.get('help', '')} (default: {default!r})"}
+        kwargs: dict[str, Any] = {
+            "dest": f"cfg_{f.name}", "default": None, "metavar": f.name.upper(),
+            "help": f"{f.metadata.get('help', '')} (base default: {default!r}; the preset may set another)",
+        }
         if f.metadata.get("choices"):
             kwargs["choices"] = f.metadata["choices"]
         if f.type in ("bool", bool):
