@@ -116,6 +116,22 @@ def dump_dataset(prepared: PreparedDataset, folder: str | Path) -> list[Path]:
     return written
 
 
+def save_run_dataset(run_dir: Path, dataset: Any, kto_dataset: Any) -> None:
+    """The exact pairs a run trains on, kept in its folder so --resume continues on the same data."""
+    dataset.save_to_disk(str(run_dir / "dataset"))
+    if kto_dataset is not None:
+        kto_dataset.save_to_disk(str(run_dir / "dataset_kto"))
+
+
+def load_run_dataset(run_dir: Path) -> tuple[Any, Any]:
+    from datasets import DatasetDict
+
+    if not (run_dir / "dataset").is_dir():
+        raise DatasetError(f"Cannot resume: {run_dir} has no saved dataset.")
+    kto = DatasetDict.load_from_disk(str(run_dir / "dataset_kto")) if (run_dir / "dataset_kto").is_dir() else None
+    return DatasetDict.load_from_disk(str(run_dir / "dataset")), kto
+
+
 def dry_run(config: TrainingConfig, data: dict[str, Any], dump_dir: str | None = None) -> list[tuple[str, str]]:
     """Build the dataset as a run would and describe it; trains nothing and writes nothing but the optional dump."""
     from rl.base_model import load_tokenizer
@@ -183,31 +199,34 @@ def run_training(
         data = saved["data"]
     trainer = CommandCenterDPOTrainer(preset, config=config)
     trainer.load_base_model()
-    prepared = build_dataset(trainer.config, data, trainer.tokenizer)
-    if dump_dir:
-        dump_dataset(prepared, dump_dir)
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    record = {
-        "run": name, "preset": preset, "config": trainer.config.to_dict(), "data": data,
-        "dataset_stats": prepared.stats.to_dict(), "libraries": _versions(), "git_commit": _git_commit(),
-        "created_at": datetime.now(timezone.utc).isoformat(),
-    }
-    if not resume:
+    if resume:
+        dataset, kto_dataset = load_run_dataset(run_dir)
+        run = TrainingRun.objects.get(name=name)
+        run.status, run.error, run.finished_at = TrainingRun.Status.RUNNING, "", None
+        run.save()
+    else:
+        prepared = build_dataset(trainer.config, data, trainer.tokenizer)
+        if dump_dir:
+            dump_dataset(prepared, dump_dir)
+        dataset, kto_dataset = prepared.dataset, prepared.kto_dataset
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_run_dataset(run_dir, dataset, kto_dataset)
+        record = {
+            "run": name, "preset": preset, "config": trainer.config.to_dict(), "data": data,
+            "dataset_stats": prepared.stats.to_dict(), "libraries": _versions(), "git_commit": _git_commit(),
+            "created_at": datetime.now(timezone.utc).isoformat(),
+        }
         (run_dir / "config.json").write_text(json.dumps(record, indent=1, default=str))
-    run, _ = TrainingRun.objects.update_or_create(
-        name=name,
-        defaults={
-            "status": TrainingRun.Status.RUNNING, "preset": preset, "algo": trainer.config.algo,
-            "base_model": trainer.config.base_model or "(default) " + str(_default_base_model()),
-            "config": trainer.config.to_dict(), "data_source": {**data, "stats": prepared.stats.to_dict()},
-            "data_watermark": prepared.snapshot.newest_rating_at, "run_dir": str(run_dir), "error": "", "finished_at": None,
-        },
-    )
+        run = TrainingRun.objects.create(
+            name=name, status=TrainingRun.Status.RUNNING, preset=preset, algo=trainer.config.algo,
+            base_model=trainer.config.base_model or "(default) " + str(_default_base_model()),
+            config=trainer.config.to_dict(), data_source={**data, "stats": prepared.stats.to_dict()},
+            data_watermark=prepared.snapshot.newest_rating_at, run_dir=str(run_dir),
+        )
     try:
         outcome = trainer.train(
-            prepared.dataset["train"], prepared.dataset["eval"], output_dir=run_dir,
-            kto_dataset=prepared.kto_dataset, resume_from_checkpoint=bool(resume),
+            dataset["train"], dataset["eval"], output_dir=run_dir,
+            kto_dataset=kto_dataset, resume_from_checkpoint=bool(resume),
         )
     except KeyboardInterrupt:
         _finish(run, TrainingRun.Status.INTERRUPTED, error=f"Interrupted; continue with: train_dpo --resume {name}")

@@ -66,6 +66,7 @@ def test_a_run_leaves_its_folder_and_row_complete(demo_db, tiny_model_dir, check
     assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
     assert (folder / "final" / "adapter_model.safetensors").is_file()
     assert (folder / "final" / "tokenizer.json").is_file()
+    assert (folder / "dataset" / "train").is_dir() and (folder / "dataset" / "eval").is_dir()
     assert list((folder / "checkpoints").glob("checkpoint-*"))
     run = TrainingRun.objects.get(name="tiny-run")
     assert run.status == "succeeded" and run.adapter_dir == str(folder / "final")
@@ -89,6 +90,10 @@ def test_ctrl_c_saves_a_checkpoint_marks_the_run_interrupted_and_resume_finishes
     assert (checkpoints / "stopped" / "checkpoints" / "checkpoint-3").is_dir()
 
     monkeypatch.setattr(trainer_module, "_metrics_callback", original)
+    # Ratings that arrive meanwhile do not change the interrupted run's data: it resumes on its saved dataset.
+    from feedback.models import Rating
+
+    Rating.objects.filter(value="down").update(value="up")
     result = run_training(tiny_config(tiny_model_dir), data(), preset="cpu", resume="stopped")
     assert result.status == "succeeded", result.error
     steps = [json.loads(line)["step"] for line in (checkpoints / "stopped" / "metrics.jsonl").read_text().splitlines()]
