@@ -34,16 +34,15 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
-class WidgetRecord(_Record):
-    slug: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_\-]+$")
-    name: str = Field(min_length=1, max_length=120)
-    description: str = Field(min_length=1)
+class CatalogRecord(_Record):
+    """A widget or a fixture."""
 
-
-class FixtureRecord(_Record):
     slug: str = Field(min_length=1, max_length=96, pattern=r"^[a-z0-9_\-]+$")
     name: str = Field(min_length=1, max_length=160)
     description: str = Field(min_length=1)
+
+
+WidgetRecord = FixtureRecord = CatalogRecord
 
 
 class ScenarioRecord(_Record):

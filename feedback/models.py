@@ -7,32 +7,27 @@ from django.db.models import Q
 from django.utils import timezone
 
 
-class Widget(models.Model):
-    """A widget type in the catalog (line chart, KPI card, alarm list, ...)."""
+class CatalogItem(models.Model):
+    """An item of a catalog the model picks from, by its slug."""
 
-    slug = models.SlugField(max_length=64, unique=True, help_text="Identifier the model answers with, e.g. line_chart.")
-    name = models.CharField(max_length=120)
-    description = models.TextField()
-
-    class Meta:
-        ordering = ["slug"]
-
-    def __str__(self) -> str:
-        return self.slug
-
-
-class Fixture(models.Model):
-    """A data source a widget can show (a sensor, a meter, a work-order feed, ...)."""
-
-    slug = models.SlugField(max_length=96, unique=True, help_text="Identifier the model answers with, e.g. ahu_3_supply_temp.")
+    slug = models.SlugField(max_length=96, unique=True, help_text="Identifier the model answers with, e.g. line_chart.")
     name = models.CharField(max_length=160)
     description = models.TextField()
 
     class Meta:
+        abstract = True
         ordering = ["slug"]
 
     def __str__(self) -> str:
         return self.slug
+
+
+class Widget(CatalogItem):
+    """A widget type in the catalog (line chart, KPI card, alarm list, ...)."""
+
+
+class Fixture(CatalogItem):
+    """A data source a widget can show (a sensor, a meter, a work-order feed, ...)."""
 
 
 class Scenario(models.Model):
