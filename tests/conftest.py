@@ -70,3 +70,22 @@ def tiny_model_dir(tmp_path_factory):
 def checkpoints(settings, tmp_path):
     settings.RL_CHECKPOINT_DIR = tmp_path / "runs"
     return tmp_path / "runs"
+
+
+@pytest.fixture
+def tiny_run(demo_db, tiny_model_dir, checkpoints):
+    from rl.training_run import run_training
+    from tests.rl_cases import data, tiny_config
+
+    result = run_training(tiny_config(tiny_model_dir, max_steps=2), data(), preset="cpu", run_name="tiny")
+    assert result.status == "succeeded", result.error
+    return "tiny"
+
+
+@pytest.fixture
+def standin():
+    """The SIMULATED Ollama server (tests/ollama_standin.py) on loopback."""
+    from tests.ollama_standin import OllamaStandIn
+
+    with OllamaStandIn() as server:
+        yield server

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from rl.config import TrainingConfig, training_config
 from rl.data_formatter import RatedEntry, Vote
 from rl.prompts import Catalog, CatalogItem, Pick, ScenarioText
 
@@ -36,3 +37,16 @@ def vote(value: str, rater: str = "ann", minutes: int = 0, **kwargs) -> Vote:
 
 def entry(entry_id: str, scenario: str, widget: str, fixtures: tuple[str, ...], *votes: Vote) -> RatedEntry:
     return RatedEntry(entry_id, scenario, Pick(widget, fixtures, "title"), tuple(votes))
+
+
+# Training settings that make a run on the tiny model take seconds.
+FAST = dict(batch_size=4, max_steps=4, logging_steps=1, save_steps=2, max_eval_pairs=8, max_train_pairs=24,
+            learning_rate=5e-3, min_samples=10, warmup_ratio=0.0)
+
+
+def tiny_config(tiny_model_dir, **overrides) -> TrainingConfig:
+    return training_config("cpu", base_model=str(tiny_model_dir), **{**FAST, **overrides})
+
+
+def data() -> dict:
+    return {"source": "db", "data_path": None, "ratings_path": None, "rater": None}

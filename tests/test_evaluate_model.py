@@ -6,7 +6,6 @@ from django.core.management import CommandError, call_command
 
 from rl.gguf_convert import convert_hf_to_gguf
 from rl.models import TrainingRun
-from tests.test_export import tiny_run  # noqa: F401  (fixture)
 
 REQUIRED = {"preference_accuracy", "valid_json_rate", "widget_accuracy", "fixture_accuracy", "n_pairs", "n_scenarios", "model"}
 

@@ -1,11 +1,8 @@
 """Export on a tiny trained adapter: merge, GGUF, quantize, verify, and registration with a SIMULATED Ollama."""
 import hashlib
-import json
 import socket
 
-import gguf
 import jinja2
-import numpy as np
 import ollama
 import pytest
 from django.core.management import CommandError, call_command
@@ -15,23 +12,8 @@ from rl.modelfile import CHATML, LLAMA3, TemplateError, chat_format, modelfile_t
 from rl.models import ModelVersion
 from rl.prompts import SYSTEM_PROMPT, ScenarioText, build_messages
 from rl.quantize import QuantizationError
-from rl.training_run import CheckpointError, run_training
-from tests.ollama_standin import OllamaStandIn
+from rl.training_run import CheckpointError
 from tests.rl_cases import CATALOG
-from tests.test_trainer import data, tiny_config
-
-
-@pytest.fixture
-def tiny_run(demo_db, tiny_model_dir, checkpoints):
-    result = run_training(tiny_config(tiny_model_dir, max_steps=2), data(), preset="cpu", run_name="tiny")
-    assert result.status == "succeeded", result.error
-    return "tiny"
-
-
-@pytest.fixture
-def standin():
-    with OllamaStandIn() as server:
-        yield server
 
 
 def closed_port_url() -> str:

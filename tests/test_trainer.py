@@ -13,18 +13,7 @@ from rl.dataset_builder import prepare_training_dataset
 from rl.models import TrainingRun
 from rl.trainer import CommandCenterDPOTrainer
 from rl.training_run import run_training
-
-FAST = dict(batch_size=4, max_steps=4, logging_steps=1, save_steps=2, max_eval_pairs=8, max_train_pairs=24,
-            learning_rate=5e-3, min_samples=10, warmup_ratio=0.0)
-
-
-def tiny_config(tiny_model_dir, **overrides):
-    return training_config("cpu", base_model=str(tiny_model_dir), **{**FAST, **overrides})
-
-
-def data():
-    return {"source": "db", "data_path": None, "ratings_path": None, "rater": None}
-
+from tests.rl_cases import FAST, data, tiny_config
 
 def test_training_lowers_the_dpo_loss_on_its_pairs(demo_db, tiny_model_dir, tmp_path):
     prepared = prepare_training_dataset("db", min_samples=10)
