@@ -73,7 +73,7 @@ class Catalog:
     widgets: tuple[CatalogItem, ...]
     fixtures: tuple[CatalogItem, ...]
     shortlist_size: int = FIXTURE_SHORTLIST_SIZE
-    _retriever_cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    _retriever_cache: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @cached_property
     def widget_slugs(self) -> frozenset[str]:
@@ -102,14 +102,20 @@ class Catalog:
 
     def fixture_shortlist(self, query: str) -> list[str]:
         """The fixtures the prompt offers for `query`: the BM25 top `shortlist_size`, in catalog order."""
+        shortlists = self._retriever_cache.setdefault("shortlists", {})
+        if query not in shortlists:
+            shortlists[query] = self._retrieve(query)
+        return list(shortlists[query])
+
+    def _retrieve(self, query: str) -> tuple[str, ...]:
         k = min(self.shortlist_size, len(self.fixtures))
         if k == len(self.fixtures):
-            return sorted(self.fixture_slugs)
+            return tuple(sorted(self.fixture_slugs))
         import bm25s
 
         tokens = bm25s.tokenize([query], token_pattern=_TOKEN_PATTERN, stopwords="en", return_ids=False, show_progress=False)
         indices, _scores = self._retriever().retrieve(tokens, k=k, show_progress=False, n_threads=1)
-        return sorted(self.fixtures[int(i)].slug for i in indices[0])
+        return tuple(sorted(self.fixtures[int(i)].slug for i in indices[0]))
 
 
 def build_messages(scenario: ScenarioText, catalog: Catalog) -> list[dict[str, str]]:
