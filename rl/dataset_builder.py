@@ -176,6 +176,16 @@ def load_snapshot_from_files(data_path: str | Path, ratings_path: str | Path, ra
     )
 
 
+def load_snapshot(source: str, data_path: str | Path | None = None, ratings_path: str | Path | None = None,
+                  rater: str | None = None) -> FeedbackSnapshot:
+    """The feedback of one source, `db` or `file`."""
+    if source == "file":
+        if not data_path or not ratings_path:
+            raise DatasetError("source 'file' needs both a data file and a ratings file (--data-file, --ratings-file).")
+        return load_snapshot_from_files(data_path, ratings_path, rater)
+    return load_snapshot_from_db(rater)
+
+
 def split_scenarios(scenario_ids: set[str], eval_fraction: float, seed: int) -> tuple[set[str], set[str]]:
     """Scenarios for train and for eval; at least one of each when there are two or more."""
     ordered = sorted(scenario_ids)
@@ -233,12 +243,7 @@ def prepare_training_dataset(
         raise DatasetError(f"Unknown kind {kind!r}: use one of {', '.join(KINDS)}.")
     if not 0 <= eval_fraction < 1:
         raise DatasetError(f"eval_fraction must be in [0, 1), got {eval_fraction}.")
-    if source == "file":
-        if not data_path or not ratings_path:
-            raise DatasetError("source 'file' needs both a data file and a ratings file (--data-file, --ratings-file).")
-        snapshot = load_snapshot_from_files(data_path, ratings_path, rater)
-    else:
-        snapshot = load_snapshot_from_db(rater)
+    snapshot = load_snapshot(source, data_path, ratings_path, rater)
 
     formatted: FormattedPreferences = format_preferences(
         snapshot.entries, snapshot.scenarios, snapshot.catalog, kind=kind, max_pairs_per_scenario=max_pairs_per_scenario, seed=seed

@@ -7,10 +7,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from rl.config import TrainingConfig
 from rl.evaluation import (
     DEFAULT_MAX_NEW_TOKENS, EvalSet, EvaluationError, LlamaCppBackend, TorchBackend, build_eval_set, evaluate_backend,
 )
-from rl.training_run import resolve_checkpoint
+from rl.training_run import build_dataset, resolve_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -30,17 +31,13 @@ def held_out_data(tokenizer: Any, run_config: dict[str, Any] | None, data_path: 
         scenario_ids = set(prepared.snapshot.scenarios)
         described = {"source": "file", "data_file": data_path, "ratings_file": ratings_path, "split": "all"}
     else:
-        config = (run_config or {}).get("config", {})
+        # The same split as training: the run's own settings (or the defaults) through the same builder.
+        config = TrainingConfig(**(run_config or {}).get("config", {})).replace(min_samples=0)
         data = (run_config or {}).get("data", {"source": "db"})
-        prepared = prepare_training_dataset(
-            data.get("source", "db"), data.get("data_path"), data.get("ratings_path"), min_samples=0,
-            eval_fraction=config.get("eval_fraction", 0.2), seed=config.get("seed", 42), kind=config.get("kind", "both"),
-            rater=data.get("rater"), max_pairs_per_scenario=config.get("max_pairs_per_scenario", 4),
-        )
+        prepared = build_dataset(config, data)
         rows = prepared.dataset["eval"].to_list()
-        scenario_ids = {r["scenario_id"] for r in rows} or set()
-        described = {**{k: v for k, v in data.items() if v}, "split": "eval", "seed": config.get("seed", 42),
-                     "eval_fraction": config.get("eval_fraction", 0.2)}
+        scenario_ids = {r["scenario_id"] for r in rows}
+        described = {**{k: v for k, v in data.items() if v}, "split": "eval", "seed": config.seed, "eval_fraction": config.eval_fraction}
     evalset = build_eval_set(rows, prepared.snapshot, scenario_ids, tokenizer, limit)
     evalset.description = {**described, "n_pairs": len(evalset.pairs), "n_scenarios": len(evalset.cases), "limit": limit}
     return evalset

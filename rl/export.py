@@ -67,13 +67,10 @@ def merge_adapter(adapter_dir: Path, base_model: str | None, out_dir: Path) -> t
 
 
 def _verification_prompts(run_config: dict[str, Any] | None, count: int = 3) -> tuple[list[list[dict]], Any]:
-    from rl.dataset_builder import load_snapshot_from_db, load_snapshot_from_files
+    from rl.dataset_builder import load_snapshot
 
     data = (run_config or {}).get("data") or {"source": "db"}
-    if data.get("source") == "file":
-        snapshot = load_snapshot_from_files(data["data_path"], data["ratings_path"])
-    else:
-        snapshot = load_snapshot_from_db()
+    snapshot = load_snapshot(data.get("source", "db"), data.get("data_path"), data.get("ratings_path"))
     if not snapshot.scenarios:
         raise ExportError("No scenarios to verify the export with: seed or import feedback first.")
     scenarios = [snapshot.scenarios[k] for k in sorted(snapshot.scenarios)[:count]]
