@@ -85,7 +85,7 @@ class WidgetAdmin(admin.ModelAdmin):
 
 @admin.register(Fixture)
 class FixtureAdmin(admin.ModelAdmin):
-    list_display = ("slug", "name", "description")
+    list_display = ("slug", "name", "description", "sites")
     search_fields = ("slug", "name", "description")
 
 

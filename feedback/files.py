@@ -42,7 +42,13 @@ class CatalogRecord(_Record):
     description: str = Field(min_length=1)
 
 
-WidgetRecord = FixtureRecord = CatalogRecord
+WidgetRecord = CatalogRecord
+
+
+class FixtureRecord(CatalogRecord):
+    """A fixture, and the sites that have it (empty: every site)."""
+
+    sites: list[str] = Field(default_factory=list)
 
 
 class ScenarioRecord(_Record):

@@ -29,6 +29,8 @@ class Widget(CatalogItem):
 class Fixture(CatalogItem):
     """A data source a widget can show (a sensor, a meter, a work-order feed, ...)."""
 
+    sites = models.JSONField(default=list, blank=True, help_text="Sites that have this fixture; empty: every site.")
+
 
 class Scenario(models.Model):
     """An operator situation: the question asked and its context."""

@@ -49,7 +49,7 @@ def feedback_data_export(entries: QuerySet[Entry] | None = None) -> FeedbackData
     scenarios = Scenario.objects.filter(pk__in={e.scenario_id for e in entries})
     return FeedbackData(
         widgets=[WidgetRecord(slug=w.slug, name=w.name, description=w.description) for w in Widget.objects.all()],
-        fixtures=[FixtureRecord(slug=f.slug, name=f.name, description=f.description) for f in Fixture.objects.all()],
+        fixtures=[FixtureRecord(slug=f.slug, name=f.name, description=f.description, sites=f.sites) for f in Fixture.objects.all()],
         scenarios=[
             ScenarioRecord(id=s.external_id, query=s.query, site=s.site, role=s.role, time_range=s.time_range)
             for s in scenarios

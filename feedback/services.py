@@ -164,7 +164,7 @@ def feedback_import(
 
     _, created, updated = _upsert(Widget, "slug", {w.slug: {"name": w.name, "description": w.description} for w in data.widgets})
     _count(report, "widgets", len(data.widgets), created, updated)
-    _, created, updated = _upsert(Fixture, "slug", {f.slug: {"name": f.name, "description": f.description} for f in data.fixtures})
+    _, created, updated = _upsert(Fixture, "slug", {f.slug: {"name": f.name, "description": f.description, "sites": f.sites} for f in data.fixtures})
     _count(report, "fixtures", len(data.fixtures), created, updated)
     _, created, updated = _upsert(
         Scenario, "external_id",

@@ -34,12 +34,15 @@ class TrainingConfig:
     # 39% widget and 78% fixture accuracy, at about the same held-out preference accuracy (0.84 vs 0.85).
     loss_type: str = _f("sigmoid,sft", "DPO loss(es), comma separated: 'sigmoid' alone, or 'sigmoid,sft' to add an SFT term on chosen answers.")
     sft_weight: float = _f(1.0, "Weight of the 'sft' loss when loss_type includes it (the sigmoid loss has weight 1).")
+    title_weight: float = _f(1.0, "Weight of the answer's title tokens in the 'sft' loss; the decision tokens (widget, fixtures) weigh 1.")
     epochs: float = _f(3.0, "Training epochs (ignored when max_steps > 0).")
     max_steps: int = _f(-1, "Stop after this many optimizer steps (-1: run the epochs).")
     batch_size: int = _f(4, "Pairs per device per step.")
     gradient_accumulation_steps: int = _f(1, "Steps whose gradients add up before one optimizer step.")
     max_length: int = _f(1024, "Longest prompt+answer in tokens; pairs that do not fit are dropped and counted, never truncated.")
     max_train_pairs: int = _f(0, "Train on at most this many pairs, spread over scenarios (0: all).")
+    max_train_scenarios: int = _f(0, "Train on the pairs of at most this many scenarios (0: all); cheaper per pair than spreading pairs thin, since a scenario's pairs share one prompt.")
+    balance_widgets: bool = _f(False, "Choose training scenarios round-robin over their right widget, so every widget is taught about equally often.")
     load_in_4bit: bool = _f(False, "4-bit QLoRA through bitsandbytes (NVIDIA GPU only).")
     bf16: bool = _f(False, "bfloat16 weights and compute (GPU only).")
     gradient_checkpointing: bool = _f(False, "Recompute activations to save memory (slower).")
@@ -49,6 +52,7 @@ class TrainingConfig:
     eval_steps: int = _f(0, "Evaluate every N steps (0: at the end of each epoch).")
     save_steps: int = _f(50, "Save a resumable checkpoint every N steps.")
     max_eval_pairs: int = _f(64, "Evaluate during training on at most this many eval pairs (0: all).")
+    pick_eval_scenarios: int = _f(0, "At each evaluation, generate constrained answers for this many held-out scenarios and keep the adapter with the best widget + fixture accuracy instead of the last (0: keep the last).")
     seed: int = _f(42, "Random seed for data order, split and adapter init.")
     min_samples: int = _f(50, "Fewest preference pairs worth training on.")
     eval_fraction: float = _f(0.2, "Share of scenarios held out for evaluation.")
@@ -70,6 +74,8 @@ class TrainingConfig:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, got {getattr(self, f.name)!r}.")
+        if not 0 <= self.title_weight <= 1:
+            raise ConfigError(f"title_weight must be between 0 and 1, got {self.title_weight}.")
         for name in ("lora_rank", "lora_alpha", "batch_size", "gradient_accumulation_steps", "max_length"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}.")

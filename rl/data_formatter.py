@@ -192,7 +192,7 @@ def build_correction_pairs(entries: list[RatedEntry], all_scenarios: Mapping[str
 
 def _chosen_is_offered(row: dict, catalog: Catalog, all_scenarios: Mapping[str, ScenarioText]) -> bool:
     chosen = json.loads(row["chosen"][0]["content"])
-    return set(chosen["fixtures"]) <= set(catalog.fixture_shortlist(all_scenarios[row["scenario_id"]].query))
+    return set(chosen["fixtures"]) <= set(catalog.shortlist_for(all_scenarios[row["scenario_id"]]))
 
 
 def format_preferences(

@@ -103,10 +103,10 @@ class PreparedDataset:
     snapshot: FeedbackSnapshot
 
 
-def _catalog(widgets: list[tuple[str, str, str]], fixtures: list[tuple[str, str, str]]) -> Catalog:
+def _catalog(widgets: list[tuple[str, str, str]], fixtures: list[tuple[str, str, str, list[str]]]) -> Catalog:
     return Catalog(
         widgets=tuple(CatalogItem(*w) for w in sorted(widgets)),
-        fixtures=tuple(CatalogItem(*f) for f in sorted(fixtures)),
+        fixtures=tuple(CatalogItem(slug, name, description, tuple(sites or ())) for slug, name, description, sites in sorted(fixtures)),
     )
 
 
@@ -139,7 +139,7 @@ def load_snapshot_from_db(rater: str | None = None) -> FeedbackSnapshot:
     scenarios = {s.external_id: ScenarioText(s.query, s.site, s.role, s.time_range) for s in Scenario.objects.all()}
     return FeedbackSnapshot(
         catalog=_catalog(list(Widget.objects.values_list("slug", "name", "description")),
-                         list(Fixture.objects.values_list("slug", "name", "description"))),
+                         list(Fixture.objects.values_list("slug", "name", "description", "sites"))),
         scenarios=scenarios,
         entries=sorted(rated, key=lambda e: e.entry_id),
         newest_rating_at=ratings.aggregate(newest=Max("updated_at"))["newest"],
@@ -169,7 +169,7 @@ def load_snapshot_from_files(data_path: str | Path, ratings_path: str | Path, ra
     ]
     used = [r.created_at for r in ratings.ratings if rater is None or r.rater == rater]
     return FeedbackSnapshot(
-        catalog=_catalog([(w.slug, w.name, w.description) for w in data.widgets], [(f.slug, f.name, f.description) for f in data.fixtures]),
+        catalog=_catalog([(w.slug, w.name, w.description) for w in data.widgets], [(f.slug, f.name, f.description, f.sites) for f in data.fixtures]),
         scenarios={s.id: ScenarioText(s.query, s.site, s.role, s.time_range) for s in data.scenarios},
         entries=sorted(entries, key=lambda e: e.entry_id),
         newest_rating_at=max(used) if used else None,
@@ -203,7 +203,7 @@ def shortlist_recall(snapshot: FeedbackSnapshot, entry_ids: set[str] | None = No
         weight = sum(v.value == "up" for v in entry.votes) if entry_ids is None else int(entry.entry_id in entry_ids)
         if not weight:
             continue
-        offered = set(snapshot.catalog.fixture_shortlist(snapshot.scenarios[entry.scenario_id].query))
+        offered = set(snapshot.catalog.shortlist_for(snapshot.scenarios[entry.scenario_id]))
         total += weight
         hits += weight * (set(entry.pick.fixtures) <= offered)
     return hits / total if total else None

@@ -5,7 +5,11 @@
   With a reference model's log-probs (the base), also the implicit DPO reward
   `beta * [(log pi - log pi_ref)(chosen) - (log pi - log pi_ref)(rejected)]`: its accuracy (> 0) and mean margin.
 - Pick accuracy by generation: greedy answers to each held-out scenario's prompt (rl/prompts.py), parsed by
-  rl/prompts.py, scored against the human's up-rated picks.
+  rl/prompts.py, scored against the human's up-rated picks. Twice: free, and constrained to the prompt's answer schema
+  (`rl.prompts.answer_schema`: a catalog widget, fixtures from the prompt's shortlist) through a grammar: xgrammar for
+  PyTorch, llama.cpp's JSON-schema grammar for a GGUF. Base and tuned are always decoded the same way.
+- Readable pick metrics: per-widget precision and recall, the share of answers per predicted widget, and a collapse
+  warning when one widget takes more than `COLLAPSE_FACTOR` times its true share.
 
 Backends: `TorchBackend` (a transformers model, with or without its LoRA adapter) and `LlamaCppBackend` (a GGUF file
 through llama.cpp, i.e. the artifact that will be served). Both score the SAME token ids, tokenized once here with
@@ -14,6 +18,7 @@ the Hugging Face tokenizer's chat template.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import statistics
@@ -28,7 +33,9 @@ from rl.prompts import Catalog, Pick, PickParseError, parse_pick
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_NEW_TOKENS = 64
+DEFAULT_MAX_NEW_TOKENS = 96
+DECODINGS = ("free", "constrained")
+COLLAPSE_FACTOR = 2.0
 
 
 class EvaluationError(ValueError):
@@ -47,6 +54,7 @@ class GenerationCase:
     scenario_id: str
     prompt_ids: tuple[int, ...]
     expected: tuple[Pick, ...]  # every up-rated pick of the scenario
+    schema: dict[str, Any] | None = None  # the JSON schema of a valid answer to this prompt
 
 
 @dataclass
@@ -71,7 +79,7 @@ def tokenize_prompt(tokenizer: Any, prompt: list[dict]) -> list[int]:
 def build_eval_set(pair_rows: list[dict], snapshot: Any, scenario_ids: set[str], tokenizer: Any, limit: int | None = None) -> EvalSet:
     """Tokenize held-out pairs and the generation cases of `scenario_ids` (scenarios with an up-rated pick)."""
     from rl.data_formatter import entry_verdicts
-    from rl.prompts import build_messages
+    from rl.prompts import answer_schema, build_messages
 
     pairs = []
     for row in pair_rows[: limit or None]:
@@ -86,7 +94,8 @@ def build_eval_set(pair_rows: list[dict], snapshot: Any, scenario_ids: set[str],
         if entry.scenario_id in scenario_ids and verdicts.get(entry.entry_id) == "up":
             ups[entry.scenario_id].append(entry.pick)
     cases = [
-        GenerationCase(sid, tuple(tokenize_prompt(tokenizer, build_messages(snapshot.scenarios[sid], snapshot.catalog))), tuple(picks))
+        GenerationCase(sid, tuple(tokenize_prompt(tokenizer, build_messages(snapshot.scenarios[sid], snapshot.catalog))), tuple(picks),
+                       answer_schema(snapshot.scenarios[sid], snapshot.catalog))
         for sid, picks in sorted(ups.items())
     ][: limit or None]
     if not pairs and not cases:
@@ -100,8 +109,8 @@ class Backend(Protocol):
     def answer_logps(self, pairs: list[TokenizedPair]) -> list[tuple[float, float, int, int]]:
         """(chosen log-prob, rejected log-prob, chosen tokens, rejected tokens) per pair."""
 
-    def generate(self, prompts: list[tuple[int, ...]], max_new_tokens: int) -> list[str]:
-        """Greedy answers, decoded without special tokens."""
+    def generate(self, prompts: list[tuple[int, ...]], max_new_tokens: int, schemas: list[dict] | None = None) -> list[str]:
+        """Greedy answers, decoded without special tokens; with `schemas`, each constrained to its JSON schema."""
 
 
 def _stop_ids(tokenizer: Any) -> list[int]:
@@ -111,6 +120,33 @@ def _stop_ids(tokenizer: Any) -> list[int]:
         if isinstance(token_id, int) and token_id != tokenizer.unk_token_id and token_id >= 0:
             ids.add(token_id)
     return sorted(i for i in ids if i is not None)
+
+
+class SchemaGrammars:
+    """Answer schemas compiled once each into xgrammar grammars for a Hugging Face tokenizer.
+
+    The grammar writes JSON exactly as `rl.prompts.render_pick` does (", " and ": " separators, no other whitespace),
+    so a model decodes in the format it was trained on."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int):
+        import xgrammar as xgr
+
+        self._xgr = xgr
+        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=_stop_ids(tokenizer))
+        self._compiler = xgr.GrammarCompiler(info, max_threads=1)
+        self._compiled: dict[str, Any] = {}
+
+    def compiled(self, schema: dict) -> Any:
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._compiled:
+            self._compiled[key] = self._compiler.compile_json_schema(json.dumps(schema), any_whitespace=False, separators=(", ", ": "))
+        return self._compiled[key]
+
+    def logits_processor(self, schemas: list[dict]) -> Any:
+        """A fresh processor for one `generate()` call, one grammar per row of the batch."""
+        import xgrammar.contrib.hf
+
+        return xgrammar.contrib.hf.LogitsProcessor([self.compiled(schema) for schema in schemas])
 
 
 class TorchBackend:
@@ -153,20 +189,23 @@ class TorchBackend:
                     results[i] = (float(scored.chosen[j]), float(scored.rejected[j]), len(pairs[i].chosen_ids), len(pairs[i].rejected_ids))
         return [results[i] for i in range(len(pairs))]
 
-    def generate(self, prompts: list[tuple[int, ...]], max_new_tokens: int) -> list[str]:
+    def generate(self, prompts: list[tuple[int, ...]], max_new_tokens: int, schemas: list[dict] | None = None) -> list[str]:
         import torch
 
         outputs: list[str] = []
         pad = self.tokenizer.pad_token_id
+        grammars = SchemaGrammars(self.tokenizer, self._causal_lm().config.vocab_size) if schemas is not None else None
+        mode = "constrained" if schemas is not None else "free"
         with self._mode():
-            for start in tqdm(range(0, len(prompts), self.batch_size), desc=f"{self.name}: generating", leave=False):
+            for start in tqdm(range(0, len(prompts), self.batch_size), desc=f"{self.name}: generating ({mode})", leave=False):
                 chunk = prompts[start : start + self.batch_size]
                 width = max(len(p) for p in chunk)
                 ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in chunk], device=self.model.device)
                 mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=self.model.device)
+                processors = [grammars.logits_processor(schemas[start : start + len(chunk)])] if grammars is not None else None
                 generated = self.model.generate(
                     input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                    eos_token_id=_stop_ids(self.tokenizer), pad_token_id=pad,
+                    eos_token_id=_stop_ids(self.tokenizer), pad_token_id=pad, logits_processor=processors,
                 )
                 outputs += self.tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
         return outputs
@@ -210,13 +249,24 @@ class LlamaCppBackend:
             for p in pairs
         ]
 
-    def generate(self, prompts: list[tuple[int, ...]], max_new_tokens: int) -> list[str]:
+    def generate(self, prompts: list[tuple[int, ...]], max_new_tokens: int, schemas: list[dict] | None = None) -> list[str]:
+        from llama_cpp import LlamaGrammar
+
         stops = set(_stop_ids(self.tokenizer))
         outputs = []
-        for prompt in tqdm(prompts, desc=f"{self.name}: generating", leave=False):
+        grammars: dict[str, Any] = {}
+        mode = "constrained" if schemas is not None else "free"
+        for index, prompt in enumerate(tqdm(prompts, desc=f"{self.name}: generating ({mode})", leave=False)):
+            grammar = None
+            if schemas is not None:
+                key = json.dumps(schemas[index], sort_keys=True)
+                if key not in grammars:
+                    grammars[key] = LlamaGrammar.from_json_schema(json.dumps(schemas[index]), verbose=False)
+                grammar = grammars[key]
             self.llm.reset()
             tokens: list[int] = []
-            for token in self.llm.generate(list(prompt), top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True):
+            for token in self.llm.generate(list(prompt), top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True,
+                                           grammar=grammar):
                 if token in stops or len(tokens) >= max_new_tokens:
                     break
                 tokens.append(token)
@@ -273,6 +323,13 @@ def generation_metrics(answers: list[str], cases: list[GenerationCase], catalog:
         overlaps.append(max(len(set(p.fixtures) & set(pick.fixtures)) / len(set(p.fixtures) | set(pick.fixtures)) for p in case.expected))
         confusion[matches_widget[0].widget if matches_widget else expected_widget][pick.widget] += 1
     n = len(cases)
+    true_share: Counter = Counter()
+    for case in cases:
+        widgets = sorted({p.widget for p in case.expected})
+        for widget in widgets:
+            true_share[widget] += 1 / len(widgets) / n
+    predicted = Counter(widget for row in confusion.values() for widget, count in row.items() for _ in range(count))
+    predicted_share = {widget: count / n for widget, count in sorted(predicted.items())}
     return {
         "n_scenarios": n,
         "valid_json_rate": valid_json / n,
@@ -282,25 +339,65 @@ def generation_metrics(answers: list[str], cases: list[GenerationCase], catalog:
         "fixture_overlap": statistics.fmean(overlaps),
         "parse_failures": dict(failures),
         "widget_confusion": {expected: dict(row) for expected, row in sorted(confusion.items())},
+        "per_widget": per_widget_scores(confusion),
+        "predicted_share": predicted_share,
+        "true_share": {widget: round(share, 4) for widget, share in sorted(true_share.items())},
+        "collapse_warnings": widget_collapse(predicted_share, dict(true_share)),
     }
+
+
+def per_widget_scores(confusion: dict[str, Counter]) -> dict[str, dict[str, float]]:
+    """Precision and recall of each widget from a confusion table (true widget -> answered widget -> count)."""
+    widgets = sorted(set(confusion) | {w for row in confusion.values() for w in row if not w.startswith("<")})
+    scores = {}
+    for widget in widgets:
+        hits = confusion.get(widget, {}).get(widget, 0)
+        support = sum(confusion.get(widget, {}).values())
+        answered = sum(row.get(widget, 0) for row in confusion.values())
+        scores[widget] = {
+            "precision": hits / answered if answered else 0.0,
+            "recall": hits / support if support else 0.0,
+            "support": support,
+            "answered": answered,
+        }
+    return scores
+
+
+def widget_collapse(predicted_share: dict[str, float], true_share: dict[str, float], factor: float = COLLAPSE_FACTOR) -> list[str]:
+    """Warnings for widgets answered more than `factor` times as often as they are right: the model collapsing onto them."""
+    warnings = []
+    for widget, share in sorted(predicted_share.items(), key=lambda item: -item[1]):
+        if widget.startswith("<"):  # a parse failure, not a widget
+            continue
+        expected = true_share.get(widget, 0.0)
+        if share > factor * expected:
+            warnings.append(f"{widget} is {share:.0%} of answers but right for {expected:.0%} of questions (more than {factor:g}x its share)")
+    return warnings
 
 
 def evaluate_backend(backend: Backend, evalset: EvalSet, *, ref_logps: list | None = None, beta: float = 0.1,
-                     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> tuple[dict[str, Any], list]:
-    """All metrics for one backend; returns them and the raw log-probs (the reference for a tuned model)."""
+                     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, decodings: tuple[str, ...] = DECODINGS) -> tuple[dict[str, Any], list]:
+    """All metrics for one backend; returns them and the raw log-probs (the reference for a tuned model).
+
+    Free-decoding pick metrics are top-level keys (`widget_accuracy`, ...); constrained ones the same keys prefixed
+    `constrained_`."""
     logps = backend.answer_logps(evalset.pairs) if evalset.pairs else []
-    answers = backend.generate([c.prompt_ids for c in evalset.cases], max_new_tokens) if evalset.cases else []
-    metrics = {
-        "model": backend.name,
-        **preference_metrics(logps, ref_logps, beta),
-        **generation_metrics(answers, evalset.cases, evalset.catalog),
-        "examples": [{"scenario_id": c.scenario_id, "answer": a} for c, a in list(zip(evalset.cases, answers))[:5]],
-    }
+    metrics: dict[str, Any] = {"model": backend.name, **preference_metrics(logps, ref_logps, beta)}
+    prompts = [c.prompt_ids for c in evalset.cases]
+    for decoding in decodings:
+        schemas = [c.schema for c in evalset.cases] if decoding == "constrained" else None
+        answers = backend.generate(prompts, max_new_tokens, schemas) if evalset.cases else []
+        prefix = "constrained_" if decoding == "constrained" else ""
+        metrics.update({prefix + k: v for k, v in generation_metrics(answers, evalset.cases, evalset.catalog).items()})
+        metrics[prefix + "examples"] = [{"scenario_id": c.scenario_id, "answer": a} for c, a in list(zip(evalset.cases, answers))[:5]]
+        for warning in metrics.get(prefix + "collapse_warnings", []):
+            logger.warning("%s (%s decoding): %s", backend.name, decoding, warning)
     return metrics, logps
 
 
+PICK_METRICS = ("valid_json_rate", "known_widget_rate", "widget_accuracy", "fixture_accuracy", "fixture_overlap")
 COMPARED = ("preference_accuracy", "preference_accuracy_normalized", "reward_accuracy", "mean_reward_margin",
-            "valid_json_rate", "known_widget_rate", "widget_accuracy", "fixture_accuracy", "fixture_overlap")
+            *PICK_METRICS, *(f"constrained_{m}" for m in PICK_METRICS))
 
 
 def comparison_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:

@@ -9,13 +9,19 @@ from typing import Any
 
 from rl.config import TrainingConfig
 from rl.evaluation import (
-    DEFAULT_MAX_NEW_TOKENS, EvalSet, EvaluationError, LlamaCppBackend, TorchBackend, build_eval_set, evaluate_backend,
+    DECODINGS, DEFAULT_MAX_NEW_TOKENS, EvalSet, EvaluationError, LlamaCppBackend, TorchBackend, build_eval_set, evaluate_backend,
 )
 from rl.training_run import build_dataset, resolve_checkpoint
 
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "evaluation.json"
+HELD_OUT = "held_out"
+
+
+def evaluation_set_name(data_path: str | None) -> str:
+    """`held_out` for a run's eval split; otherwise the data file's folder name (`natural` for evalsets/natural/)."""
+    return Path(data_path).resolve().parent.name if data_path else HELD_OUT
 
 
 def held_out_data(tokenizer: Any, run_config: dict[str, Any] | None, data_path: str | None, ratings_path: str | None,
@@ -54,6 +60,7 @@ def evaluate_model(
     limit: int | None = None,
     output: str | None = None,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    decodings: tuple[str, ...] = DECODINGS,
     record: bool = True,
 ) -> dict[str, Any]:
     """Evaluate the tuned model (adapter or GGUF) and, with `compare_base`, its base; returns the results dict."""
@@ -76,12 +83,14 @@ def evaluate_model(
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, str(adapter_dir))
-    results: dict[str, Any] = {"data": evalset.description, "models": {}, "created_at": datetime.now(timezone.utc).isoformat()}
+    set_name = evaluation_set_name(data_path)
+    results: dict[str, Any] = {"data": {**evalset.description, "set": set_name, "decodings": list(decodings)}, "models": {},
+                               "created_at": datetime.now(timezone.utc).isoformat()}
     base_logps = None
     if compare_base:
         name = f"base ({base_id or 'default'})"
         results["base"], base_logps = evaluate_backend(
-            TorchBackend(name, model, tokenizer, adapter_enabled=False), evalset, max_new_tokens=max_new_tokens
+            TorchBackend(name, model, tokenizer, adapter_enabled=False), evalset, max_new_tokens=max_new_tokens, decodings=decodings
         )
         results["models"]["base"] = name
     if gguf:
@@ -91,15 +100,17 @@ def evaluate_model(
     else:
         tuned_backend = None
     if tuned_backend is not None:
-        results["tuned"], _ = evaluate_backend(tuned_backend, evalset, ref_logps=base_logps, beta=beta, max_new_tokens=max_new_tokens)
+        results["tuned"], _ = evaluate_backend(tuned_backend, evalset, ref_logps=base_logps, beta=beta, max_new_tokens=max_new_tokens,
+                                               decodings=decodings)
         results["models"]["tuned"] = tuned_backend.name
 
+    results_file = RESULTS_FILE if set_name == HELD_OUT else f"evaluation-{set_name}.json"
     if output:
         destination = Path(output)
     elif gguf:
-        destination = Path(gguf).with_name(Path(gguf).stem + "-" + RESULTS_FILE)
+        destination = Path(gguf).with_name(Path(gguf).stem + "-" + results_file)
     elif adapter_dir is not None and run_config:
-        destination = adapter_dir.parent / RESULTS_FILE
+        destination = adapter_dir.parent / results_file
     else:
         destination = None
     if destination is not None:
@@ -107,20 +118,26 @@ def evaluate_model(
         destination.write_text(json.dumps(results, indent=1))
         results["written_to"] = str(destination)
         plot_comparison(results, destination.with_suffix(".png"))
+        plot_confusion(results, destination.with_name(destination.stem + "-confusion.png"))
     if record:
-        _record(results, gguf, run_config if adapter_dir is not None else None)
+        _record(results, gguf, run_config if adapter_dir is not None else None, set_name)
     return results
 
 
-def _record(results: dict[str, Any], gguf: str | None, run_config: dict[str, Any] | None) -> None:
-    """A GGUF's results go on its ModelVersion; an adapter's on its TrainingRun."""
+def _record(results: dict[str, Any], gguf: str | None, run_config: dict[str, Any] | None, set_name: str) -> None:
+    """A GGUF's results go on its ModelVersion; an adapter's on its TrainingRun; one key per evaluation set."""
     from rl.models import ModelVersion, TrainingRun
 
     stored = {k: v for k, v in results.items() if k != "written_to"}
     if gguf:
-        ModelVersion.objects.filter(gguf_path=str(Path(gguf).resolve())).update(evaluation=stored)
+        rows = ModelVersion.objects.filter(gguf_path=str(Path(gguf).resolve()))
     elif run_config:
-        TrainingRun.objects.filter(name=run_config.get("run")).update(evaluation=stored)
+        rows = TrainingRun.objects.filter(name=run_config.get("run"))
+    else:
+        return
+    for row in rows:
+        row.evaluation = {**(row.evaluation or {}), set_name: stored}
+        row.save(update_fields=["evaluation"])
 
 
 def plot_comparison(results: dict[str, Any], path: Path) -> Path | None:
@@ -130,7 +147,9 @@ def plot_comparison(results: dict[str, Any], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = ["preference_accuracy", "valid_json_rate", "widget_accuracy", "fixture_accuracy", "fixture_overlap"]
+    metrics = ["preference_accuracy", "valid_json_rate", "widget_accuracy", "fixture_accuracy",
+               "constrained_widget_accuracy", "constrained_fixture_accuracy"]
+    metrics = [m for m in metrics if any(m in results.get(k, {}) for k in ("base", "tuned"))]
     models = [k for k in ("base", "tuned") if k in results]
     if not models:
         return None
@@ -140,10 +159,47 @@ def plot_comparison(results: dict[str, Any], path: Path) -> Path | None:
         values = [results[key].get(m) or 0.0 for m in metrics]
         bars = axis.bar([i + offset * width for i in range(len(metrics))], values, width, label=key)
         axis.bar_label(bars, fmt="%.2f", fontsize=8)
-    axis.set_xticks([i + width * (len(models) - 1) / 2 for i in range(len(metrics))], [m.replace("_", " ") for m in metrics], fontsize=8)
+    axis.set_xticks([i + width * (len(models) - 1) / 2 for i in range(len(metrics))],
+                    [m.replace("constrained_", "constr. ").replace("_", " ") for m in metrics], fontsize=7)
     axis.set_ylim(0, 1.1)
-    axis.set_title(f"Held-out evaluation ({results['data'].get('n_pairs')} pairs, {results['data'].get('n_scenarios')} scenarios)")
+    axis.set_title(f"{results['data'].get('set', 'held_out')} evaluation ({results['data'].get('n_pairs')} pairs, "
+                   f"{results['data'].get('n_scenarios')} scenarios)")
     axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_confusion(results: dict[str, Any], path: Path) -> Path | None:
+    """True widget (rows) against answered widget (columns) for base and tuned, under constrained decoding when it ran."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    for key in ("base", "tuned"):
+        metrics = results.get(key) or {}
+        decoding = "constrained_" if "constrained_widget_confusion" in metrics else ""
+        if decoding + "widget_confusion" in metrics:
+            panels.append((key, decoding.rstrip("_") or "free", metrics[decoding + "widget_confusion"], metrics.get(decoding + "widget_accuracy")))
+    if not panels:
+        return None
+    labels = sorted({w for _k, _d, table, _a in panels for w in table} | {w for _k, _d, table, _a in panels for row in table.values() for w in row})
+    figure, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 5.6), squeeze=False)
+    for axis, (key, decoding, table, accuracy) in zip(axes[0], panels):
+        grid = [[table.get(row, {}).get(col, 0) for col in labels] for row in labels]
+        axis.imshow(grid, cmap="Blues")
+        for i, row in enumerate(grid):
+            for j, count in enumerate(row):
+                if count:
+                    axis.text(j, i, str(count), ha="center", va="center", fontsize=7, color="black" if i != j else "darkred")
+        axis.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
+        axis.set_yticks(range(len(labels)), labels, fontsize=7)
+        axis.set_xlabel("answered widget")
+        axis.set_ylabel("right widget")
+        axis.set_title(f"{key} ({decoding}): widget accuracy {accuracy or 0:.2f}", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch.utils.data import Sampler
 from trl import DPOTrainer
 
+from rl.prompts import decision_length
+
 
 @dataclass
 class PrefixSharingCollator:
@@ -32,11 +34,14 @@ class PrefixSharingCollator:
 
     pad_token_id: int
     eager_attention: bool = False
+    # Weight of a chosen answer's tokens after its decision (the title) in the SFT term; decision tokens weigh 1.
+    title_weight: float = 1.0
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         groups: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
         answer_ids: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
         pair_chosen, pair_rejected = [], []
+        decision_tokens: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
         for example in examples:
             prompt = tuple(example["prompt_ids"])
             answers = groups.setdefault(prompt, [])
@@ -49,6 +54,8 @@ class PrefixSharingCollator:
                 indices.append(answer_ids[key])
             pair_chosen.append(indices[0])
             pair_rejected.append(indices[1])
+            if "chosen_decision_tokens" in example:
+                decision_tokens[(prompt, tuple(example["chosen_ids"]))] = int(example["chosen_decision_tokens"])
 
         lengths = [len(p) + sum(len(a) for a in answers) for p, answers in groups.items()]
         width, n_groups = max(lengths), len(groups)
@@ -59,6 +66,7 @@ class PrefixSharingCollator:
         score_index = torch.zeros((n_groups, n_scored), dtype=torch.long)
         score_target = torch.zeros((n_groups, n_scored), dtype=torch.long)
         score_answer = torch.full((n_groups, n_scored), -1, dtype=torch.long)
+        score_weight = torch.zeros((n_groups, n_scored), dtype=torch.float32)
         causal = torch.ones((width, width), dtype=torch.bool).tril()
         for g, (prompt, answers) in enumerate(groups.items()):
             p = len(prompt)
@@ -76,6 +84,8 @@ class PrefixSharingCollator:
                 score_index[g, scored : scored + n] = torch.cat([torch.tensor([p - 1]), torch.arange(start, end - 1)])
                 score_target[g, scored : scored + n] = torch.tensor(answer)
                 score_answer[g, scored : scored + n] = answer_ids[(prompt, answer)]
+                decision = decision_tokens.get((prompt, answer), n)
+                score_weight[g, scored : scored + n] = torch.tensor([1.0 if i < decision else self.title_weight for i in range(n)])
                 start, scored = end, scored + n
             pad = torch.arange(start, width)
             allowed[g, pad, pad] = True  # padding rows see themselves only, so no row is fully masked (NaN in SDPA)
@@ -84,7 +94,7 @@ class PrefixSharingCollator:
             mask = torch.zeros(mask.shape, dtype=torch.float32).masked_fill(~mask, torch.finfo(torch.float32).min)
         out = {
             "input_ids": input_ids, "position_ids": position_ids, "attention_mask": mask,
-            "score_index": score_index, "score_target": score_target, "score_answer": score_answer,
+            "score_index": score_index, "score_target": score_target, "score_answer": score_answer, "score_weight": score_weight,
             "pair_chosen": torch.tensor(pair_chosen), "pair_rejected": torch.tensor(pair_rejected),
             "num_answers": torch.tensor(len(answer_ids)), "num_tokens": torch.tensor(sum(lengths)),
         }
@@ -97,6 +107,7 @@ class PrefixSharingCollator:
 @dataclass
 class AnswerLogps:
     token_logps: torch.Tensor  # (groups, n_scored), 0 on padding
+    token_weights: torch.Tensor  # (groups, n_scored) SFT weight of each token (decision 1, title `title_weight`)
     chosen: torch.Tensor  # (pairs,) summed log-probs of each pair's chosen answer
     rejected: torch.Tensor  # (pairs,)
     chosen_token_mask: torch.Tensor  # (groups, n_scored) tokens of answers that are some pair's chosen one
@@ -120,7 +131,20 @@ def answer_logps(causal_lm: Any, batch: dict[str, torch.Tensor]) -> AnswerLogps:
     is_chosen = torch.zeros(n_answers, dtype=torch.bool, device=token_logps.device)
     is_chosen[batch["pair_chosen"]] = True
     chosen_token_mask = valid & is_chosen[answer.clamp(min=0)]
-    return AnswerLogps(token_logps, per_answer[batch["pair_chosen"]], per_answer[batch["pair_rejected"]], chosen_token_mask)
+    weights = batch.get("score_weight", valid.float())
+    return AnswerLogps(token_logps, weights, per_answer[batch["pair_chosen"]], per_answer[batch["pair_rejected"]], chosen_token_mask)
+
+
+def decision_token_count(tokenizer: Any, answer_ids: list[int]) -> int:
+    """How many leading tokens of an answer carry its decision (widget, fixtures): those before the title."""
+    text = tokenizer.decode(answer_ids, skip_special_tokens=True)
+    decision_chars = decision_length(text)
+    if decision_chars >= len(text):
+        return len(answer_ids)
+    for count in range(1, len(answer_ids) + 1):
+        if len(tokenizer.decode(answer_ids[:count], skip_special_tokens=True)) > decision_chars:
+            return count
+    return len(answer_ids)
 
 
 class PromptGroupedSampler(Sampler[int]):
@@ -171,9 +195,16 @@ class PrefixSharingDPOTrainer(DPOTrainer):
                 desc=f"Dropping {dataset_name} pairs longer than {limit} tokens",
             )
             self.dropped_too_long[dataset_name] = before - len(dataset)
+        if "chosen_decision_tokens" not in dataset.column_names:
+            dataset = dataset.map(lambda row: {"chosen_decision_tokens": decision_token_count(processing_class, row["chosen_ids"])},
+                                  desc=f"Finding the decision tokens of {dataset_name} answers")
         prompts = dataset["prompt_ids"]
         order = sorted(range(len(dataset)), key=lambda i: (tuple(prompts[i]), i))
         return dataset.select(order)
+
+    def _set_signature_columns_if_needed(self) -> None:
+        if self._signature_columns is None:
+            self._signature_columns = ["prompt_ids", "chosen_ids", "rejected_ids", "chosen_decision_tokens", "ref_chosen_logps", "ref_rejected_logps"]
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Sampler[int]:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -210,7 +241,9 @@ class PrefixSharingDPOTrainer(DPOTrainer):
                 n_chosen, n_rejected = lengths[inputs["pair_chosen"]].clamp(min=1), lengths[inputs["pair_rejected"]].clamp(min=1)
                 per_pair = (chosen_logratios / n_chosen - rejected_logratios / n_rejected - 1 / (2 * self.beta)) ** 2
             elif loss_type == "sft":
-                per_pair = (-scored.token_logps[scored.chosen_token_mask].mean()).expand(delta.size(0))
+                weights = scored.token_weights[scored.chosen_token_mask]
+                nll = -(scored.token_logps[scored.chosen_token_mask] * weights).sum() / weights.sum().clamp(min=1e-6)
+                per_pair = nll.expand(delta.size(0))
             else:
                 raise ValueError(f"Loss {loss_type!r} is not supported with prefix sharing: use one of {self.SUPPORTED_LOSSES}.")
             loss = loss + per_pair.mean() * weight

@@ -3,8 +3,10 @@
 Training, evaluation, export (the Modelfile's SYSTEM) and serving all call this module, so a model is trained on
 exactly the prompt it is later asked. Nothing else builds these prompts.
 
-A prompt lists the whole widget catalog and a shortlist of at most `FIXTURE_SHORTLIST_SIZE` fixtures retrieved for
-the question with BM25 (a real site has thousands of points; the prompt cannot list them all).
+A prompt lists the whole widget catalog and a shortlist of at most `FIXTURE_SHORTLIST_SIZE` fixtures of the
+scenario's site retrieved for the question with BM25 (a real site has thousands of points; the prompt cannot list
+them all). `answer_schema` is the JSON schema of a valid answer to one prompt (widget from the catalog, fixtures from
+that prompt's shortlist): evaluation decodes under it and serving passes it to Ollama as `format`.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from functools import cached_property
 from typing import Any
 
 FIXTURE_SHORTLIST_SIZE = 6
+MAX_FIXTURES_PER_PICK = 3
+MAX_TITLE_CHARS = 60
 
 SYSTEM_PROMPT = (
     "Pick the dashboard widget and the fixtures (data sources) that answer the operator's question. "
@@ -23,6 +27,21 @@ SYSTEM_PROMPT = (
 
 # Matches word tokens including single characters, so "AHU-3" keeps its "3".
 _TOKEN_PATTERN = r"(?u)\b\w+\b"
+# "AHU2" and "L3" are said as often as "AHU-2" and "level 3": split letters from digits before matching.
+_LETTER_DIGIT = re.compile(r"(?<=[^\W\d_])(?=\d)|(?<=\d)(?=[^\W\d_])")
+
+
+def _retrieval_text(text: str) -> str:
+    return _LETTER_DIGIT.sub(" ", text.replace("_", " "))
+
+
+def _retrieval_tokens(texts: list[str]) -> Any:
+    """Word tokens for BM25: stopwords dropped, English stems ("temperatures" finds "temperature")."""
+    import bm25s
+    import Stemmer
+
+    return bm25s.tokenize([_retrieval_text(t) for t in texts], token_pattern=_TOKEN_PATTERN, stopwords="en",
+                          stemmer=Stemmer.Stemmer("english"), return_ids=False, show_progress=False)
 
 
 @dataclass(frozen=True)
@@ -30,6 +49,10 @@ class CatalogItem:
     slug: str
     name: str
     description: str
+    sites: tuple[str, ...] = ()  # fixtures only: the sites that have it; empty: every site
+
+    def at_site(self, site: str) -> bool:
+        return not self.sites or not site or site in self.sites
 
 
 @dataclass(frozen=True)
@@ -87,42 +110,49 @@ class Catalog:
     def fixtures_by_slug(self) -> dict[str, CatalogItem]:
         return {f.slug: f for f in self.fixtures}
 
-    def _retriever(self) -> Any:
-        if "bm25" not in self._retriever_cache:
+    def _retriever(self, site: str) -> tuple[Any, list[CatalogItem]]:
+        """BM25 over the fixtures of `site` (every fixture when the site is unknown or empty), built once per site."""
+        key = ("bm25", site)
+        if key not in self._retriever_cache:
             import bm25s
 
-            corpus = [f"{f.slug.replace('_', ' ')} {f.name} {f.description}" for f in self.fixtures]
+            fixtures = [f for f in self.fixtures if f.at_site(site)] if site in self.sites else list(self.fixtures)
             retriever = bm25s.BM25()
-            retriever.index(
-                bm25s.tokenize(corpus, token_pattern=_TOKEN_PATTERN, stopwords="en", return_ids=False, show_progress=False),
-                show_progress=False,
-            )
-            self._retriever_cache["bm25"] = retriever
-        return self._retriever_cache["bm25"]
+            retriever.index(_retrieval_tokens([f"{f.slug} {f.name} {f.description}" for f in fixtures]), show_progress=False)
+            self._retriever_cache[key] = (retriever, fixtures)
+        return self._retriever_cache[key]
 
-    def fixture_shortlist(self, query: str) -> list[str]:
-        """The fixtures the prompt offers for `query`: the BM25 top `shortlist_size`, in catalog order."""
+    @cached_property
+    def sites(self) -> frozenset[str]:
+        return frozenset(site for f in self.fixtures for site in f.sites)
+
+    def fixture_shortlist(self, query: str, site: str = "") -> list[str]:
+        """The fixtures the prompt offers for `query` at `site`: the BM25 top `shortlist_size`, in catalog order."""
         shortlists = self._retriever_cache.setdefault("shortlists", {})
-        if query not in shortlists:
-            shortlists[query] = self._retrieve(query)
-        return list(shortlists[query])
+        if (query, site) not in shortlists:
+            shortlists[(query, site)] = self._retrieve(query, site)
+        return list(shortlists[(query, site)])
 
-    def _retrieve(self, query: str) -> tuple[str, ...]:
-        k = min(self.shortlist_size, len(self.fixtures))
-        if k == len(self.fixtures):
-            return tuple(sorted(self.fixture_slugs))
-        import bm25s
+    def _retrieve(self, query: str, site: str) -> tuple[str, ...]:
+        retriever, fixtures = self._retriever(site)
+        k = min(self.shortlist_size, len(fixtures))
+        if k == len(fixtures):
+            return tuple(sorted(f.slug for f in fixtures))
+        tokens = _retrieval_tokens([query])
+        if not tokens[0]:
+            return tuple(sorted(f.slug for f in fixtures[:k]))
+        indices, _scores = retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
+        return tuple(sorted(fixtures[int(i)].slug for i in indices[0]))
 
-        tokens = bm25s.tokenize([query], token_pattern=_TOKEN_PATTERN, stopwords="en", return_ids=False, show_progress=False)
-        indices, _scores = self._retriever().retrieve(tokens, k=k, show_progress=False, n_threads=1)
-        return tuple(sorted(self.fixtures[int(i)].slug for i in indices[0]))
+    def shortlist_for(self, scenario: ScenarioText) -> list[str]:
+        return self.fixture_shortlist(scenario.query, scenario.site)
 
 
 def build_messages(scenario: ScenarioText, catalog: Catalog) -> list[dict[str, str]]:
     """The chat messages that ask a model for a pick (system + user), for the tokenizer's chat template."""
     widgets = "\n".join(f"- {w.slug}: {w.description}" for w in catalog.widgets)
     fixtures = "\n".join(
-        f"- {slug}: {catalog.fixtures_by_slug[slug].description}" for slug in catalog.fixture_shortlist(scenario.query)
+        f"- {slug}: {catalog.fixtures_by_slug[slug].description}" for slug in catalog.shortlist_for(scenario)
     )
     context = "; ".join(
         f"{label}: {value}" for label, value in (("Site", scenario.site), ("Role", scenario.role), ("Time", scenario.time_range)) if value
@@ -134,6 +164,29 @@ def build_messages(scenario: ScenarioText, catalog: Catalog) -> list[dict[str, s
 def render_pick(pick: Pick) -> str:
     """The assistant's answer for `pick`: compact JSON, keys in a fixed order."""
     return json.dumps({"widget": pick.widget, "fixtures": list(pick.fixtures), "title": pick.title}, ensure_ascii=False)
+
+
+def decision_length(answer: str) -> int:
+    """How many leading characters of a rendered answer carry the decision (widget and fixtures); the title follows."""
+    index = answer.find(', "title"')
+    return index if index >= 0 else len(answer)
+
+
+def answer_schema(scenario: ScenarioText, catalog: Catalog) -> dict[str, Any]:
+    """The JSON schema of a valid answer to this scenario's prompt: a catalog widget, 1 to 3 distinct fixtures of the
+    prompt's shortlist, a short title. Keys in `render_pick`'s order, so constrained decoding writes the same text."""
+    shortlist = catalog.shortlist_for(scenario)
+    return {
+        "type": "object",
+        "properties": {
+            "widget": {"type": "string", "enum": sorted(catalog.widget_slugs)},
+            "fixtures": {"type": "array", "items": {"type": "string", "enum": shortlist}, "minItems": 1,
+                         "maxItems": min(MAX_FIXTURES_PER_PICK, len(shortlist))},
+            "title": {"type": "string", "maxLength": MAX_TITLE_CHARS},
+        },
+        "required": ["widget", "fixtures", "title"],
+        "additionalProperties": False,
+    }
 
 
 def assistant_message(pick: Pick) -> list[dict[str, str]]:

@@ -243,7 +243,7 @@ class CommandCenterDPOTrainer:
             model=self.model, args=args, train_dataset=train_dataset,
             eval_dataset=eval_dataset if eval_dataset is not None and len(eval_dataset) else None,
             processing_class=self.tokenizer, peft_config=self.lora_config(),
-            data_collator=PrefixSharingCollator(self.tokenizer.pad_token_id, eager_attention=eager),
+            data_collator=PrefixSharingCollator(self.tokenizer.pad_token_id, eager_attention=eager, title_weight=cfg.title_weight),
             max_pair_tokens=cfg.max_length,
         )
 

@@ -10,6 +10,7 @@ import json
 import logging
 import random
 import subprocess
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,10 +69,41 @@ def build_dataset(config: TrainingConfig, data: dict[str, Any], tokenizer: Any =
         min_samples=config.min_samples, eval_fraction=config.eval_fraction, seed=config.seed, kind=config.kind,
         rater=data.get("rater"), max_pairs_per_scenario=config.max_pairs_per_scenario, tokenizer=tokenizer,
     )
+    if config.max_train_scenarios or config.balance_widgets:
+        prepared.dataset["train"] = select_scenarios(prepared.dataset["train"], config.max_train_scenarios, config.seed, config.balance_widgets)
+        prepared.stats.train_pairs = len(prepared.dataset["train"])
+        prepared.stats.train_scenarios = len(set(prepared.dataset["train"]["scenario_id"]))
     if config.max_train_pairs and len(prepared.dataset["train"]) > config.max_train_pairs:
         prepared.dataset["train"] = spread_over_scenarios(prepared.dataset["train"], config.max_train_pairs, config.seed)
         prepared.stats.train_pairs = len(prepared.dataset["train"])
     return prepared
+
+
+def chosen_widget(row: dict[str, Any]) -> str:
+    return json.loads(row["chosen"][0]["content"])["widget"]
+
+
+def select_scenarios(dataset: Any, limit: int, seed: int, balance: bool) -> Any:
+    """The pairs of at most `limit` scenarios (0: all). With `balance`, scenarios are taken round-robin over the widget
+    their chosen answers name, so rare widgets are not crowded out by common ones."""
+    rng = random.Random(seed)
+    widget_of: dict[str, Counter] = {}
+    for row in dataset.select_columns(["scenario_id", "chosen"]):
+        widget_of.setdefault(row["scenario_id"], Counter())[chosen_widget(row)] += 1
+    scenarios = sorted(widget_of)
+    rng.shuffle(scenarios)
+    if balance:
+        queues: dict[str, list[str]] = {}
+        for scenario in scenarios:
+            queues.setdefault(widget_of[scenario].most_common(1)[0][0], []).append(scenario)
+        ordered: list[str] = []
+        while any(queues.values()):
+            for widget in sorted(queues):
+                if queues[widget]:
+                    ordered.append(queues[widget].pop())
+        scenarios = ordered
+    keep = set(scenarios[: limit or None])
+    return dataset.filter(lambda row: row["scenario_id"] in keep, desc="Selecting training scenarios")
 
 
 def spread_over_scenarios(dataset: Any, limit: int, seed: int) -> Any:
@@ -199,6 +231,7 @@ def run_training(
         data = saved["data"]
     trainer = CommandCenterDPOTrainer(preset, config=config)
     trainer.load_base_model()
+    callbacks: list[Any] = []
     if resume:
         dataset, kto_dataset = load_run_dataset(run_dir)
         run = TrainingRun.objects.get(name=name)
@@ -223,10 +256,12 @@ def run_training(
             config=trainer.config.to_dict(), data_source={**data, "stats": prepared.stats.to_dict()},
             data_watermark=prepared.snapshot.newest_rating_at, run_dir=str(run_dir),
         )
+        best_pick = best_pick_callback(trainer.config, prepared, trainer.tokenizer, run_dir)
+        callbacks += [best_pick] if best_pick is not None else []
     try:
         outcome = trainer.train(
             dataset["train"], dataset["eval"], output_dir=run_dir,
-            kto_dataset=kto_dataset, resume_from_checkpoint=bool(resume),
+            kto_dataset=kto_dataset, resume_from_checkpoint=bool(resume), callbacks=callbacks,
         )
     except KeyboardInterrupt:
         _finish(run, TrainingRun.Status.INTERRUPTED, error=f"Interrupted; continue with: train_dpo --resume {name}")
@@ -237,6 +272,8 @@ def run_training(
         return RunResult(name, run_dir, TrainingRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
 
     metrics = summarize_metrics(outcome)
+    for callback in callbacks:
+        metrics["best_pick"] = callback.summary()
     run.algo = outcome.algo
     run.adapter_dir = str(outcome.final_dir)
     run.metrics = metrics
@@ -247,6 +284,22 @@ def run_training(
 
         result.export = export_to_ollama(outcome.final_dir, quantization=export["quantization"], register=export["register"]).as_dict()
     return result
+
+
+def best_pick_callback(config: TrainingConfig, prepared: PreparedDataset, tokenizer: Any, run_dir: Path) -> Any:
+    """The callback that keeps the adapter with the best held-out pick accuracy, on a seeded sample of
+    `pick_eval_scenarios` eval scenarios; None when the preset keeps the last adapter or nothing is held out."""
+    from rl.best_pick import BestPickCallback
+    from rl.evaluation import build_eval_set
+    from rl.trainer import METRICS_FILE
+
+    held_out = sorted(set(prepared.dataset["eval"]["scenario_id"])) if len(prepared.dataset["eval"]) else []
+    if not config.pick_eval_scenarios or not held_out:
+        return None
+    random.Random(config.seed).shuffle(held_out)
+    evalset = build_eval_set([], prepared.snapshot, set(held_out[: config.pick_eval_scenarios]), tokenizer)
+    logger.info("Choosing the adapter by constrained pick accuracy on %d held-out scenarios.", len(evalset.cases))
+    return BestPickCallback(evalset, tokenizer, run_dir / METRICS_FILE)
 
 
 def _default_base_model() -> str:

@@ -14,7 +14,7 @@ def test_it_reads_catalogs_and_scenarios_without_login(demo_db):
     client = APIClient()
     widgets = client.get("/api/widgets/").json()
     assert widgets["count"] == 12
-    assert client.get("/api/fixtures/").json()["count"] == 40
+    assert client.get("/api/fixtures/").json()["count"] == len(demo_db[0].fixtures)
     scenario = client.get("/api/scenarios/").json()["results"][0]
     assert set(scenario) == {"id", "query", "site", "role", "time_range"}
 
@@ -60,7 +60,7 @@ def test_it_accepts_token_auth(entry, rater):
         ({"rating": "up", "tags": ["t" * 51]}, "tags"),
         ({"rating": "up", "tags": 5}, "tags"),
         ({"rating": "down", "corrected_widget": "hologram"}, "corrected_widget"),
-        ({"rating": "down", "corrected_fixtures": ["main_meter_kw"]}, "corrected_fixtures"),
+        ({"rating": "down", "corrected_fixtures": ["hq_main_meter_kw"]}, "corrected_fixtures"),
     ],
 )
 def test_bad_feedback_gets_a_400_naming_the_field_and_stores_nothing(api, entry, payload, field):
@@ -84,23 +84,23 @@ def test_it_updates_your_rating_with_a_correction(api, entry, rater):
     rating_id = api.post("/api/ratings/", {"entry_id": entry.external_id, "rating": "up"}, format="json").json()["id"]
     response = api.put(
         f"/api/ratings/{rating_id}/",
-        {"rating": "down", "corrected_widget": "line_chart", "corrected_fixtures": ["main_meter_kw"]},
+        {"rating": "down", "corrected_widget": "line_chart", "corrected_fixtures": ["hq_main_meter_kw"]},
         format="json",
     )
     assert response.status_code == 200, response.content
-    assert response.json()["corrected_fixtures"] == ["main_meter_kw"]
+    assert response.json()["corrected_fixtures"] == ["hq_main_meter_kw"]
     assert Rating.objects.get(pk=rating_id).corrected_widget.slug == "line_chart"
 
 
 def test_the_production_app_creates_entries(api, demo_db):
     response = api.post(
         "/api/entries/",
-        {"id": "prod-1", "scenario": "s001", "widget": "kpi_card", "fixtures": ["main_meter_kw"], "raw_output": "{}",
+        {"id": "prod-1", "scenario": "s001", "widget": "kpi_card", "fixtures": ["hq_main_meter_kw"], "raw_output": "{}",
          "source": "production", "model_version": "cc-widget-selector:base"},
         format="json",
     )
     assert response.status_code == 201, response.content
-    assert Entry.objects.get(external_id="prod-1").fixture_slugs() == ["main_meter_kw"]
+    assert Entry.objects.get(external_id="prod-1").fixture_slugs() == ["hq_main_meter_kw"]
 
 
 def test_an_entry_with_an_unknown_fixture_is_refused(api, demo_db):

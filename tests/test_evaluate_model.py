@@ -18,7 +18,7 @@ def test_it_compares_base_and_tuned_and_records_the_results(tiny_run, tmp_path, 
     assert REQUIRED <= set(results["base"]) and REQUIRED | {"mean_reward_margin"} <= set(results["tuned"])
     assert results["tuned"]["n_pairs"] == 6 and results["data"]["split"] == "eval"
     assert "mean_reward_margin" not in results["base"]
-    assert TrainingRun.objects.get(name="tiny").evaluation["tuned"]["n_pairs"] == 6
+    assert TrainingRun.objects.get(name="tiny").evaluation["held_out"]["tuned"]["n_pairs"] == 6
     assert output.with_suffix(".png").is_file()
     printed = capsys.readouterr().out
     assert "preference_accuracy" in printed and "diff" in printed

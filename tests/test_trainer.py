@@ -18,7 +18,7 @@ from tests.rl_cases import FAST, data, tiny_config
 def test_training_lowers_the_dpo_loss_on_its_pairs(demo_db, tiny_model_dir, tmp_path):
     prepared = prepare_training_dataset("db", min_samples=10)
     train = prepared.dataset["train"].select(range(16))
-    trainer = CommandCenterDPOTrainer("cpu", **{**FAST, "base_model": str(tiny_model_dir), "max_steps": 12, "learning_rate": 1e-2,
+    trainer = CommandCenterDPOTrainer("cpu", **{**FAST, "base_model": str(tiny_model_dir), "max_steps": 20, "learning_rate": 1e-2,
                                                 "loss_type": "sigmoid"})
     outcome = trainer.train(train, train, output_dir=tmp_path)
     losses = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

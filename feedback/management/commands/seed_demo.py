@@ -4,7 +4,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
-from feedback.demo import DEMO_RATER, DEMO_RATER_PASSWORD, build_demo
+from feedback.demo import DEFAULT_SCENARIO_COUNT, DEMO_RATER, DEMO_RATER_PASSWORD, build_demo
 from feedback.files import write_json
 from feedback.services import feedback_import
 
@@ -18,7 +18,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--seed", type=int, default=7, help="Random seed (default 7).")
-        parser.add_argument("--scenarios", type=int, default=96, help="How many operator scenarios (default 96).")
+        parser.add_argument("--scenarios", type=int, default=DEFAULT_SCENARIO_COUNT,
+                            help=f"How many operator scenarios (default {DEFAULT_SCENARIO_COUNT}).")
         parser.add_argument("--noise", type=float, default=0.05, help="How often the simulated rater is wrong (default 0.05).")
         parser.add_argument("--write-files", metavar="DIR", help="Also write exhaustive_data.json and ratings.json to DIR.")
         parser.add_argument("--no-ratings", action="store_true", help="Seed the catalogs and entries only, for rating by hand.")

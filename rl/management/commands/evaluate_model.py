@@ -4,16 +4,17 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from rl.base_model import BaseModelError
 from rl.dataset_builder import DatasetError
-from rl.evaluation import DEFAULT_MAX_NEW_TOKENS, EvaluationError, comparison_rows
+from rl.evaluation import DECODINGS, DEFAULT_MAX_NEW_TOKENS, EvaluationError, comparison_rows
 from rl.training_run import CheckpointError
 
 
 class Command(BaseCommand):
     help = (
         "Evaluate a tuned model on held-out ratings: preference accuracy (log p(chosen) > log p(rejected)), DPO reward "
-        "margin against the base, and pick accuracy by greedy generation (valid JSON, widget, fixtures). "
-        "--checkpoint scores a run's LoRA adapter through PyTorch; --gguf scores an exported GGUF through llama.cpp. "
-        "Held-out data: the run's eval split, or all of --data-file/--ratings-file. Output format: docs/evaluation.md."
+        "margin against the base, and pick accuracy by greedy generation (valid JSON, widget, fixtures), free and constrained "
+        "to the answer's JSON schema. --checkpoint scores a run's LoRA adapter through PyTorch; --gguf scores an exported "
+        "GGUF through llama.cpp. Held-out data: the run's eval split, --natural (the hand-written natural-question set), or "
+        "all of --data-file/--ratings-file. Output format: docs/evaluation.md."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -23,6 +24,10 @@ class Command(BaseCommand):
         parser.add_argument("--base-model", help="Base model (default: the run's, else RL_BASE_MODEL or SmolLM2).")
         parser.add_argument("--data-file", help="Held-out data file (import format); use with --ratings-file.")
         parser.add_argument("--ratings-file", help="Held-out ratings file (import format).")
+        parser.add_argument("--natural", action="store_true",
+                            help="Evaluate on the natural-question set (evalsets/natural/), hand-written apart from the demo generator.")
+        parser.add_argument("--decoding", choices=(*DECODINGS, "both"), default="both",
+                            help="Pick accuracy from free greedy answers, answers constrained to the JSON schema, or both (default).")
         parser.add_argument("--limit", type=int, help="Evaluate at most N pairs and N scenarios.")
         parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="Generation length cap.")
         parser.add_argument("--output", help="Write results JSON here (default: the run folder's evaluation.json).")
@@ -30,13 +35,20 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         from rl.evaluation_run import evaluate_model
 
+        from rl.evalsets import NATURAL_DATA_FILE, NATURAL_RATINGS_FILE
+
         if options["limit"] is not None and options["limit"] <= 0:
             raise CommandError("--limit must be positive.")
+        if options["natural"]:
+            if options["data_file"] or options["ratings_file"]:
+                raise CommandError("--natural and --data-file/--ratings-file name two evaluation sets: pass one.")
+            options["data_file"], options["ratings_file"] = str(NATURAL_DATA_FILE), str(NATURAL_RATINGS_FILE)
+        decodings = DECODINGS if options["decoding"] == "both" else (options["decoding"],)
         try:
             results = evaluate_model(
                 checkpoint=options["checkpoint"], gguf=options["gguf"], compare_base=options["compare_base"],
                 base_model=options["base_model"], data_path=options["data_file"], ratings_path=options["ratings_file"],
-                limit=options["limit"], output=options["output"], max_new_tokens=options["max_new_tokens"],
+                limit=options["limit"], output=options["output"], max_new_tokens=options["max_new_tokens"], decodings=decodings,
             )
         except (EvaluationError, DatasetError, BaseModelError, CheckpointError) as exc:
             raise CommandError(str(exc)) from exc
@@ -46,5 +58,16 @@ class Command(BaseCommand):
         self.stdout.write(f"\n{'metric':<32}{'base':>10}{'tuned':>10}{'diff':>10}")
         for metric, base, tuned, diff in comparison_rows(results):
             self.stdout.write(f"{metric:<32}{base:>10}{tuned:>10}{diff:>10}")
+        for role in ("base", "tuned"):
+            for prefix in ("", "constrained_"):
+                per_widget = (results.get(role) or {}).get(prefix + "per_widget")
+                if not per_widget:
+                    continue
+                self.stdout.write(f"\n{role}, {prefix.rstrip('_') or 'free'} decoding: per widget")
+                self.stdout.write(f"{'widget':<18}{'precision':>10}{'recall':>8}{'right':>7}{'answered':>10}")
+                for widget, row in per_widget.items():
+                    self.stdout.write(f"{widget:<18}{row['precision']:>10.2f}{row['recall']:>8.2f}{row['support']:>7}{row['answered']:>10}")
+                for warning in results[role].get(prefix + "collapse_warnings", []):
+                    self.stdout.write(self.style.WARNING(f"collapse: {warning}"))
         if "written_to" in results:
             self.stdout.write(f"\nresults: {results['written_to']}")

@@ -1,0 +1,81 @@
+"""Keep the adapter with the best held-out pick accuracy seen during training, not the last one.
+
+At every evaluation the callback asks the model in training for constrained answers (the answer schema of
+`rl/prompts.py`, as `evaluate_model` does) to a fixed sample of held-out scenarios, scores widget and fixture accuracy,
+and remembers the adapter weights when their mean is the best so far. When training ends the best weights are put
+back, so `final/` holds them. Scores go to the log and to metrics.jsonl as `pick/widget_accuracy`,
+`pick/fixture_accuracy` and `pick/score`.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from rl.evaluation import EvalSet, TorchBackend, generation_metrics
+
+logger = logging.getLogger(__name__)
+
+
+def pick_score(metrics: dict[str, Any]) -> float:
+    """What the best checkpoint maximizes: the mean of widget and fixture accuracy under constrained decoding."""
+    return (metrics["widget_accuracy"] + metrics["fixture_accuracy"]) / 2
+
+
+class BestPickCallback(TrainerCallback):
+    def __init__(self, evalset: EvalSet, tokenizer: Any, metrics_path: Path | None = None, max_new_tokens: int = 64):
+        self.evalset, self.tokenizer, self.metrics_path, self.max_new_tokens = evalset, tokenizer, metrics_path, max_new_tokens
+        self.best_score: float | None = None
+        self.best_step: int | None = None
+        self.best_state: dict[str, Any] | None = None
+        self.history: list[dict[str, Any]] = []
+
+    def score(self, model: Any) -> dict[str, Any]:
+        backend = TorchBackend("training", model, self.tokenizer, adapter_enabled=True)
+        answers = backend.generate([c.prompt_ids for c in self.evalset.cases], self.max_new_tokens, [c.schema for c in self.evalset.cases])
+        return generation_metrics(answers, self.evalset.cases, self.evalset.catalog)
+
+    def _check(self, model: Any, step: int) -> None:
+        from peft import get_peft_model_state_dict
+
+        began = time.perf_counter()
+        was_training = model.training
+        metrics = self.score(model)
+        if was_training:
+            model.train()
+        score = pick_score(metrics)
+        record = {"step": step, "pick/widget_accuracy": metrics["widget_accuracy"], "pick/fixture_accuracy": metrics["fixture_accuracy"],
+                  "pick/score": score, "pick/seconds": round(time.perf_counter() - began, 1)}
+        self.history.append(record)
+        if self.metrics_path is not None:
+            with self.metrics_path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps({**record, "time": time.time()}) + "\n")
+        improved = self.best_score is None or score > self.best_score
+        logger.info("Held-out picks at step %d (%d scenarios, constrained): widget %.3f, fixture %.3f%s", step, len(self.evalset.cases),
+                    metrics["widget_accuracy"], metrics["fixture_accuracy"], " (best so far)" if improved else "")
+        if improved:
+            self.best_score, self.best_step = score, step
+            self.best_state = {k: v.detach().clone() for k, v in copy.copy(get_peft_model_state_dict(model)).items()}
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if model is not None and state.is_world_process_zero:
+            self._check(model, state.global_step)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        from peft import set_peft_model_state_dict
+
+        if model is None:
+            return
+        if not self.history or self.history[-1]["step"] != state.global_step:
+            self._check(model, state.global_step)
+        if self.best_state is not None and self.best_step != state.global_step:
+            set_peft_model_state_dict(model, self.best_state)
+            logger.info("Keeping the adapter of step %d (held-out pick score %.3f) instead of the last step's.", self.best_step, self.best_score)
+
+    def summary(self) -> dict[str, Any]:
+        return {"best_step": self.best_step, "best_pick_score": self.best_score, "history": self.history}
