@@ -56,7 +56,7 @@ class BestPickCallback(TrainerCallback):
             with self.metrics_path.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps({**record, "time": time.time()}) + "\n")
         improved = self.best_score is None or score > self.best_score
-        logger.info("Held-out picks at step %d (%d scenarios, constrained): widget %.3f, fixture %.3f%s", step, len(self.evalset.cases),
+        logger.info("Held-out picks at step %d (constrained): widget %.3f, fixture %.3f%s", step,
                     metrics["widget_accuracy"], metrics["fixture_accuracy"], " (best so far)" if improved else "")
         if improved:
             self.best_score, self.best_step = score, step

@@ -74,6 +74,10 @@ class TrainOutcome:
     seconds: float = 0.0
 
 
+def _restored_earlier(callbacks: list[Any], trainer: Any) -> bool:
+    return any(getattr(c, "best_step", None) not in (None, trainer.state.global_step) for c in callbacks)
+
+
 class CommandCenterDPOTrainer:
     """Load a base model, attach LoRA, train with DPO or KTO, save the adapter.
 
@@ -214,7 +218,13 @@ class CommandCenterDPOTrainer:
             else:
                 os.environ["TENSORBOARD_LOGGING_DIR"] = previous_tb
         seconds = time.perf_counter() - began
-        eval_metrics = trainer.evaluate() if eval_dataset is not None and len(eval_dataset) and algo == "dpo" else {}
+        eval_metrics = {}
+        if eval_dataset is not None and len(eval_dataset) and algo == "dpo":
+            last = trainer.state.log_history[-2] if len(trainer.state.log_history) >= 2 else {}
+            # The epoch-end evaluation of the last step already scored these weights, unless the best-pick callback
+            # has since put an earlier adapter back.
+            reuse = last.get("step") == trainer.state.global_step and "eval_loss" in last and not _restored_earlier(all_callbacks, trainer)
+            eval_metrics = {k: v for k, v in last.items() if k.startswith("eval_")} if reuse else trainer.evaluate()
         final_dir = output_dir / FINAL_DIR
         trainer.save_model(str(final_dir))
         self.tokenizer.save_pretrained(str(final_dir))

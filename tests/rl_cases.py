@@ -41,7 +41,7 @@ def entry(entry_id: str, scenario: str, widget: str, fixtures: tuple[str, ...], 
 
 # Training settings that make a run on the tiny model take seconds.
 FAST = dict(batch_size=4, max_steps=4, logging_steps=1, save_steps=2, max_eval_pairs=8, max_train_pairs=24,
-            learning_rate=5e-3, min_samples=10, warmup_ratio=0.0)
+            learning_rate=5e-3, min_samples=10, warmup_ratio=0.0, eval_steps=0, pick_eval_scenarios=0)
 
 
 def tiny_config(tiny_model_dir, **overrides) -> TrainingConfig:

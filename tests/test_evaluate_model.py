@@ -39,3 +39,8 @@ def test_a_missing_checkpoint_is_a_clear_error(db, tmp_path):
         call_command("evaluate_model", "--checkpoint", str(tmp_path / "nope"))
     with pytest.raises(CommandError, match="Nothing to evaluate"):
         call_command("evaluate_model")
+
+
+def test_natural_and_a_data_file_together_are_refused(db):
+    with pytest.raises(CommandError, match="--natural"):
+        call_command("evaluate_model", "--compare-base", "--natural", "--data-file", "x.json", "--ratings-file", "y.json")

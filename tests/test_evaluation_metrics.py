@@ -61,3 +61,25 @@ def test_an_empty_eval_set_is_a_clear_error():
 
     with pytest.raises(EvaluationError, match="evaluation set is empty"):
         build_eval_set([], Snapshot(), set(), tokenizer=None)
+
+
+def _answer(widget: str) -> str:
+    return f'{{"widget": "{widget}", "fixtures": ["chiller_1_kw"], "title": "t"}}'
+
+
+def test_the_collapse_warning_fires_when_one_widget_takes_the_answers():
+    cases = [case(w, "chiller_1_kw") for w in ("line_chart", "kpi_card", "table", "gauge")] * 3
+    metrics = generation_metrics([_answer("line_chart")] * len(cases), cases, CATALOG)
+    assert metrics["predicted_share"] == {"line_chart": 1.0}
+    assert len(metrics["collapse_warnings"]) == 1 and metrics["collapse_warnings"][0].startswith("line_chart is 100%")
+    assert metrics["per_widget"]["line_chart"]["precision"] == 0.25 and metrics["per_widget"]["line_chart"]["recall"] == 1.0
+    assert metrics["per_widget"]["table"]["recall"] == 0.0
+
+
+def test_the_collapse_warning_is_silent_on_balanced_answers_even_when_some_are_wrong():
+    widgets = ("line_chart", "kpi_card", "table", "gauge")
+    cases = [case(w, "chiller_1_kw") for w in widgets] * 3
+    answers = [_answer(widgets[(i + (i % 3 == 0)) % 4]) for i in range(len(cases))]  # a third wrong, still spread out
+    metrics = generation_metrics(answers, cases, CATALOG)
+    assert metrics["widget_accuracy"] < 1.0
+    assert metrics["collapse_warnings"] == []

@@ -153,7 +153,7 @@ def test_train_dpo_export_registers_nothing_when_verification_fails(demo_db, tin
     settings.OLLAMA_HOST = standin.url
     with pytest.raises(CommandError, match="export failed verification"):
         call_command("train_dpo", "--config", "cpu", "--base-model", str(tiny_model_dir), "--max-steps", "1", "--min-samples", "10",
-                     "--max-train-pairs", "8", "--max-eval-pairs", "4", "--run-name", "tiny-export", "--export",
+                     "--max-train-pairs", "8", "--max-eval-pairs", "4", "--pick-eval-scenarios", "0", "--run-name", "tiny-export", "--export",
                      "--register-ollama", "--quantization", "q8_0")
     from rl.models import TrainingRun
 

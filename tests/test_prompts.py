@@ -4,7 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from rl.prompts import SYSTEM_PROMPT, Pick, PickParseError, ScenarioText, build_messages, parse_pick, render_pick
+from rl.prompts import (
+    SYSTEM_PROMPT, Catalog, CatalogItem, Pick, PickParseError, ScenarioText, answer_schema, build_messages, decision_length, parse_pick,
+    render_pick,
+)
 from tests.rl_cases import CATALOG
 
 GOOD = '{"widget": "line_chart", "fixtures": ["chiller_1_kw"], "title": "Chiller 1"}'
@@ -67,3 +70,47 @@ def test_only_rl_prompts_builds_the_task_prompt():
         cwd=root, capture_output=True, text=True,
     ).stdout.split()
     assert hits == ["rl/prompts.py"]
+
+
+SITED = Catalog(
+    widgets=CATALOG.widgets,
+    fixtures=(
+        CatalogItem("hq_chiller_1_kw", "Chiller 1 power", "Electrical power of chiller 1, kW.", ("HQ",)),
+        CatalogItem("rv_chiller_1_kw", "Chiller 1 power", "Electrical power of chiller 1, kW.", ("Riverside",)),
+        CatalogItem("hq_open_work_orders", "Open work orders", "Maintenance work orders that are open.", ("HQ",)),
+        CatalogItem("rv_open_work_orders", "Open work orders", "Maintenance work orders that are open.", ("Riverside",)),
+        CatalogItem("outdoor_air_temp", "Outdoor air temperature", "Outdoor air temperature, degC."),
+    ),
+    shortlist_size=2,
+)
+
+
+def test_the_shortlist_offers_only_fixtures_of_the_scenario_s_site():
+    assert SITED.fixture_shortlist("chiller 1 power", "HQ")[0] == "hq_chiller_1_kw"
+    assert "rv_chiller_1_kw" in SITED.fixture_shortlist("chiller 1 power", "Riverside")
+    assert not any(slug.startswith("rv_") for slug in SITED.fixture_shortlist("chiller 1 power", "HQ"))
+    assert "outdoor_air_temp" in SITED.fixture_shortlist("outdoor temperature", "HQ")  # no sites: every site has it
+
+
+def test_the_shortlist_matches_run_together_names_like_ahu2():
+    catalog = Catalog(widgets=CATALOG.widgets, fixtures=(
+        CatalogItem("ahu_2_sat", "AHU-2 supply air temperature", "Supply air temperature of AHU-2."),
+        CatalogItem("ahu_3_sat", "AHU-3 supply air temperature", "Supply air temperature of AHU-3."),
+        CatalogItem("lobby_rh", "Lobby humidity", "Relative humidity in the lobby."),
+    ), shortlist_size=1)
+    assert catalog.fixture_shortlist("what is AHU2 doing") == ["ahu_2_sat"]
+
+
+def test_the_answer_schema_allows_catalog_widgets_and_only_the_prompt_s_shortlist():
+    scenario = ScenarioText("chiller 1 power now", "HQ")
+    schema = answer_schema(scenario, SITED)
+    assert list(schema["properties"]) == ["widget", "fixtures", "title"] == schema["required"]
+    assert schema["properties"]["widget"]["enum"] == sorted(w.slug for w in SITED.widgets)
+    assert schema["properties"]["fixtures"]["items"]["enum"] == SITED.shortlist_for(scenario)
+    assert schema["properties"]["fixtures"]["minItems"] == 1
+    assert schema["additionalProperties"] is False
+
+
+def test_the_decision_of_an_answer_ends_where_its_title_begins():
+    answer = render_pick(Pick("gauge", ("hq_chiller_1_kw",), "Chiller 1, now"))
+    assert answer[: decision_length(answer)] == '{"widget": "gauge", "fixtures": ["hq_chiller_1_kw"]'

@@ -1,0 +1,58 @@
+"""Constrained decoding: a random tiny model, held to the answer schema, only ever names catalog widgets and shortlist
+fixtures, in both backends (xgrammar for PyTorch, llama.cpp's JSON-schema grammar for the GGUF)."""
+import pytest
+
+from rl.evaluation import GenerationCase, LlamaCppBackend, TorchBackend, generation_metrics, tokenize_prompt
+from rl.gguf_convert import convert_hf_to_gguf
+from rl.prompts import Pick, ScenarioText, answer_schema, build_messages, parse_pick
+from tests.rl_cases import CATALOG
+
+QUESTIONS = ["How has chiller 1 power trended this week?", "Which work orders are open?", "Outdoor air temperature now?",
+             "chiller 2 kW against its limit", "Show me everything", "Compare chiller 1 and chiller 2"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def _cases(tokenizer):
+    scenarios = [ScenarioText(q, "HQ") for q in QUESTIONS]
+    return scenarios, [
+        GenerationCase(f"s{i}", tuple(tokenize_prompt(tokenizer, build_messages(s, CATALOG))), (Pick("kpi_card", ("chiller_1_kw",)),),
+                       answer_schema(s, CATALOG))
+        for i, s in enumerate(scenarios)
+    ]
+
+
+def _check_constrained(answers, scenarios):
+    for answer, scenario in zip(answers, scenarios, strict=True):
+        pick = parse_pick(answer, CATALOG)  # raises on an unknown widget or fixture, or a broken answer
+        assert pick.widget in CATALOG.widget_slugs
+        assert set(pick.fixtures) <= set(CATALOG.shortlist_for(scenario))
+
+
+def test_free_answers_of_a_random_model_are_garbage(tiny):
+    model, tokenizer = tiny
+    scenarios, cases = _cases(tokenizer)
+    answers = TorchBackend("tiny", model, tokenizer).generate([c.prompt_ids for c in cases], 40)
+    assert generation_metrics(answers, cases, CATALOG)["known_widget_rate"] == 0.0
+
+
+def test_pytorch_constrained_answers_only_name_catalog_widgets_and_shortlist_fixtures(tiny):
+    model, tokenizer = tiny
+    scenarios, cases = _cases(tokenizer)
+    answers = TorchBackend("tiny", model, tokenizer, batch_size=4).generate(
+        [c.prompt_ids for c in cases], 200, [c.schema for c in cases])
+    _check_constrained(answers, scenarios)
+
+
+def test_llama_cpp_constrained_answers_only_name_catalog_widgets_and_shortlist_fixtures(tiny, tiny_model_dir, tmp_path):
+    _model, tokenizer = tiny
+    scenarios, cases = _cases(tokenizer)
+    backend = LlamaCppBackend("gguf", str(convert_hf_to_gguf(tiny_model_dir, tmp_path / "tiny.gguf")), tokenizer)
+    answers = backend.generate([c.prompt_ids for c in cases], 200, [c.schema for c in cases])
+    backend.llm.close()
+    _check_constrained(answers, scenarios)

@@ -1,0 +1,107 @@
+"""The parts of the training recipe that teach the decision: decision-weighted SFT, widget-balanced scenarios, and
+keeping the adapter with the best held-out pick accuracy."""
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+from rl.config import ConfigError, training_config
+from rl.prefix_sharing import PrefixSharingCollator, decision_token_count
+from rl.prompts import Pick, render_pick
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from rl.base_model import load_tokenizer
+
+    return load_tokenizer()
+
+
+def test_the_decision_tokens_are_those_before_the_title(tokenizer):
+    answer = render_pick(Pick("line_chart", ("hq_chiller_1_kw",), "Chiller 1 power, last 7 days"))
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    count = decision_token_count(tokenizer, ids)
+    assert tokenizer.decode(ids[:count]).startswith('{"widget": "line_chart", "fixtures": ["hq_chiller_1_kw"]')
+    assert "title" not in tokenizer.decode(ids[: count - 1])
+    assert "title" in tokenizer.decode(ids[: count + 2])
+
+
+def test_the_collator_weighs_title_tokens_of_chosen_answers_by_title_weight():
+    rows = [{"prompt_ids": [1, 2, 3], "chosen_ids": [4, 5, 6, 7], "rejected_ids": [8, 9], "chosen_decision_tokens": 2}]
+    batch = PrefixSharingCollator(pad_token_id=0, title_weight=0.25)(rows)
+    chosen = batch["score_answer"][0] == batch["pair_chosen"][0]
+    assert batch["score_weight"][0][chosen].tolist() == [1.0, 1.0, 0.25, 0.25]
+    assert batch["score_weight"][0][batch["score_answer"][0] == batch["pair_rejected"][0]].tolist() == [1.0, 1.0]
+
+
+def test_a_title_weight_outside_0_to_1_is_refused():
+    with pytest.raises(ConfigError, match="title_weight"):
+        training_config("cpu", title_weight=2.0)
+
+
+def _pair_rows(widgets_per_scenario):
+    from datasets import Dataset
+
+    rows = []
+    for index, (widget, n_pairs) in enumerate(widgets_per_scenario):
+        chosen = [{"role": "assistant", "content": render_pick(Pick(widget, ("f",), "t"))}]
+        rows += [{"scenario_id": f"s{index:03d}", "chosen": chosen, "rejected": chosen} for _ in range(n_pairs)]
+    return Dataset.from_list(rows)
+
+
+def test_balanced_selection_takes_scenarios_round_robin_over_their_widget():
+    from rl.training_run import chosen_widget, select_scenarios
+
+    dataset = _pair_rows([("line_chart", 3)] * 30 + [("gauge", 3)] * 5 + [("table", 2)] * 5)
+    picked = select_scenarios(dataset, 12, seed=0, balance=True)
+    by_widget = Counter(chosen_widget(row) for row in picked)
+    assert len(set(picked["scenario_id"])) == 12
+    assert by_widget == {"line_chart": 12, "gauge": 12, "table": 8}  # 4 scenarios of each, all their pairs
+    unbalanced = select_scenarios(dataset, 12, seed=0, balance=False)
+    assert Counter(chosen_widget(row) for row in unbalanced)["line_chart"] > 12
+
+
+class ScriptedScores:
+    """Stands in for generation: the held-out pick scores a run would see at its evaluations, in order."""
+
+    def __init__(self, scores):
+        self.scores = list(scores)
+
+    def __call__(self, model):
+        value = self.scores.pop(0)
+        return {"widget_accuracy": value, "fixture_accuracy": value}
+
+
+def test_the_best_pick_callback_puts_back_the_best_adapter_seen(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+    from transformers import AutoModelForCausalLM
+
+    from rl.best_pick import BestPickCallback
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    callback = BestPickCallback(evalset=None, tokenizer=None, metrics_path=tmp_path / "metrics.jsonl")
+    callback.score = ScriptedScores([0.2, 0.6, 0.4])
+
+    class State:
+        is_world_process_zero = True
+        global_step = 0
+
+    def weights():
+        return {k: v.clone() for k, v in get_peft_model_state_dict(model).items()}
+
+    snapshots = []
+    for step in (10, 20, 30):
+        with torch.no_grad():
+            for parameter in model.parameters():
+                if parameter.requires_grad:
+                    parameter.add_(0.1 * step)
+        State.global_step = step
+        callback.on_evaluate(None, State, None, model=model)
+        snapshots.append(weights())
+    callback.on_train_end(None, State, None, model=model)
+    kept = weights()
+    assert callback.best_step == 20
+    assert all(torch.equal(kept[k], snapshots[1][k]) for k in kept)
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["pick/score"] for row in logged] == [0.2, 0.6, 0.4]
