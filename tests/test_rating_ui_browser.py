@@ -82,13 +82,13 @@ def test_a_rater_corrects_a_pick(page):
     entry_id = page.get_attribute("#entry", "data-entry")
     page.click("details summary")
     page.select_option("#corrected-widget", "line_chart")
-    page.select_option("#corrected-fixtures", ["main_meter_kw", "outdoor_air_temp"])
+    page.select_option("#corrected-fixtures", ["hq_main_meter_kw", "hq_outdoor_air_temp"])
     page.fill("#tags", "wrong_widget, wrong_fixture")
     with page.expect_navigation():
         page.click("#thumbs-down")
     rating = Rating.objects.get(rater__username="rita", entry__external_id=entry_id)
     assert rating.corrected_widget.slug == "line_chart"
-    assert sorted(f.slug for f in rating.corrected_fixtures.all()) == ["main_meter_kw", "outdoor_air_temp"]
+    assert sorted(f.slug for f in rating.corrected_fixtures.all()) == ["hq_main_meter_kw", "hq_outdoor_air_temp"]
     assert rating.tags == ["wrong_widget", "wrong_fixture"]
 
 
