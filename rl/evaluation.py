@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -223,12 +222,10 @@ class LlamaCppBackend:
     def _token_logps(self, start: int, answer: tuple[int, ...]) -> float:
         import numpy as np
 
-        total = 0.0
-        for offset, token in enumerate(answer):
-            logits = np.asarray(self.llm.scores[start - 1 + offset], dtype=np.float64)
-            top = logits.max()
-            total += float(logits[token] - top - math.log(np.exp(logits - top).sum()))
-        return total
+        logits = np.asarray(self.llm.scores[start - 1 : start - 1 + len(answer)], dtype=np.float64)
+        top = logits.max(axis=1, keepdims=True)
+        log_norm = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+        return float((logits[np.arange(len(answer)), list(answer)] - log_norm).sum())
 
     def answer_logps(self, pairs: list[TokenizedPair]) -> list[tuple[float, float, int, int]]:
         by_prompt: dict[tuple[int, ...], list[int]] = defaultdict(list)
