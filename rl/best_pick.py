@@ -8,7 +8,6 @@ back, so `final/` holds them. Scores go to the log and to metrics.jsonl as `pick
 """
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import time
@@ -60,7 +59,7 @@ class BestPickCallback(TrainerCallback):
                     metrics["widget_accuracy"], metrics["fixture_accuracy"], " (best so far)" if improved else "")
         if improved:
             self.best_score, self.best_step = score, step
-            self.best_state = {k: v.detach().clone() for k, v in copy.copy(get_peft_model_state_dict(model)).items()}
+            self.best_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
 
     def on_evaluate(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if model is not None and state.is_world_process_zero:

@@ -97,7 +97,6 @@ class TrainingConfig:
         return dataclasses.asdict(self)
 
 
-# Each preset is the fields it changes from TrainingConfig's defaults.
 # The recipe of docs/training-recipe.md, chosen there by held-out pick accuracy: DPO + SFT with the title's tokens
 # down-weighted, training scenarios balanced over their right widget, the adapter with the best held-out pick accuracy kept.
 RECIPE: dict[str, Any] = {"title_weight": 0.2, "balance_widgets": True, "max_pairs_per_scenario": 2}

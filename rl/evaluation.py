@@ -325,7 +325,7 @@ def generation_metrics(answers: list[str], cases: list[GenerationCase], catalog:
         widgets = sorted({p.widget for p in case.expected})
         for widget in widgets:
             true_share[widget] += 1 / len(widgets) / n
-    predicted = Counter(widget for row in confusion.values() for widget, count in row.items() for _ in range(count))
+    predicted = sum(confusion.values(), Counter())
     predicted_share = {widget: count / n for widget, count in sorted(predicted.items())}
     return {
         "n_scenarios": n,

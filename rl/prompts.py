@@ -112,11 +112,12 @@ class Catalog:
 
     def _retriever(self, site: str) -> tuple[Any, list[CatalogItem]]:
         """BM25 over the fixtures of `site` (every fixture when the site is unknown or empty), built once per site."""
+        site = site if site in self.sites else ""
         key = ("bm25", site)
         if key not in self._retriever_cache:
             import bm25s
 
-            fixtures = [f for f in self.fixtures if f.at_site(site)] if site in self.sites else list(self.fixtures)
+            fixtures = [f for f in self.fixtures if f.at_site(site)]
             retriever = bm25s.BM25()
             retriever.index(_retrieval_tokens([f"{f.slug} {f.name} {f.description}" for f in fixtures]), show_progress=False)
             self._retriever_cache[key] = (retriever, fixtures)

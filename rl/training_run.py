@@ -231,7 +231,7 @@ def run_training(
         data = saved["data"]
     trainer = CommandCenterDPOTrainer(preset, config=config)
     trainer.load_base_model()
-    callbacks: list[Any] = []
+    best_pick = None
     if resume:
         dataset, kto_dataset = load_run_dataset(run_dir)
         run = TrainingRun.objects.get(name=name)
@@ -257,11 +257,11 @@ def run_training(
             data_watermark=prepared.snapshot.newest_rating_at, run_dir=str(run_dir),
         )
         best_pick = best_pick_callback(trainer.config, prepared, trainer.tokenizer, run_dir)
-        callbacks += [best_pick] if best_pick is not None else []
     try:
         outcome = trainer.train(
             dataset["train"], dataset["eval"], output_dir=run_dir,
-            kto_dataset=kto_dataset, resume_from_checkpoint=bool(resume), callbacks=callbacks,
+            kto_dataset=kto_dataset, resume_from_checkpoint=bool(resume),
+            callbacks=[best_pick] if best_pick is not None else [],
         )
     except KeyboardInterrupt:
         _finish(run, TrainingRun.Status.INTERRUPTED, error=f"Interrupted; continue with: train_dpo --resume {name}")
@@ -272,8 +272,8 @@ def run_training(
         return RunResult(name, run_dir, TrainingRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
 
     metrics = summarize_metrics(outcome)
-    for callback in callbacks:
-        metrics["best_pick"] = callback.summary()
+    if best_pick is not None:
+        metrics["best_pick"] = best_pick.summary()
     run.algo = outcome.algo
     run.adapter_dir = str(outcome.final_dir)
     run.metrics = metrics
