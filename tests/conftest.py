@@ -83,9 +83,9 @@ def tiny_run(demo_db, tiny_model_dir, checkpoints):
 
 
 @pytest.fixture
-def standin():
-    """The SIMULATED Ollama server (tests/ollama_standin.py) on loopback."""
-    from tests.ollama_standin import OllamaStandIn
+def simulated_ollama():
+    """The SIMULATED Ollama server (rl/simulated_ollama.py) on loopback."""
+    from rl.simulated_ollama import SimulatedOllama
 
-    with OllamaStandIn() as server:
+    with SimulatedOllama() as server:
         yield server

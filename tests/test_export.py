@@ -22,68 +22,68 @@ def closed_port_url() -> str:
         return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
-def test_an_export_is_verified_and_registered_with_its_blob_digest(tiny_run, standin, checkpoints):
-    result = export_to_ollama(tiny_run, quantization="q8_0", register=True, ollama_host=standin.url, check_pick=False)
+def test_an_export_is_verified_and_registered_with_its_blob_digest(tiny_run, simulated_ollama, checkpoints):
+    result = export_to_ollama(tiny_run, quantization="q8_0", register=True, ollama_host=simulated_ollama.url, check_pick=False)
     assert result.status == "registered", result.message
     assert result.verification["argmax_agreement"] >= 0.95 and result.verification["template_parity"] is True
     gguf_file = checkpoints / "tiny" / "exports" / "q8_0" / "model-q8_0.gguf"
     digest = "sha256:" + hashlib.sha256(gguf_file.read_bytes()).hexdigest()
-    model = standin.models["cc-widget-selector:tiny"]
+    model = simulated_ollama.models["cc-widget-selector:tiny"]
     assert model["digest"] == digest == f"sha256:{result.sha256}"
     assert model["template"] == CHATML.template and model["system"] == SYSTEM_PROMPT
     assert model["parameters"]["stop"] == ["<|im_start|>", "<|im_end|>"]
-    shown = ollama.Client(host=standin.url).show("cc-widget-selector:tiny")
+    shown = ollama.Client(host=simulated_ollama.url).show("cc-widget-selector:tiny")
     assert shown.template == CHATML.template
-    assert [m.model for m in ollama.Client(host=standin.url).list().models] == ["cc-widget-selector:tiny"]
+    assert [m.model for m in ollama.Client(host=simulated_ollama.url).list().models] == ["cc-widget-selector:tiny"]
     version = ModelVersion.objects.get(tag="tiny")
     assert version.status == "registered" and version.size_bytes == gguf_file.stat().st_size
     modelfile = (checkpoints / "tiny" / "exports" / "q8_0" / "Modelfile").read_text()
     assert modelfile.startswith("FROM ./model-q8_0.gguf") and 'PARAMETER stop "<|im_end|>"' in modelfile
 
 
-def test_ollama_down_keeps_the_export_and_register_only_retries(tiny_run, standin):
+def test_ollama_down_keeps_the_export_and_register_only_retries(tiny_run, simulated_ollama):
     result = export_to_ollama(tiny_run, quantization="f16", register=True, ollama_host=closed_port_url(), check_pick=False)
     assert result.status == "exported"
     assert "unreachable" in result.message and "--register-only" in result.message
-    call_command("export_model", "--checkpoint", tiny_run, "--quantization", "f16", "--register-only", "--ollama-host", standin.url)
+    call_command("export_model", "--checkpoint", tiny_run, "--quantization", "f16", "--register-only", "--ollama-host", simulated_ollama.url)
     assert ModelVersion.objects.get(tag="tiny").status == "registered"
-    assert "cc-widget-selector:tiny" in standin.models
+    assert "cc-widget-selector:tiny" in simulated_ollama.models
 
 
-def test_a_failed_verification_rejects_the_export_and_registers_nothing(tiny_run, standin):
+def test_a_failed_verification_rejects_the_export_and_registers_nothing(tiny_run, simulated_ollama):
     # A tiny random model cannot answer with a pick, so the pick check fails.
     with pytest.raises(CommandError, match="not a usable pick"):
-        call_command("export_model", "--checkpoint", tiny_run, "--quantization", "q8_0", "--register", "--ollama-host", standin.url)
+        call_command("export_model", "--checkpoint", tiny_run, "--quantization", "q8_0", "--register", "--ollama-host", simulated_ollama.url)
     assert ModelVersion.objects.get(tag="tiny").status == "rejected"
-    assert standin.models == {} and standin.blobs == {}
+    assert simulated_ollama.models == {} and simulated_ollama.blobs == {}
     with pytest.raises(ExportError, match="failed verification"):
         from rl.export import register_version
 
         register_version(ModelVersion.objects.get(tag="tiny"))
 
 
-def test_unknown_quantization_or_missing_checkpoint_changes_nothing(tiny_run, standin, tmp_path):
+def test_unknown_quantization_or_missing_checkpoint_changes_nothing(tiny_run, simulated_ollama, tmp_path):
     with pytest.raises(QuantizationError, match="Unknown quantization 'q9_9'"):
-        export_to_ollama(tiny_run, quantization="q9_9", ollama_host=standin.url)
+        export_to_ollama(tiny_run, quantization="q9_9", ollama_host=simulated_ollama.url)
     with pytest.raises(CheckpointError, match="No trained adapter"):
-        export_to_ollama(tmp_path / "nothing", ollama_host=standin.url)
-    assert not ModelVersion.objects.exists() and standin.models == {}
+        export_to_ollama(tmp_path / "nothing", ollama_host=simulated_ollama.url)
+    assert not ModelVersion.objects.exists() and simulated_ollama.models == {}
 
 
-def test_the_quantized_gguf_reports_k_quant_fallbacks(tiny_run, standin):
+def test_the_quantized_gguf_reports_k_quant_fallbacks(tiny_run, simulated_ollama):
     result = export_to_ollama(tiny_run, quantization="q4_k_m", register=False, check_pick=False)
     assert result.status == "exported"
     # hidden size 64 is not a multiple of 256: llama.cpp stores those tensors in legacy types instead of K-quants
     assert result.quantize["fallback_tensors"] > 0 and "not a multiple of 256" in result.quantize["note"]
 
 
-def test_the_standin_refuses_a_blob_whose_digest_does_not_match(standin, tmp_path):
+def test_the_simulated_ollama_refuses_a_blob_whose_digest_does_not_match(simulated_ollama, tmp_path):
     import httpx
 
-    response = httpx.post(f"{standin.url}/api/blobs/sha256:{'0' * 64}", content=b"GGUF not the right bytes")
+    response = httpx.post(f"{simulated_ollama.url}/api/blobs/sha256:{'0' * 64}", content=b"GGUF not the right bytes")
     assert response.status_code == 400
     with pytest.raises(ollama.ResponseError, match="never uploaded"):
-        ollama.Client(host=standin.url).create(model="m:x", files={"m.gguf": "sha256:" + "1" * 64})
+        ollama.Client(host=simulated_ollama.url).create(model="m:x", files={"m.gguf": "sha256:" + "1" * 64})
 
 
 LLAMA3_JINJA = (
@@ -149,8 +149,8 @@ def test_the_modelfile_sends_template_stops_system_and_a_low_temperature():
     assert 'PARAMETER stop "<|im_end|>"' in text and "PARAMETER temperature 0.1" in text
 
 
-def test_train_dpo_export_registers_nothing_when_verification_fails(demo_db, tiny_model_dir, checkpoints, standin, settings):
-    settings.OLLAMA_HOST = standin.url
+def test_train_dpo_export_registers_nothing_when_verification_fails(demo_db, tiny_model_dir, checkpoints, simulated_ollama, settings):
+    settings.OLLAMA_HOST = simulated_ollama.url
     with pytest.raises(CommandError, match="export failed verification"):
         call_command("train_dpo", "--config", "cpu", "--base-model", str(tiny_model_dir), "--max-steps", "1", "--min-samples", "10",
                      "--max-train-pairs", "8", "--max-eval-pairs", "4", "--pick-eval-scenarios", "0", "--run-name", "tiny-export", "--export",
@@ -159,12 +159,12 @@ def test_train_dpo_export_registers_nothing_when_verification_fails(demo_db, tin
 
     assert TrainingRun.objects.get(name="tiny-export").status == "succeeded"
     assert ModelVersion.objects.get(tag="tiny-export").status == "rejected"
-    assert standin.models == {}
+    assert simulated_ollama.models == {}
 
 
-def test_the_standin_copies_shows_and_deletes_like_ollama(tiny_run, standin):
-    export_to_ollama(tiny_run, quantization="f16", register=True, ollama_host=standin.url, check_pick=False)
-    client = ollama.Client(host=standin.url)
+def test_the_simulated_ollama_copies_shows_and_deletes_like_ollama(tiny_run, simulated_ollama):
+    export_to_ollama(tiny_run, quantization="f16", register=True, ollama_host=simulated_ollama.url, check_pick=False)
+    client = ollama.Client(host=simulated_ollama.url)
     client.copy("cc-widget-selector:tiny", "cc-widget-selector:active")
     assert {m.model for m in client.list().models} == {"cc-widget-selector:tiny", "cc-widget-selector:active"}
     client.delete("cc-widget-selector:tiny")

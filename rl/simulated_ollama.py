@@ -1,4 +1,4 @@
-"""A SIMULATED Ollama server for tests: the parts of Ollama's HTTP API that registering a model uses, on loopback.
+"""A SIMULATED Ollama server (for tests and the demo): the parts of Ollama's HTTP API this project uses, on loopback.
 
 It checks what the real server checks: blob digests (a body whose sha256 differs from the name is refused with 400),
 that /api/create only names blobs that were uploaded, and the shapes of `template`, `system` and `parameters`.
@@ -18,12 +18,12 @@ KNOWN_PARAMETERS = {"stop": list, "temperature": (int, float), "num_ctx": int, "
 MODEL_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._\-/]*(:[a-zA-Z0-9._\-]+)?$")
 
 
-class OllamaStandIn:
-    def __init__(self) -> None:
+class SimulatedOllama:
+    def __init__(self, port: int = 0) -> None:
         self.blobs: dict[str, bytes] = {}
         self.models: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
-        standin = self
+        simulated = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: Any) -> None:
@@ -65,45 +65,45 @@ class OllamaStandIn:
                 return value
 
             def do_HEAD(self) -> None:
-                standin.requests.append(("HEAD", self.path))
+                simulated.requests.append(("HEAD", self.path))
                 match = re.fullmatch(r"/api/blobs/(sha256:[0-9a-f]{64})", self.path)
-                self._send(200 if match and match.group(1) in standin.blobs else 404)
+                self._send(200 if match and match.group(1) in simulated.blobs else 404)
 
             def do_GET(self) -> None:
-                standin.requests.append(("GET", self.path))
+                simulated.requests.append(("GET", self.path))
                 if self.path == "/api/tags":
-                    self._send(200, {"models": [standin._listing(name) for name in sorted(standin.models)]})
+                    self._send(200, {"models": [simulated._listing(name) for name in sorted(simulated.models)]})
                 else:
                     self._send(404, {"error": "not found"})
 
             def do_DELETE(self) -> None:
-                standin.requests.append(("DELETE", self.path))
+                simulated.requests.append(("DELETE", self.path))
                 body = self._json()
                 if body is None:
                     return
                 if self.path != "/api/delete":
                     return self._send(404, {"error": "not found"})
-                if standin.models.pop(standin._full(body.get("model", "")), None) is None:
+                if simulated.models.pop(simulated._full(body.get("model", "")), None) is None:
                     return self._send(404, {"error": f"model '{body.get('model')}' not found"})
                 self._send(200)
 
             def do_POST(self) -> None:
-                standin.requests.append(("POST", self.path))
+                simulated.requests.append(("POST", self.path))
                 blob = re.fullmatch(r"/api/blobs/(sha256:[0-9a-f]{64})", self.path)
                 if blob:
                     data = self._body()
                     if "sha256:" + hashlib.sha256(data).hexdigest() != blob.group(1):
                         return self._send(400, {"error": "digest mismatch"})
-                    standin.blobs[blob.group(1)] = data
+                    simulated.blobs[blob.group(1)] = data
                     return self._send(201)
                 body = self._json()
                 if body is None:
                     return
                 if self.path == "/api/create":
-                    error = standin._create(body)
+                    error = simulated._create(body)
                     return self._send(400, {"error": error}) if error else self._send(200, {"status": "success"})
                 if self.path == "/api/show":
-                    model = standin.models.get(standin._full(body.get("model", "")))
+                    model = simulated.models.get(simulated._full(body.get("model", "")))
                     if model is None:
                         return self._send(404, {"error": f"model '{body.get('model')}' not found"})
                     parameters = "\n".join(f"{k} {json.dumps(v) if isinstance(v, str) else v}" for k, vs in model["parameters"].items()
@@ -111,14 +111,17 @@ class OllamaStandIn:
                     return self._send(200, {"template": model["template"], "system": model["system"], "parameters": parameters,
                                             "modelfile": f"FROM {model['digest']}", "details": {"format": "gguf"}, "model_info": {}})
                 if self.path == "/api/copy":
-                    source = standin.models.get(standin._full(body.get("source", "")))
+                    source = simulated.models.get(simulated._full(body.get("source", "")))
                     if source is None:
                         return self._send(404, {"error": f"model '{body.get('source')}' not found"})
-                    standin.models[standin._full(body["destination"])] = dict(source)
+                    destination = body.get("destination")
+                    if not isinstance(destination, str) or not MODEL_NAME.match(destination):
+                        return self._send(400, {"error": f"invalid destination name {destination!r}"})
+                    simulated.models[simulated._full(destination)] = dict(source)
                     return self._send(200)
                 self._send(404, {"error": "not found"})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -159,7 +162,7 @@ class OllamaStandIn:
         }
         return None
 
-    def __enter__(self) -> OllamaStandIn:
+    def __enter__(self) -> SimulatedOllama:
         self.thread.start()
         return self
 
@@ -173,10 +176,11 @@ if __name__ == "__main__":
     import time
 
     parser = argparse.ArgumentParser(description="Serve the SIMULATED Ollama API on loopback until interrupted.")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free port)")
     parser.add_argument("--seconds", type=float, default=600, help="stop after this long (bounded)")
     args = parser.parse_args()
-    with OllamaStandIn() as standin:
-        print(f"simulated Ollama at {standin.url}", flush=True)
+    with SimulatedOllama(args.port) as simulated:
+        print(f"simulated Ollama at {simulated.url}", flush=True)
         deadline = time.time() + args.seconds
         while time.time() < deadline:
             time.sleep(1)
