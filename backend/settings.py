@@ -1,4 +1,5 @@
 """Settings for Command Center RL, read from environment variables with sane defaults."""
+import json
 import os
 from pathlib import Path
 
@@ -119,6 +120,9 @@ ENABLE_ONLINE_LEARNING = env_bool("ENABLE_ONLINE_LEARNING", False)
 RL_BASE_MODEL = os.environ.get("RL_BASE_MODEL", "")
 RL_CHECKPOINT_DIR = Path(os.environ.get("RL_CHECKPOINT_DIR", BASE_DIR / "rl_checkpoints"))
 RL_CACHE_DIR = Path(os.environ.get("RL_CACHE_DIR", BASE_DIR / ".cache" / "rl"))
+# JSON objects: training preset fields (rl/config.py TrainingConfig) and online-learning fields (OnlineLearningConfig).
+RL_TRAINING_OVERRIDES = json.loads(os.environ.get("RL_TRAINING_OVERRIDES") or "{}")
+RL_ONLINE_LEARNING = json.loads(os.environ.get("RL_ONLINE_LEARNING") or "{}")
 
 LOGGING = {
     "version": 1,

@@ -136,14 +136,69 @@ def training_config(name: str = "default", **overrides: Any) -> TrainingConfig:
 
 @dataclass
 class OnlineLearningConfig:
-    """When the online learner retrains, and what it may do with the result."""
+    """When the online learner retrains, how a candidate is judged, and what it may do with the result.
 
-    min_samples_to_retrain: int = _f(100, "New ratings since the last run needed to retrain.")
-    max_buffer_size: int = _f(10_000, "Most new ratings one run takes; the rest wait for the next run.")
-    retrain_interval_hours: float = _f(24.0, "Retrain after this long even with fewer new ratings (if there are any).")
-    auto_export: bool = _f(True, "Export to GGUF after a run that passes its gate.")
-    auto_deploy: bool = _f(False, "Make the new model active in Ollama after export (only if it beats the active one).")
-    preset: str = _f("cpu", "Training preset for retraining.")
+    Django settings override fields with RL_ONLINE_LEARNING = {"field": value}; `ENABLE_ONLINE_LEARNING` switches
+    the whole learner on (cron ticks do nothing while it is off)."""
+
+    min_samples_to_retrain: int = _f(100, "New usable ratings (since the last trained run's watermark) that make a retrain due.")
+    max_buffer_size: int = _f(10_000, "Most new ratings one run takes in: with more waiting, the run's watermark stops at the oldest this many and the rest wait for the next run (which is then due at once). Every run still trains on all earlier ratings too.")
+    retrain_interval_hours: float = _f(24.0, "A retrain is also due this long after the last trained run if any new rating waits, however few.")
+    auto_export: bool = _f(True, "Export a candidate that passed its gate to GGUF (merge, quantize, verify).")
+    auto_deploy: bool = _f(False, "Make an exported, verified candidate that passed its gate the live model (Ollama alias).")
+    preset: str = _f("cpu", "Training preset for retraining (RL_TRAINING_OVERRIDES applies on top).")
+    algo: str = _f("auto", "dpo, kto, or auto: DPO on preference pairs, or KTO on pairs and unpaired thumbs together when unpaired thumbs are a large share.", choices=("dpo", "kto", "auto"))
+    gate_sets: str = _f("held_out,natural", "Evaluation sets the gate compares on, comma separated: held_out (the candidate's eval split) and/or natural (evalsets/natural).")
+    gate_eval_limit: int = _f(0, "Score at most this many scenarios of each gate set (0: all). The same scenarios for candidate and live model.")
+    gate_min_widget_gain: float = _f(0.02, "The candidate's constrained widget accuracy must beat the live model's by at least this, on every gate set.")
+    gate_fixture_tolerance: float = _f(0.02, "Constrained fixture accuracy may fall at most this far below the live model's.")
+    gate_preference_tolerance: float = _f(0.02, "Preference accuracy on held-out pairs may fall at most this far below the live model's.")
+    gate_min_valid_rate: float = _f(0.95, "Share of constrained answers that must parse to a pick from the prompt's catalog and shortlist.")
+    max_new_tokens: int = _f(96, "Answer length limit when generating picks for the gate.")
+    quantization: str = _f("q4_k_m", "GGUF quantization of an exported candidate.")
+    verify_pick: bool = _f(True, "Export verification requires the quantized model to answer a test question with a parseable pick.")
+    model_name: str = _f("cc-widget-selector", "Ollama model name of candidates (tagged with their run name).")
+    live_alias: str = _f("cc-widget-selector:live", "The Ollama name Command Center asks; activation points it at the live version.")
+    heartbeat_seconds: float = _f(30.0, "How often a running online run records that it is alive.")
+    stale_after_minutes: float = _f(30.0, "A running online run whose heartbeat is older than this is taken for dead and marked failed.")
+
+    def validate(self) -> None:
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, got {getattr(self, f.name)!r}.")
+        if self.min_samples_to_retrain < 1 or self.max_buffer_size < self.min_samples_to_retrain:
+            raise ConfigError("min_samples_to_retrain must be at least 1 and max_buffer_size at least min_samples_to_retrain.")
+        unknown_sets = set(self.gate_set_names) - {"held_out", "natural"}
+        if unknown_sets or not self.gate_set_names:
+            raise ConfigError(f"gate_sets must name held_out and/or natural, got {self.gate_sets!r}.")
+        if self.preset not in PRESETS:
+            raise ConfigError(f"Unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}.")
+        if self.heartbeat_seconds <= 0 or self.stale_after_minutes * 60 <= 2 * self.heartbeat_seconds:
+            raise ConfigError("stale_after_minutes must be longer than two heartbeats.")
+
+    @property
+    def gate_set_names(self) -> list[str]:
+        return [part.strip() for part in self.gate_sets.split(",") if part.strip()]
+
+    def replace(self, **overrides: Any) -> OnlineLearningConfig:
+        known = {f.name for f in fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ConfigError(f"Unknown online-learning setting(s): {', '.join(sorted(unknown))}. Known: {', '.join(sorted(known))}.")
+        config = dataclasses.replace(self, **overrides)
+        config.validate()
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def online_learning_config(**overrides: Any) -> OnlineLearningConfig:
+    """The defaults, then Django's RL_ONLINE_LEARNING, then `overrides`."""
+    from django.conf import settings
+
+    return OnlineLearningConfig().replace(**dict(getattr(settings, "RL_ONLINE_LEARNING", {}) or {})).replace(**overrides)
 
 
 def config_field_help(config_class: type) -> dict[str, str]:

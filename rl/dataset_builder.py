@@ -4,8 +4,8 @@ The split is BY SCENARIO: every pair of a scenario lands on the same side, so no
 """
 from __future__ import annotations
 
+import hashlib
 import logging
-import random
 import statistics
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -110,7 +110,7 @@ def _catalog(widgets: list[tuple[str, str, str]], fixtures: list[tuple[str, str,
     )
 
 
-def load_snapshot_from_db(rater: str | None = None) -> FeedbackSnapshot:
+def load_snapshot_from_db(rater: str | None = None, until: datetime | None = None) -> FeedbackSnapshot:
     from django.db.models import Max, Prefetch
 
     from feedback.models import Entry, Fixture, Rating, RaterProfile, Scenario, Widget
@@ -120,6 +120,8 @@ def load_snapshot_from_db(rater: str | None = None) -> FeedbackSnapshot:
     )
     if rater is not None:
         ratings = ratings.filter(rater__username=rater)
+    if until is not None:
+        ratings = ratings.filter(updated_at__lte=until)
     untrusted = set(RaterProfile.objects.filter(trusted=False).values_list("user__username", flat=True))
     entries = (
         Entry.objects.filter(ratings__in=ratings).distinct().select_related("widget", "scenario")
@@ -177,20 +179,26 @@ def load_snapshot_from_files(data_path: str | Path, ratings_path: str | Path, ra
 
 
 def load_snapshot(source: str, data_path: str | Path | None = None, ratings_path: str | Path | None = None,
-                  rater: str | None = None) -> FeedbackSnapshot:
-    """The feedback of one source, `db` or `file`."""
+                  rater: str | None = None, until: datetime | str | None = None) -> FeedbackSnapshot:
+    """The feedback of one source, `db` or `file`; with `until`, only database ratings last updated up to then."""
     if source == "file":
         if not data_path or not ratings_path:
             raise DatasetError("source 'file' needs both a data file and a ratings file (--data-file, --ratings-file).")
         return load_snapshot_from_files(data_path, ratings_path, rater)
-    return load_snapshot_from_db(rater)
+    return load_snapshot_from_db(rater, datetime.fromisoformat(until) if isinstance(until, str) else until)
 
 
 def split_scenarios(scenario_ids: set[str], eval_fraction: float, seed: int) -> tuple[set[str], set[str]]:
-    """Scenarios for train and for eval; at least one of each when there are two or more."""
-    ordered = sorted(scenario_ids)
-    random.Random(seed).shuffle(ordered)
-    n_eval = round(len(ordered) * eval_fraction)
+    """Scenarios for train and for eval; at least one of each when there are two or more.
+
+    A scenario's side depends only on its id and the seed, never on which other scenarios exist, so it stays put as
+    feedback grows: a retrain's held-out scenarios were not trained on by earlier runs with the same seed, which the
+    deploy gate needs to compare a candidate with the live model fairly."""
+    def position(scenario_id: str) -> float:
+        return int(hashlib.sha256(f"{seed}:{scenario_id}".encode()).hexdigest()[:13], 16) / 16**13
+
+    ordered = sorted(scenario_ids, key=position)
+    n_eval = sum(position(s) < eval_fraction for s in ordered)
     if eval_fraction > 0 and len(ordered) >= 2:
         n_eval = min(max(n_eval, 1), len(ordered) - 1)
     return set(ordered[n_eval:]), set(ordered[:n_eval])
@@ -230,6 +238,7 @@ def prepare_training_dataset(
     rater: str | None = None,
     max_pairs_per_scenario: int = DEFAULT_MAX_PAIRS_PER_SCENARIO,
     tokenizer: Any = None,
+    until: datetime | str | None = None,
 ) -> PreparedDataset:
     """Build train and eval splits of preference pairs (and KTO rows) from ratings.
 
@@ -243,7 +252,7 @@ def prepare_training_dataset(
         raise DatasetError(f"Unknown kind {kind!r}: use one of {', '.join(KINDS)}.")
     if not 0 <= eval_fraction < 1:
         raise DatasetError(f"eval_fraction must be in [0, 1), got {eval_fraction}.")
-    snapshot = load_snapshot(source, data_path, ratings_path, rater)
+    snapshot = load_snapshot(source, data_path, ratings_path, rater, until)
 
     formatted: FormattedPreferences = format_preferences(
         snapshot.entries, snapshot.scenarios, snapshot.catalog, kind=kind, max_pairs_per_scenario=max_pairs_per_scenario, seed=seed

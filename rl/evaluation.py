@@ -297,7 +297,7 @@ def preference_metrics(logps: list[tuple[float, float, int, int]], ref_logps: li
 def generation_metrics(answers: list[str], cases: list[GenerationCase], catalog: Catalog) -> dict[str, Any]:
     if not cases:
         return {"n_scenarios": 0}
-    valid_json = known_widget = widget_hits = fixture_hits = 0
+    valid_json = known_widget = valid_picks = widget_hits = fixture_hits = 0
     overlaps: list[float] = []
     failures: Counter = Counter()
     confusion: dict[str, Counter] = defaultdict(Counter)
@@ -314,6 +314,7 @@ def generation_metrics(answers: list[str], cases: list[GenerationCase], catalog:
             continue
         valid_json += 1
         known_widget += 1
+        valid_picks += 1
         matches_widget = [p for p in case.expected if p.widget == pick.widget]
         widget_hits += bool(matches_widget)
         fixture_hits += any(set(p.fixtures) == set(pick.fixtures) for p in case.expected)
@@ -331,6 +332,7 @@ def generation_metrics(answers: list[str], cases: list[GenerationCase], catalog:
         "n_scenarios": n,
         "valid_json_rate": valid_json / n,
         "known_widget_rate": known_widget / n,
+        "valid_pick_rate": valid_picks / n,
         "widget_accuracy": widget_hits / n,
         "fixture_accuracy": fixture_hits / n,
         "fixture_overlap": statistics.fmean(overlaps),
@@ -392,7 +394,7 @@ def evaluate_backend(backend: Backend, evalset: EvalSet, *, ref_logps: list | No
     return metrics, logps
 
 
-PICK_METRICS = ("valid_json_rate", "known_widget_rate", "widget_accuracy", "fixture_accuracy", "fixture_overlap")
+PICK_METRICS = ("valid_json_rate", "known_widget_rate", "valid_pick_rate", "widget_accuracy", "fixture_accuracy", "fixture_overlap")
 COMPARED = ("preference_accuracy", "preference_accuracy_normalized", "reward_accuracy", "mean_reward_margin",
             *PICK_METRICS, *(f"constrained_{m}" for m in PICK_METRICS))
 

@@ -1,4 +1,4 @@
-"""Registering a GGUF with Ollama through the official `ollama` client: upload the blob, then create the model."""
+"""Ollama through the official `ollama` client: register a GGUF (upload the blob, create the model), point an alias."""
 from __future__ import annotations
 
 import logging
@@ -44,10 +44,25 @@ def register_gguf(*, host: str, model: str, gguf_path: str | Path, template: str
     return {"digest": digest, "status": response.status}
 
 
-def registered_models(host: str) -> list[str]:
+def registered_models(host: str) -> dict[str, str]:
+    """Every model Ollama has, by name, with the digest of its weights."""
     import httpx
 
     try:
-        return [m.model for m in _client(host).list().models]
+        return {m.model: m.digest for m in _client(host).list().models}
     except (httpx.ConnectError, httpx.ConnectTimeout, ConnectionError) as exc:
         raise OllamaUnavailable(f"Ollama at {host} is unreachable ({exc}).") from exc
+
+
+def point_alias(host: str, source: str, alias: str) -> None:
+    """Make `alias` a copy of `source` (Ollama's /api/copy), replacing what it pointed at."""
+    import httpx
+    import ollama
+
+    try:
+        _client(host).copy(source, alias)
+    except (httpx.ConnectError, httpx.ConnectTimeout, ConnectionError) as exc:
+        raise OllamaUnavailable(f"Ollama at {host} is unreachable ({exc}); {alias} still points where it did.") from exc
+    except ollama.ResponseError as exc:
+        raise RegistrationError(f"Ollama at {host} refused to copy {source} to {alias}: {exc.error} (HTTP {exc.status_code}).") from exc
+    logger.info("Ollama at %s: %s now points at %s", host, alias, source)

@@ -1,0 +1,89 @@
+"""Scoring a model on the deploy gate's evaluation sets: the candidate's held-out split and the natural-question set.
+
+Candidate and live model are scored on exactly the same scenarios and pairs with the same constrained decoding.
+A live version's scores are cached on its ModelVersion under a key of the data and settings, and reused only when
+both are identical.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rl.evalsets import NATURAL_DATA_FILE, NATURAL_RATINGS_FILE
+from rl.evaluation import EvalSet, TorchBackend, evaluate_backend
+from rl.evaluation_run import HELD_OUT, held_out_data
+
+logger = logging.getLogger(__name__)
+
+NATURAL = "natural"
+GATE_DECODINGS = ("constrained",)
+CACHE_KEY = "gate_scores"
+
+
+@dataclass(frozen=True)
+class GateModel:
+    """A model the gate scores: a base model, with or without a trained adapter."""
+
+    label: str
+    base_model: str | None
+    adapter_dir: Path | None = None
+
+
+def gate_evalsets(tokenizer: Any, run_config: dict[str, Any], set_names: list[str], limit: int) -> dict[str, EvalSet]:
+    """The candidate run's held-out split and/or the natural-question set, tokenized for `tokenizer`."""
+    evalsets = {}
+    for name in set_names:
+        if name == HELD_OUT:
+            evalsets[name] = held_out_data(tokenizer, run_config, None, None, limit or None)
+        elif name == NATURAL:
+            evalsets[name] = held_out_data(tokenizer, None, str(NATURAL_DATA_FILE), str(NATURAL_RATINGS_FILE), limit or None)
+        else:
+            raise ValueError(f"Unknown gate set {name!r}.")
+    return evalsets
+
+
+def data_key(evalset: EvalSet, max_new_tokens: int) -> str:
+    """Identifies the data and settings a score was made on: the same key means the same prompts, pairs and decoding."""
+    content = {
+        "pairs": [(p.prompt_ids, p.chosen_ids, p.rejected_ids) for p in evalset.pairs],
+        "cases": [(c.scenario_id, c.prompt_ids, [(e.widget, e.fixtures) for e in c.expected], c.schema) for c in evalset.cases],
+        "decodings": GATE_DECODINGS, "max_new_tokens": max_new_tokens,
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=list).encode()).hexdigest()
+
+
+def score_on_gate_sets(model: GateModel, run_config: dict[str, Any], set_names: list[str], *, limit: int, max_new_tokens: int,
+                       cache: dict[str, Any] | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Metrics per gate set, and the data key of each. `cache` (a version's stored scores by data key) is read and
+    extended: a set whose key is in it is not scored again."""
+    from rl.base_model import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(model.base_model)
+    evalsets = gate_evalsets(tokenizer, run_config, set_names, limit)
+    keys = {name: data_key(evalset, max_new_tokens) for name, evalset in evalsets.items()}
+    scores: dict[str, dict[str, Any]] = {}
+    loaded = None
+    for name, evalset in evalsets.items():
+        if cache is not None and keys[name] in cache:
+            logger.info("Gate: %s on %s: reusing its score on identical data and settings", model.label, name)
+            scores[name] = cache[keys[name]]
+            continue
+        if loaded is None:
+            loaded = load_causal_lm(model.base_model)
+            if model.adapter_dir is not None:
+                from peft import PeftModel
+
+                loaded = PeftModel.from_pretrained(loaded, str(model.adapter_dir))
+        logger.info("Gate: scoring %s on %s (%d scenarios, %d pairs, constrained decoding)", model.label, name,
+                    len(evalset.cases), len(evalset.pairs))
+        metrics, _ = evaluate_backend(TorchBackend(model.label, loaded, tokenizer), evalset, max_new_tokens=max_new_tokens,
+                                      decodings=GATE_DECODINGS)
+        metrics["data"] = evalset.description
+        scores[name] = metrics
+        if cache is not None:
+            cache[keys[name]] = metrics
+    return scores, keys

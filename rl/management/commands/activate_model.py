@@ -1,0 +1,30 @@
+import getpass
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+
+class Command(BaseCommand):
+    help = (
+        "Make a model version the live one: register it with Ollama if it is not yet, point the live alias "
+        "(RL_ONLINE_LEARNING live_alias, default cc-widget-selector:live) at it with /api/copy, and record the "
+        "deployment. Exactly one version is live. This is a person's decision and skips the gate; the online learner "
+        "deploys only what passed it. Ollama down: nothing changes."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name", help="The version: name:tag as Ollama knows it (cc-widget-selector:<run>), its tag, or its id.")
+        parser.add_argument("--quantization", help="When the run was exported in several quantizations.")
+        parser.add_argument("--ollama-host", help="Ollama server (default: OLLAMA_HOST).")
+        parser.add_argument("--reason", default="", help="Why, for the deployment record.")
+
+    def handle(self, *args, name: str, quantization: str | None, ollama_host: str | None, reason: str, **options) -> None:
+        from rl.ollama_registry import OllamaUnavailable, RegistrationError
+        from rl.registry import RegistryError, activate, find_version
+
+        try:
+            version = find_version(name, quantization)
+            deployment = activate(version, by=getpass.getuser(), reason=reason or "activate_model", host=ollama_host)
+        except (RegistryError, OllamaUnavailable, RegistrationError) as exc:
+            raise CommandError(str(exc)) from exc
+        was = deployment.previous.ollama_name if deployment.previous else "nothing"
+        self.stdout.write(f"{version.ollama_name} is live as {deployment.alias} (was {was}).")

@@ -1,0 +1,25 @@
+import getpass
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+
+class Command(BaseCommand):
+    help = (
+        "Make the version that was live before the current one live again: the live alias points back at it and "
+        "the rollback is recorded. Ollama down: nothing changes."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--ollama-host", help="Ollama server (default: OLLAMA_HOST).")
+        parser.add_argument("--reason", default="", help="Why, for the deployment record.")
+
+    def handle(self, *args, ollama_host: str | None, reason: str, **options) -> None:
+        from rl.ollama_registry import OllamaUnavailable, RegistrationError
+        from rl.registry import RegistryError, rollback
+
+        try:
+            deployment = rollback(by=getpass.getuser(), reason=reason, host=ollama_host)
+        except (RegistryError, OllamaUnavailable, RegistrationError) as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(f"Rolled back: {deployment.version.ollama_name} is live as {deployment.alias} "
+                          f"(was {deployment.previous.ollama_name}).")
