@@ -284,10 +284,10 @@ class OnlineLearner:
         if run is None:
             logger.info(busy)
             return TickResult("busy", busy)
-        logger.info("online run %s: claimed (%s); %d new usable ratings up to %s", run.pk, reason or "due", run.buffer_size, run.watermark.isoformat())
+        logger.info("online run %s: claimed (%s); takes %d new usable ratings, up to %s", run.pk, reason or "due", run.buffer_size, run.watermark.isoformat())
         try:
             with _Heartbeat(run.pk, self.config.heartbeat_seconds):
-                result = _OnlineRunStages(self.config, run, force_deploy).run()
+                result = _OnlineRunStages(self.config, run, force_deploy).execute()
         except RunLost as exc:
             logger.error("online run %s: %s", run.pk, exc)
             return TickResult("failed", str(exc), ExitCode.FAILED, run.pk)
@@ -353,7 +353,7 @@ class _OnlineRunStages:
         logger.info("online run %s: done: %s", self.run.pk, message)
         return TickResult(outcome, message, exit_code, self.run.pk)
 
-    def run(self) -> TickResult:
+    def execute(self) -> TickResult:
         from rl.models import OnlineRun, TrainingRun
         from rl.training_run import run_training
 
