@@ -98,7 +98,7 @@ class PrefixSharingCollator:
             "pair_chosen": torch.tensor(pair_chosen), "pair_rejected": torch.tensor(pair_rejected),
             "num_answers": torch.tensor(len(answer_ids)), "num_tokens": torch.tensor(sum(lengths)),
         }
-        for key in ("ref_chosen_logps", "ref_rejected_logps"):
+        for key in ("ref_chosen_logps", "ref_rejected_logps", "label"):
             if key in examples[0]:
                 out[key] = torch.tensor([e[key] for e in examples])
         return out

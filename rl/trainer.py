@@ -134,13 +134,16 @@ class CommandCenterDPOTrainer:
         )
 
     def choose_algo(self, n_pairs: int, n_kto_rows: int) -> str:
+        """With algo `auto`: DPO when preference pairs are plenty and outnumber the unpaired thumbs; otherwise KTO,
+        which trains on both (each pair gives a desirable and an undesirable row)."""
         cfg = self.config
         if cfg.algo != "auto":
             return cfg.algo
-        if n_pairs >= cfg.kto_min_pairs or n_kto_rows == 0:
-            logger.info("algo auto: %d true pairs (>= %d, or no unpaired rows): DPO", n_pairs, cfg.kto_min_pairs)
+        if n_kto_rows == 0 or (n_pairs >= cfg.kto_min_pairs and n_kto_rows <= n_pairs):
+            logger.info("algo auto: %d preference pairs, %d unpaired thumbs: DPO", n_pairs, n_kto_rows)
             return "dpo"
-        logger.info("algo auto: only %d true pairs (< %d) and %d unpaired ratings: KTO", n_pairs, cfg.kto_min_pairs, n_kto_rows)
+        logger.info("algo auto: %d preference pairs (need %d and more than the %d unpaired thumbs for DPO): KTO on both",
+                    n_pairs, cfg.kto_min_pairs, n_kto_rows)
         return "kto"
 
     def _common_args(self, output_dir: Path, has_eval: bool) -> dict[str, Any]:
@@ -201,7 +204,10 @@ class CommandCenterDPOTrainer:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(output_dir / "tensorboard")
         began = time.perf_counter()
         try:
-            trainer = self._dpo_trainer(train_dataset, eval_dataset, output_dir) if algo == "dpo" else self._kto_trainer(kto_dataset, output_dir)
+            if algo == "dpo":
+                trainer = self._dpo_trainer(train_dataset, eval_dataset, output_dir)
+            else:
+                trainer = self._kto_trainer(train_dataset, eval_dataset, kto_dataset, output_dir)
             trainer.remove_callback(ProgressCallback)
             trainer.add_callback(_progress_callback())
             for callback in all_callbacks:
@@ -257,16 +263,37 @@ class CommandCenterDPOTrainer:
             max_pair_tokens=cfg.max_length,
         )
 
-    def _kto_trainer(self, kto_dataset: Any, output_dir: Path) -> Any:
-        from trl import KTOConfig, KTOTrainer
+    def _kto_trainer(self, train_pairs: Any, eval_pairs: Any, kto_dataset: Any, output_dir: Path) -> Any:
+        """KTO over every rating: the pairs split into desirable and undesirable rows, plus the unpaired thumbs."""
+        from datasets import Dataset
+        from trl import DPOConfig
 
-        if kto_dataset is None or not len(kto_dataset["train"]):
-            raise ValueError("KTO needs unpaired ratings, and this dataset has none.")
-        labels = set(kto_dataset["train"]["label"])
-        if labels != {True, False}:
-            raise ValueError("KTO needs both thumbs up and thumbs down among the unpaired ratings.")
-        args = KTOConfig(**self._common_args(output_dir, False), max_length=self.config.max_length)
-        return KTOTrainer(
-            model=self.model, args=args, train_dataset=kto_dataset["train"].remove_columns(["scenario_id"]),
+        from rl.kto import PrefixSharingKTOTrainer, kto_class_weights, kto_rows
+        from rl.prefix_sharing import PrefixSharingCollator
+
+        cfg = self.config
+        split = {}
+        for name, pairs in (("train", train_pairs), ("eval", eval_pairs)):
+            unpaired = kto_dataset[name].to_list() if kto_dataset is not None and name in kto_dataset else []
+            rows = (pairs.to_list() if pairs is not None else [], unpaired)
+            split[name] = Dataset.from_list(kto_rows(*rows, seed=cfg.seed)) if sum(map(len, rows)) else None
+        if split["train"] is None:
+            raise ValueError("KTO needs ratings, and this dataset has none.")
+        labels = split["train"]["label"]
+        desirable_weight, undesirable_weight = kto_class_weights(sum(labels), len(labels) - sum(labels))
+        logger.info("KTO: %d rows (%d up, %d down); desirable_weight %.3f, undesirable_weight %.3f",
+                    len(labels), sum(labels), len(labels) - sum(labels), desirable_weight, undesirable_weight)
+        if split["eval"] is not None and cfg.max_eval_pairs and len(split["eval"]) > cfg.max_eval_pairs:
+            split["eval"] = split["eval"].shuffle(seed=cfg.seed).select(range(cfg.max_eval_pairs))
+        has_eval = split["eval"] is not None and len(split["eval"]) > 0
+        losses = [name for name in cfg.loss_types if name == "sft"]
+        args = DPOConfig(**self._common_args(output_dir, has_eval), loss_type=["sigmoid", *losses],
+                         loss_weights=[1.0, *[cfg.sft_weight for _ in losses]], max_length=None,
+                         precompute_ref_log_probs=cfg.precompute_ref_log_probs)
+        eager = getattr(self.model.config, "_attn_implementation", "sdpa") == "eager"
+        return PrefixSharingKTOTrainer(
+            model=self.model, args=args, train_dataset=split["train"], eval_dataset=split["eval"] if has_eval else None,
             processing_class=self.tokenizer, peft_config=self.lora_config(),
+            data_collator=PrefixSharingCollator(self.tokenizer.pad_token_id, eager_attention=eager, title_weight=cfg.title_weight),
+            max_pair_tokens=cfg.max_length, desirable_weight=desirable_weight, undesirable_weight=undesirable_weight,
         )

@@ -101,20 +101,26 @@ def _both(first, second):
     return Both()
 
 
-def test_kto_trains_on_unpaired_ratings(demo_db, tiny_model_dir, checkpoints):
-    result = run_training(tiny_config(tiny_model_dir, algo="kto", max_steps=2), data(), preset="cpu", run_name="kto-run")
+def test_kto_trains_on_pairs_and_unpaired_ratings_with_balanced_weights(demo_db, tiny_model_dir, checkpoints, caplog):
+    with caplog.at_level(logging.INFO, logger="rl.trainer"):
+        result = run_training(tiny_config(tiny_model_dir, algo="kto", max_steps=2), data(), preset="cpu", run_name="kto-run")
     assert result.status == "succeeded", result.error
     assert result.metrics["algo"] == "kto"
     assert (checkpoints / "kto-run" / "final" / "adapter_model.safetensors").is_file()
+    logged = [json.loads(line) for line in (checkpoints / "kto-run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [row for row in logged if "loss" in row]
+    assert steps and {"kl", "rewards/chosen", "rewards/rejected", "count/chosen", "count/rejected"} <= set(steps[0])
+    assert "desirable_weight" in caplog.text and "don't seem to be in an ideal range" not in caplog.text
 
 
-def test_auto_picks_dpo_with_enough_pairs_and_kto_without(caplog):
+def test_auto_picks_dpo_when_pairs_are_plenty_and_dominate_and_kto_otherwise(caplog):
     trainer = CommandCenterDPOTrainer("cpu", algo="auto", kto_min_pairs=50)
     with caplog.at_level(logging.INFO, logger="rl.trainer"):
-        assert trainer.choose_algo(n_pairs=80, n_kto_rows=300) == "dpo"
+        assert trainer.choose_algo(n_pairs=300, n_kto_rows=80) == "dpo"
+        assert trainer.choose_algo(n_pairs=80, n_kto_rows=300) == "kto"  # production: mostly single thumbs
         assert trainer.choose_algo(n_pairs=10, n_kto_rows=300) == "kto"
         assert trainer.choose_algo(n_pairs=10, n_kto_rows=0) == "dpo"
-    assert "only 10 true pairs" in caplog.text
+    assert "KTO on both" in caplog.text
 
 
 def test_a_gpu_preset_on_a_cpu_machine_says_so_once_and_runs_fp32(caplog):
