@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from rl.models import ModelVersion, TrainingRun
+from rl.models import Deployment, ModelVersion, OnlineRun, TrainingRun
 
 
 @admin.register(TrainingRun)
@@ -13,7 +13,27 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ("name", "tag", "quantization", "status", "size_bytes", "created_at", "registered_at")
-    list_filter = ("status", "quantization")
+    list_display = ("name", "tag", "quantization", "status", "gate_passed", "pending_deploy", "size_bytes", "created_at", "activated_at")
+    list_filter = ("status", "quantization", "pending_deploy")
     search_fields = ("name", "tag", "sha256", "message")
     readonly_fields = [f.name for f in ModelVersion._meta.fields]
+
+    @admin.display(boolean=True, description="passed gate")
+    def gate_passed(self, version: ModelVersion) -> bool | None:
+        return version.gate.get("passed") if version.gate else None
+
+
+@admin.register(OnlineRun)
+class OnlineRunAdmin(admin.ModelAdmin):
+    list_display = ("id", "status", "stage", "outcome", "buffer_size", "watermark", "training_run", "model_version", "started_at", "heartbeat_at")
+    list_filter = ("status", "outcome", "stage")
+    search_fields = ("error", "worker", "training_run__name")
+    readonly_fields = [f.name for f in OnlineRun._meta.fields]
+
+
+@admin.register(Deployment)
+class DeploymentAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "action", "version", "previous", "alias", "by")
+    list_filter = ("action",)
+    search_fields = ("version__tag", "by", "reason")
+    readonly_fields = [f.name for f in Deployment._meta.fields]

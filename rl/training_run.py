@@ -218,7 +218,6 @@ def run_training(
     run_name: str | None = None,
     resume: str | None = None,
     dump_dir: str | None = None,
-    export: dict[str, Any] | None = None,
 ) -> RunResult:
     """Train one run and record it. Bad input raises before anything is written; a failure during training is
     recorded on the run (status failed, the error) and returned; Ctrl-C records it as interrupted and re-raises."""
@@ -279,12 +278,7 @@ def run_training(
     run.adapter_dir = str(outcome.final_dir)
     run.metrics = metrics
     _finish(run, TrainingRun.Status.SUCCEEDED)
-    result = RunResult(name, run_dir, TrainingRun.Status.SUCCEEDED, metrics=metrics)
-    if export is not None:
-        from rl.export import export_to_ollama
-
-        result.export = export_to_ollama(outcome.final_dir, quantization=export["quantization"], register=export["register"]).as_dict()
-    return result
+    return RunResult(name, run_dir, TrainingRun.Status.SUCCEEDED, metrics=metrics)
 
 
 def best_pick_callback(config: TrainingConfig, prepared: PreparedDataset, tokenizer: Any, run_dir: Path) -> Any:

@@ -44,3 +44,20 @@ def test_the_admin_shows_an_entry_with_its_ratings_inline(admin_client_logged_in
     response = admin_client_logged_in.get(f"/admin/feedback/entry/{rating.entry_id}/change/")
     assert response.status_code == 200
     assert rating.rater.username in response.content.decode()
+
+
+def test_the_admin_lists_online_runs_deployments_and_gate_results(admin_client_logged_in):
+    from django.utils import timezone
+
+    from rl.models import Deployment, ModelVersion, OnlineRun
+
+    version = ModelVersion.objects.create(name="cc-widget-selector", tag="run-x", quantization="q4_k_m", export_dir="x", gguf_path="x",
+                                          status="active", gate={"passed": True, "reasons": ["ok"]})
+    Deployment.objects.create(version=version, action="activate", alias="cc-widget-selector:live", ollama_host="h", by="ann")
+    OnlineRun.objects.create(status="failed", stage="train", watermark=timezone.now(), heartbeat_at=timezone.now(), error="boom at train")
+    runs = admin_client_logged_in.get("/admin/rl/onlinerun/?status__exact=failed")
+    deployments = admin_client_logged_in.get("/admin/rl/deployment/")
+    versions = admin_client_logged_in.get("/admin/rl/modelversion/")
+    assert runs.status_code == deployments.status_code == versions.status_code == 200
+    assert b"failed" in runs.content and b"cc-widget-selector:run-x" in deployments.content
+    assert b"passed gate" in versions.content.lower() and b"icon-yes" in versions.content

@@ -32,7 +32,8 @@ class Command(BaseCommand):
         add_config_flags(parser, TrainingConfig, title="training settings (override the preset)")
 
     def handle(self, *args, **options) -> None:
-        from rl.training_run import dry_run, run_training
+        from rl.pipeline import train_then_export
+        from rl.training_run import dry_run
 
         try:
             config = training_config(options["config"], **config_overrides(options))
@@ -51,7 +52,7 @@ class Command(BaseCommand):
                 for label, value in report:
                     self.stdout.write(f"{label:<{width}}  {value}")
                 return
-            result = run_training(
+            result = train_then_export(
                 config, data, preset=options["config"], output_dir=options["output_dir"], run_name=options["run_name"],
                 resume=options["resume"], dump_dir=options["dump_dataset"],
                 export={"quantization": options["quantization"], "register": options["register_ollama"]} if options["export"] else None,
