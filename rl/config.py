@@ -18,9 +18,35 @@ class ConfigError(ValueError):
     pass
 
 
+class SettingsBase:
+    """`replace` with checked names and `validate` of `choices`, shared by the settings dataclasses."""
+
+    KIND = "setting"
+
+    def replace(self, **overrides: Any) -> Any:
+        known = {f.name for f in fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ConfigError(f"Unknown {self.KIND}(s): {', '.join(sorted(unknown))}. Known: {', '.join(sorted(known))}.")
+        config = dataclasses.replace(self, **overrides)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, got {getattr(self, f.name)!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 @dataclass
-class TrainingConfig:
+class TrainingConfig(SettingsBase):
     """One training run's settings. Presets below change some fields; flags change any."""
+
+    KIND = "training setting"
 
     base_model: str = _f("", "Base model: Hugging Face id (offline cache), local folder, or .gguf file. Empty: RL_BASE_MODEL or SmolLM2-135M-Instruct.")
     algo: str = _f("dpo", "dpo (preference pairs), kto (unpaired thumbs), or auto (dpo when there are enough true pairs).", choices=("dpo", "kto", "auto"))
@@ -60,20 +86,8 @@ class TrainingConfig:
     max_pairs_per_scenario: int = _f(4, "Cap on pairs of each kind per scenario, so no scenario dominates.")
     kto_min_pairs: int = _f(50, "With algo=auto: fewer true pairs than this trains KTO on unpaired ratings instead.")
 
-    def replace(self, **overrides: Any) -> TrainingConfig:
-        known = {f.name for f in fields(self)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise ConfigError(f"Unknown training setting(s): {', '.join(sorted(unknown))}. Known: {', '.join(sorted(known))}.")
-        config = dataclasses.replace(self, **overrides)
-        config.validate()
-        return config
-
     def validate(self) -> None:
-        for f in fields(self):
-            choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
-                raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, got {getattr(self, f.name)!r}.")
+        super().validate()
         if not 0 <= self.title_weight <= 1:
             raise ConfigError(f"title_weight must be between 0 and 1, got {self.title_weight}.")
         for name in ("lora_rank", "lora_alpha", "batch_size", "gradient_accumulation_steps", "max_length"):
@@ -92,9 +106,6 @@ class TrainingConfig:
     @property
     def loss_weights(self) -> list[float]:
         return [self.sft_weight if name == "sft" else 1.0 for name in self.loss_types]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 # The recipe of docs/training-recipe.md, chosen there by held-out pick accuracy: DPO + SFT with the title's tokens
@@ -135,11 +146,13 @@ def training_config(name: str = "default", **overrides: Any) -> TrainingConfig:
 
 
 @dataclass
-class OnlineLearningConfig:
+class OnlineLearningConfig(SettingsBase):
     """When the online learner retrains, how a candidate is judged, and what it may do with the result.
 
     Django settings override fields with RL_ONLINE_LEARNING = {"field": value}; `ENABLE_ONLINE_LEARNING` switches
     the whole learner on (cron ticks do nothing while it is off)."""
+
+    KIND = "online-learning setting"
 
     min_samples_to_retrain: int = _f(100, "New usable ratings (since the last trained run's watermark) that make a retrain due.")
     max_buffer_size: int = _f(10_000, "Most new ratings one run takes in: with more waiting, the run's watermark stops at the oldest this many and the rest wait for the next run (which is then due at once). Every run still trains on all earlier ratings too.")
@@ -163,10 +176,7 @@ class OnlineLearningConfig:
     stale_after_minutes: float = _f(30.0, "A running online run whose heartbeat is older than this is taken for dead and marked failed.")
 
     def validate(self) -> None:
-        for f in fields(self):
-            choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
-                raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, got {getattr(self, f.name)!r}.")
+        super().validate()
         if self.min_samples_to_retrain < 1 or self.max_buffer_size < self.min_samples_to_retrain:
             raise ConfigError("min_samples_to_retrain must be at least 1 and max_buffer_size at least min_samples_to_retrain.")
         unknown_sets = set(self.gate_set_names) - {"held_out", "natural"}
@@ -180,18 +190,6 @@ class OnlineLearningConfig:
     @property
     def gate_set_names(self) -> list[str]:
         return [part.strip() for part in self.gate_sets.split(",") if part.strip()]
-
-    def replace(self, **overrides: Any) -> OnlineLearningConfig:
-        known = {f.name for f in fields(self)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise ConfigError(f"Unknown online-learning setting(s): {', '.join(sorted(unknown))}. Known: {', '.join(sorted(known))}.")
-        config = dataclasses.replace(self, **overrides)
-        config.validate()
-        return config
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def online_learning_config(**overrides: Any) -> OnlineLearningConfig:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from rl.prefix_sharing import PrefixSharingDPOTrainer, answer_logps
+from rl.prefix_sharing import PrefixSharingDPOTrainer
 
 # The middle of TRL's recommended range [1, 4/3] for desirable_weight * n_up / (undesirable_weight * n_down).
 TARGET_BALANCE = 7 / 6
@@ -76,11 +76,7 @@ class PrefixSharingKTOTrainer(PrefixSharingDPOTrainer):
 
     def _compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool) -> Any:
         mode = "train" if self.model.training else "eval"
-        scored = answer_logps(self._unwrapped_causal_lm(model), inputs)
-        if self.precompute_ref_logps:
-            ref_completion, ref_kl = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
-        else:
-            ref_completion, ref_kl = self.compute_ref_log_probs(model, inputs)
+        scored, ref_completion, ref_kl = self.scored_with_reference(model, inputs)
         labels = inputs["label"].bool()
         logratios = scored.chosen - ref_completion
         kl = self.accelerator.gather((scored.rejected - ref_kl).mean().detach()).mean().clamp(min=0)

@@ -220,13 +220,16 @@ class PrefixSharingDPOTrainer(DPOTrainer):
             scored = answer_logps(self._unwrapped_causal_lm(self.model), inputs)
         return scored.chosen, scored.rejected
 
-    def _compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool) -> Any:
-        mode = "train" if self.model.training else "eval"
+    def scored_with_reference(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[AnswerLogps, torch.Tensor, torch.Tensor]:
+        """The policy's answer log-probs and the reference's (precomputed, or computed now with the adapter off)."""
         scored = answer_logps(self._unwrapped_causal_lm(model), inputs)
         if self.precompute_ref_logps:
-            ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
-        else:
-            ref_chosen, ref_rejected = self.compute_ref_log_probs(model, inputs)
+            return scored, inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        return scored, *self.compute_ref_log_probs(model, inputs)
+
+    def _compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool) -> Any:
+        mode = "train" if self.model.training else "eval"
+        scored, ref_chosen, ref_rejected = self.scored_with_reference(model, inputs)
         chosen_logratios = scored.chosen - ref_chosen
         rejected_logratios = scored.rejected - ref_rejected
         delta = chosen_logratios - rejected_logratios

@@ -134,15 +134,15 @@ class CommandCenterDPOTrainer:
         )
 
     def choose_algo(self, n_pairs: int, n_kto_rows: int) -> str:
-        """With algo `auto`: DPO when preference pairs are plenty and outnumber the unpaired thumbs; otherwise KTO,
-        which trains on both (each pair gives a desirable and an undesirable row)."""
+        """With algo `auto`: DPO when preference pairs are plenty and outnumber the thumbs on questions that have no
+        pair (`n_kto_rows`); otherwise KTO, which trains on both (each pair gives a desirable and an undesirable row)."""
         cfg = self.config
         if cfg.algo != "auto":
             return cfg.algo
         if n_kto_rows == 0 or (n_pairs >= cfg.kto_min_pairs and n_kto_rows <= n_pairs):
-            logger.info("algo auto: %d preference pairs, %d unpaired thumbs: DPO", n_pairs, n_kto_rows)
+            logger.info("algo auto: %d preference pairs, %d thumbs on questions without a pair: DPO", n_pairs, n_kto_rows)
             return "dpo"
-        logger.info("algo auto: %d preference pairs (need %d and more than the %d unpaired thumbs for DPO): KTO on both",
+        logger.info("algo auto: %d preference pairs (DPO needs %d and more than the %d thumbs on questions without a pair): KTO on both",
                     n_pairs, cfg.kto_min_pairs, n_kto_rows)
         return "kto"
 
@@ -192,8 +192,10 @@ class CommandCenterDPOTrainer:
             self.load_base_model()
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        n_kto = len(kto_dataset["train"]) if kto_dataset is not None else 0
-        algo = self.choose_algo(len(train_dataset), n_kto)
+        paired = set(train_dataset["scenario_id"]) if "scenario_id" in train_dataset.column_names else set()
+        # Thumbs on questions that also have pairs are mostly pairs left out by max_pairs_per_scenario, not missing ones.
+        n_unpaired_only = sum(s not in paired for s in kto_dataset["train"]["scenario_id"]) if kto_dataset is not None else 0
+        algo = self.choose_algo(len(train_dataset), n_unpaired_only)
         if eval_dataset is not None and self.config.max_eval_pairs and len(eval_dataset) > self.config.max_eval_pairs:
             eval_dataset = eval_dataset.shuffle(seed=self.config.seed).select(range(self.config.max_eval_pairs))
         all_callbacks = [_metrics_callback(output_dir / METRICS_FILE), *(callbacks or [])]

@@ -71,7 +71,13 @@ def build_dataset(config: TrainingConfig, data: dict[str, Any], tokenizer: Any =
         until=data.get("until"),
     )
     if config.max_train_scenarios or config.balance_widgets:
+        paired = set(prepared.dataset["train"]["scenario_id"])
         prepared.dataset["train"] = select_scenarios(prepared.dataset["train"], config.max_train_scenarios, config.seed, config.balance_widgets)
+        if prepared.kto_dataset is not None:
+            # The selection is among scenarios with pairs; scenarios rated only with single thumbs all stay.
+            keep = set(prepared.dataset["train"]["scenario_id"])
+            prepared.kto_dataset["train"] = prepared.kto_dataset["train"].filter(
+                lambda row: row["scenario_id"] in keep or row["scenario_id"] not in paired, desc="Selecting unpaired ratings")
         prepared.stats.train_pairs = len(prepared.dataset["train"])
         prepared.stats.train_scenarios = len(set(prepared.dataset["train"]["scenario_id"]))
     if config.max_train_pairs and len(prepared.dataset["train"]) > config.max_train_pairs:

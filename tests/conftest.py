@@ -82,6 +82,15 @@ def tiny_run(demo_db, tiny_model_dir, checkpoints):
     return "tiny"
 
 
+def closed_port_url() -> str:
+    """A loopback URL nothing listens on: Ollama down."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
 @pytest.fixture
 def simulated_ollama():
     """The SIMULATED Ollama server (rl/simulated_ollama.py) on loopback."""

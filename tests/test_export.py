@@ -1,6 +1,5 @@
 """Export on a tiny trained adapter: merge, GGUF, quantize, verify, and registration with a SIMULATED Ollama."""
 import hashlib
-import socket
 
 import jinja2
 import ollama
@@ -13,13 +12,8 @@ from rl.models import ModelVersion
 from rl.prompts import SYSTEM_PROMPT, ScenarioText, build_messages
 from rl.quantize import QuantizationError
 from rl.training_run import CheckpointError
+from tests.conftest import closed_port_url
 from tests.rl_cases import CATALOG
-
-
-def closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 def test_an_export_is_verified_and_registered_with_its_blob_digest(tiny_run, simulated_ollama, checkpoints):

@@ -1,6 +1,5 @@
 """The online learner on the demo database and a tiny model: buffer, claims, heartbeats, gates, deployment with a
 SIMULATED Ollama."""
-import socket
 from datetime import timedelta
 
 import pytest
@@ -13,18 +12,13 @@ from feedback.validation import FeedbackValidationError
 from rl.models import ModelVersion, OnlineRun, TrainingRun
 from rl.online_learner import ExitCode, OnlineLearner, init_online_learner
 from tests.rl_cases import FAST
+from tests.conftest import closed_port_url
 
 ALIAS = "cc-widget-selector:live"
 # Small and fast: gate on 3 held-out scenarios with short answers; a heartbeat that never fires in-process.
 QUICK = dict(min_samples_to_retrain=1, gate_sets="held_out", gate_eval_limit=3, max_new_tokens=24, heartbeat_seconds=3600,
              stale_after_minutes=180, verify_pick=False, quantization="q8_0", auto_export=False)
 PERMISSIVE = dict(gate_min_widget_gain=-1.0, gate_fixture_tolerance=1.0, gate_preference_tolerance=1.0, gate_min_valid_rate=0.0)
-
-
-def closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """Model registry: activate and rollback through a SIMULATED Ollama; exactly one live version, the alias where the records say."""
 import hashlib
-import socket
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -9,14 +8,9 @@ from django.db import IntegrityError, transaction
 from rl.models import Deployment, ModelVersion
 from rl.ollama_registry import OllamaUnavailable
 from rl.registry import RegistryError, activate, find_version, live_version, rollback
+from tests.conftest import closed_port_url
 
 ALIAS = "cc-widget-selector:live"
-
-
-def closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 @pytest.fixture
