@@ -33,6 +33,7 @@ class BestPickCallback(TrainerCallback):
         self.best_step: int | None = None
         self.best_state: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
+        self.ended = False
 
     def score(self, model: Any) -> dict[str, Any]:
         backend = TorchBackend("training", model, self.tokenizer, adapter_enabled=True)
@@ -62,12 +63,14 @@ class BestPickCallback(TrainerCallback):
             self.best_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
 
     def on_evaluate(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        if model is not None and state.is_world_process_zero:
+        # After training, an evaluation of the kept (maybe earlier) adapter is for preference metrics, not a new pick score.
+        if model is not None and state.is_world_process_zero and not self.ended:
             self._check(model, state.global_step)
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         from peft import set_peft_model_state_dict
 
+        self.ended = True
         if model is None:
             return
         if not self.history or self.history[-1]["step"] != state.global_step:

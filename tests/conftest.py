@@ -12,7 +12,7 @@ from feedback.services import feedback_import
 @pytest.fixture
 def demo_files() -> tuple[FeedbackData, FeedbackRatings]:
     """A small demo (12 scenarios) as the two import files."""
-    return build_demo(seed=3, scenario_count=12)
+    return build_demo(seed=5, scenario_count=12)
 
 
 @pytest.fixture

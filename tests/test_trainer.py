@@ -24,7 +24,7 @@ def test_training_lowers_the_dpo_loss_on_its_pairs(demo_db, tiny_model_dir, tmp_
     losses = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     first = next(row["loss"] for row in losses if "loss" in row)
     assert first == pytest.approx(0.6931, abs=1e-3)  # a fresh LoRA adapter is the reference: loss = ln 2
-    assert outcome.eval_metrics["eval_loss"] < 0.6
+    assert outcome.eval_metrics["eval_loss"] < first - 0.03  # clearly lower on the pairs it trained on
     assert outcome.eval_metrics["eval_rewards/accuracies"] > 0.5
 
 
