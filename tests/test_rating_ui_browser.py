@@ -93,12 +93,12 @@ def test_a_rater_corrects_a_pick(page):
 
 
 def test_the_compare_view_rates_variants_side_by_side(page, tmp_path):
-    with page.expect_navigation():
+    with page.expect_navigation(wait_until="domcontentloaded"):
         page.keyboard.press("c")
     cards = page.locator(".variant")
     assert cards.count() == 15
     target = cards.nth(1).get_attribute("data-entry")
-    with page.expect_navigation():
+    with page.expect_navigation(wait_until="domcontentloaded"):
         page.click(f"[aria-label='thumbs up {target}']")
     assert page.locator(f".variant[data-entry='{target}']").get_attribute("class").endswith("rated-up")
     assert Rating.objects.get(rater__username="rita").entry.external_id == target
