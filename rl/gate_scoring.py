@@ -56,21 +56,19 @@ def data_key(evalset: EvalSet, max_new_tokens: int) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=list).encode()).hexdigest()
 
 
-def score_on_gate_sets(model: GateModel, run_config: dict[str, Any], set_names: list[str], *, limit: int, max_new_tokens: int,
-                       cache: dict[str, Any] | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """Metrics per gate set, and the data key of each. `cache` (a version's stored scores by data key) is read and
-    extended: a set whose key is in it is not scored again."""
-    from rl.base_model import load_causal_lm, load_tokenizer
+def score_on_gate_sets(model: GateModel, tokenizer: Any, evalsets: dict[str, EvalSet], *, max_new_tokens: int,
+                       cache: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Metrics per gate set, for evalsets tokenized with `tokenizer` (`model`'s). `cache` (a version's stored scores by
+    data key) is read and extended: a set whose key is in it is not scored again."""
+    from rl.base_model import load_causal_lm
 
-    tokenizer = load_tokenizer(model.base_model)
-    evalsets = gate_evalsets(tokenizer, run_config, set_names, limit)
-    keys = {name: data_key(evalset, max_new_tokens) for name, evalset in evalsets.items()}
     scores: dict[str, dict[str, Any]] = {}
     loaded = None
     for name, evalset in evalsets.items():
-        if cache is not None and keys[name] in cache:
+        key = data_key(evalset, max_new_tokens)
+        if cache is not None and key in cache:
             logger.info("Gate: %s on %s: reusing its score on identical data and settings", model.label, name)
-            scores[name] = cache[keys[name]]
+            scores[name] = cache[key]
             continue
         if loaded is None:
             loaded = load_causal_lm(model.base_model)
@@ -85,5 +83,5 @@ def score_on_gate_sets(model: GateModel, run_config: dict[str, Any], set_names: 
         metrics["data"] = evalset.description
         scores[name] = metrics
         if cache is not None:
-            cache[keys[name]] = metrics
-    return scores, keys
+            cache[key] = metrics
+    return scores

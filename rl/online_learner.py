@@ -210,9 +210,9 @@ class OnlineLearner:
         pending = self.deploy_pending()
         if pending is not None and pending.exit_code != ExitCode.OK:
             return pending
-        reason = self.due_reason()
+        size = self.buffer_size()
+        reason = self.due_reason(size)
         if reason is None and not force:
-            size = self.buffer_size()
             due = self.next_due()
             return TickResult("nothing_due", f"No retrain due: {size} new usable ratings (need {self.config.min_samples_to_retrain}"
                                              f"{f', or any after {_iso(due)}' if due else ''}).")
@@ -316,7 +316,8 @@ class OnlineLearner:
             version.save(update_fields=["pending_deploy", "message"])
         logger.info("deploy: retrying the pending deployment of %s", newest.ollama_name)
         try:
-            activate(newest, by="online_learn", reason="pending deployment: passed its gate while Ollama was down")
+            activate(newest, by="online_learn", reason="pending deployment: passed its gate while Ollama was down",
+                     alias=self.config.live_alias)
         except OllamaUnavailable as exc:
             message = f"deploy: {newest.ollama_name} still pending: {exc}"
             logger.warning(message)
@@ -354,12 +355,11 @@ class _OnlineRunStages:
         return TickResult(outcome, message, exit_code, self.run.pk)
 
     def execute(self) -> TickResult:
+        from rl.config import training_config
         from rl.models import OnlineRun, TrainingRun
         from rl.training_run import run_training
 
         cfg = self.config
-        from rl.config import training_config
-
         training = training_config(cfg.preset, algo=cfg.algo)
         name = f"online-{self.run.pk}-{timezone.now().strftime('%Y%m%d-%H%M%S')}"
         self._stage("train", f"run {name}, preset {cfg.preset}, algo {cfg.algo}, ratings up to {self.run.watermark.isoformat()}")
@@ -394,26 +394,33 @@ class _OnlineRunStages:
     def _score(self, training_run: Any) -> tuple[dict, dict, str]:
         import json
 
-        from rl.gate_scoring import GateModel, score_on_gate_sets
+        from rl.base_model import load_tokenizer
+        from rl.gate_scoring import GateModel, gate_evalsets, score_on_gate_sets
         from rl.registry import live_version
 
         cfg = self.config
         run_config = json.loads((Path(training_run.run_dir) / "config.json").read_text())
+        data: dict[str | None, tuple[Any, dict]] = {}
+
+        def score(model: GateModel, cache: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+            # The gate sets are built once per tokenizer: candidate and live model share them unless their bases differ.
+            if model.base_model not in data:
+                tokenizer = load_tokenizer(model.base_model)
+                data[model.base_model] = tokenizer, gate_evalsets(tokenizer, run_config, cfg.gate_set_names, cfg.gate_eval_limit)
+            tokenizer, evalsets = data[model.base_model]
+            return score_on_gate_sets(model, tokenizer, evalsets, max_new_tokens=cfg.max_new_tokens, cache=cache)
+
         base_model = run_config["config"].get("base_model") or None
-        sets, kwargs = cfg.gate_set_names, {"limit": cfg.gate_eval_limit, "max_new_tokens": cfg.max_new_tokens}
-        candidate, _ = score_on_gate_sets(GateModel(f"candidate {training_run.name}", base_model, Path(training_run.adapter_dir)),
-                                          run_config, sets, **kwargs)
+        candidate = score(GateModel(f"candidate {training_run.name}", base_model, Path(training_run.adapter_dir)))
         live = live_version()
         if live is None:
-            scores, _ = score_on_gate_sets(GateModel(f"base ({base_model or 'default'})", base_model), run_config, sets, **kwargs)
-            return candidate, scores, f"the base model ({base_model or 'default'}; nothing is live)"
+            return candidate, score(GateModel(f"base ({base_model or 'default'})", base_model)), f"the base model ({base_model or 'default'}; nothing is live)"
         if live.training_run is None or not (Path(live.training_run.adapter_dir) / "adapter_config.json").is_file():
             raise RuntimeError(f"cannot re-score the live model {live.ollama_name}: its adapter is gone "
                                f"({live.training_run.adapter_dir if live.training_run else 'no training run'}); the gate needs it.")
-        live_base = live.training_run.config.get("base_model") or None
         cache = dict((live.evaluation or {}).get("gate_scores", {}))
-        scores, _ = score_on_gate_sets(GateModel(f"live {live.ollama_name}", live_base, Path(live.training_run.adapter_dir)),
-                                       run_config, sets, cache=cache, **kwargs)
+        scores = score(GateModel(f"live {live.ollama_name}", live.training_run.config.get("base_model") or None,
+                                 Path(live.training_run.adapter_dir)), cache)
         live.evaluation = {**(live.evaluation or {}), "gate_scores": cache}
         live.save(update_fields=["evaluation"])
         return candidate, scores, f"live {live.ollama_name}"

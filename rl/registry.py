@@ -17,9 +17,6 @@ from rl.ollama_registry import OllamaUnavailable, RegistrationError, point_alias
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LIVE_ALIAS = "cc-widget-selector:live"
-
-
 class RegistryError(RuntimeError):
     """A version cannot be activated (unknown, rejected, nothing to roll back to); nothing changed."""
 
@@ -27,7 +24,7 @@ class RegistryError(RuntimeError):
 def live_alias() -> str:
     from rl.config import online_learning_config
 
-    return online_learning_config().live_alias or DEFAULT_LIVE_ALIAS
+    return online_learning_config().live_alias
 
 
 def live_version() -> Any:
