@@ -196,8 +196,7 @@ class CommandCenterDPOTrainer:
         # Thumbs on questions that also have pairs are mostly pairs left out by max_pairs_per_scenario, not missing ones.
         n_unpaired_only = sum(s not in paired for s in kto_dataset["train"]["scenario_id"]) if kto_dataset is not None else 0
         algo = self.choose_algo(len(train_dataset), n_unpaired_only)
-        if eval_dataset is not None and self.config.max_eval_pairs and len(eval_dataset) > self.config.max_eval_pairs:
-            eval_dataset = eval_dataset.shuffle(seed=self.config.seed).select(range(self.config.max_eval_pairs))
+        eval_dataset = self._capped_eval(eval_dataset)
         all_callbacks = [_metrics_callback(output_dir / METRICS_FILE), *(callbacks or [])]
         from transformers.trainer_callback import ProgressCallback
 
@@ -242,10 +241,23 @@ class CommandCenterDPOTrainer:
             dropped_too_long=dict(getattr(trainer, "dropped_too_long", {})), seconds=seconds,
         )
 
+    def _capped_eval(self, eval_dataset: Any) -> Any:
+        """At most `max_eval_pairs` eval rows, a seeded sample."""
+        cap = self.config.max_eval_pairs
+        if eval_dataset is not None and cap and len(eval_dataset) > cap:
+            return eval_dataset.shuffle(seed=self.config.seed).select(range(cap))
+        return eval_dataset
+
+    def _prefix_sharing_collator(self) -> Any:
+        from rl.prefix_sharing import PrefixSharingCollator
+
+        eager = getattr(self.model.config, "_attn_implementation", "sdpa") == "eager"
+        return PrefixSharingCollator(self.tokenizer.pad_token_id, eager_attention=eager, title_weight=self.config.title_weight)
+
     def _dpo_trainer(self, train_dataset: Any, eval_dataset: Any, output_dir: Path) -> Any:
         from trl import DPOConfig
 
-        from rl.prefix_sharing import PrefixSharingCollator, PrefixSharingDPOTrainer
+        from rl.prefix_sharing import PrefixSharingDPOTrainer
 
         cfg = self.config
         unsupported = set(cfg.loss_types) - set(PrefixSharingDPOTrainer.SUPPORTED_LOSSES)
@@ -256,12 +268,10 @@ class CommandCenterDPOTrainer:
             loss_type=cfg.loss_types, loss_weights=cfg.loss_weights,
             max_length=None, precompute_ref_log_probs=cfg.precompute_ref_log_probs,
         )
-        eager = getattr(self.model.config, "_attn_implementation", "sdpa") == "eager"
         return PrefixSharingDPOTrainer(
             model=self.model, args=args, train_dataset=train_dataset,
             eval_dataset=eval_dataset if eval_dataset is not None and len(eval_dataset) else None,
-            processing_class=self.tokenizer, peft_config=self.lora_config(),
-            data_collator=PrefixSharingCollator(self.tokenizer.pad_token_id, eager_attention=eager, title_weight=cfg.title_weight),
+            processing_class=self.tokenizer, peft_config=self.lora_config(), data_collator=self._prefix_sharing_collator(),
             max_pair_tokens=cfg.max_length,
         )
 
@@ -271,7 +281,6 @@ class CommandCenterDPOTrainer:
         from trl import DPOConfig
 
         from rl.kto import PrefixSharingKTOTrainer, kto_class_weights, kto_rows
-        from rl.prefix_sharing import PrefixSharingCollator
 
         cfg = self.config
         split = {}
@@ -285,17 +294,14 @@ class CommandCenterDPOTrainer:
         desirable_weight, undesirable_weight = kto_class_weights(sum(labels), len(labels) - sum(labels))
         logger.info("KTO: %d rows (%d up, %d down); desirable_weight %.3f, undesirable_weight %.3f",
                     len(labels), sum(labels), len(labels) - sum(labels), desirable_weight, undesirable_weight)
-        if split["eval"] is not None and cfg.max_eval_pairs and len(split["eval"]) > cfg.max_eval_pairs:
-            split["eval"] = split["eval"].shuffle(seed=cfg.seed).select(range(cfg.max_eval_pairs))
+        split["eval"] = self._capped_eval(split["eval"])
         has_eval = split["eval"] is not None and len(split["eval"]) > 0
         losses = [name for name in cfg.loss_types if name == "sft"]
         args = DPOConfig(**self._common_args(output_dir, has_eval), loss_type=["sigmoid", *losses],
                          loss_weights=[1.0, *[cfg.sft_weight for _ in losses]], max_length=None,
                          precompute_ref_log_probs=cfg.precompute_ref_log_probs)
-        eager = getattr(self.model.config, "_attn_implementation", "sdpa") == "eager"
         return PrefixSharingKTOTrainer(
             model=self.model, args=args, train_dataset=split["train"], eval_dataset=split["eval"] if has_eval else None,
-            processing_class=self.tokenizer, peft_config=self.lora_config(),
-            data_collator=PrefixSharingCollator(self.tokenizer.pad_token_id, eager_attention=eager, title_weight=cfg.title_weight),
+            processing_class=self.tokenizer, peft_config=self.lora_config(), data_collator=self._prefix_sharing_collator(),
             max_pair_tokens=cfg.max_length, desirable_weight=desirable_weight, undesirable_weight=undesirable_weight,
         )
