@@ -41,6 +41,8 @@ def page(live_server, demo_files):
         page.fill("#id_password", "rita-password-123")
         page.click("button[type=submit]")
         page.wait_for_selector("#entry")
+        # #entry is parsed before rate.js at the end of the body runs: keys pressed earlier would go unheard.
+        page.wait_for_load_state("domcontentloaded")
         yield page
         browser.close()
 
@@ -93,12 +95,12 @@ def test_a_rater_corrects_a_pick(page):
 
 
 def test_the_compare_view_rates_variants_side_by_side(page, tmp_path):
-    with page.expect_navigation(wait_until="domcontentloaded"):
+    with page.expect_navigation():
         page.keyboard.press("c")
     cards = page.locator(".variant")
     assert cards.count() == 15
     target = cards.nth(1).get_attribute("data-entry")
-    with page.expect_navigation(wait_until="domcontentloaded"):
+    with page.expect_navigation():
         page.click(f"[aria-label='thumbs up {target}']")
     assert page.locator(f".variant[data-entry='{target}']").get_attribute("class").endswith("rated-up")
     assert Rating.objects.get(rater__username="rita").entry.external_id == target
