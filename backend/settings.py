@@ -123,6 +123,8 @@ RL_CACHE_DIR = Path(os.environ.get("RL_CACHE_DIR", BASE_DIR / ".cache" / "rl"))
 # JSON objects: training preset fields (rl/config.py TrainingConfig) and online-learning fields (OnlineLearningConfig).
 RL_TRAINING_OVERRIDES = json.loads(os.environ.get("RL_TRAINING_OVERRIDES") or "{}")
 RL_ONLINE_LEARNING = json.loads(os.environ.get("RL_ONLINE_LEARNING") or "{}")
+# JSON object: serving fields (rl/config.py ServingConfig): A/B candidate and share, timeout, temperature.
+RL_SERVING = json.loads(os.environ.get("RL_SERVING") or "{}")
 RL_FEEDBACK_USER = os.environ.get("RL_FEEDBACK_USER", "command-center")
 
 LOGGING = {

@@ -1,4 +1,4 @@
-"""Training presets and online-learning settings, as dataclasses whose fields carry their help text once.
+"""Training presets, online-learning and serving settings, as dataclasses whose fields carry their help text once.
 
 `train_dpo`'s flags are generated from these fields, so a flag, its help and its preset default cannot drift apart.
 Django settings can override a preset field with RL_TRAINING_OVERRIDES = {"field": value}.
@@ -197,6 +197,35 @@ def online_learning_config(**overrides: Any) -> OnlineLearningConfig:
     from django.conf import settings
 
     return OnlineLearningConfig().replace(**dict(getattr(settings, "RL_ONLINE_LEARNING", {}) or {})).replace(**overrides)
+
+
+@dataclass
+class ServingConfig(SettingsBase):
+    """How picks are served through Ollama (`rl/serving.py`, `POST /api/picks/`). Django's RL_SERVING = {"field": value}."""
+
+    KIND = "serving setting"
+
+    ab_candidate: str = _f("", "A model version (name:tag, as activate_model takes it) that answers a share of requests besides the live one; empty: no A/B.")
+    ab_share: float = _f(0.0, "Share of requests (0 to 1) the A/B candidate answers, chosen by a hash of the request, so one request always goes the same way.")
+    timeout_seconds: float = _f(30.0, "How long to wait for Ollama's answer before giving up (HTTP 504).")
+    temperature: float = _f(0.0, "Sampling temperature sent to Ollama; 0 is greedy, the same pick for the same question.")
+    max_tokens: int = _f(96, "Answer length limit (Ollama's num_predict); a pick is about 40 tokens.")
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0.0 <= self.ab_share <= 1.0:
+            raise ConfigError(f"ab_share must be between 0 and 1, got {self.ab_share}.")
+        if self.ab_share > 0 and not self.ab_candidate:
+            raise ConfigError("ab_share is above 0 but no ab_candidate is named.")
+        if self.timeout_seconds <= 0 or self.max_tokens < 16:
+            raise ConfigError("timeout_seconds must be positive and max_tokens at least 16.")
+
+
+def serving_config(**overrides: Any) -> ServingConfig:
+    """The defaults, then Django's RL_SERVING, then `overrides`."""
+    from django.conf import settings
+
+    return ServingConfig().replace(**dict(getattr(settings, "RL_SERVING", {}) or {})).replace(**overrides)
 
 
 def config_field_help(config_class: type) -> dict[str, str]:

@@ -110,10 +110,22 @@ def _catalog(widgets: list[tuple[str, str, str]], fixtures: list[tuple[str, str,
     )
 
 
+def catalog_rows_from_db() -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str, list[str]]]]:
+    from feedback.models import Fixture, Widget
+
+    return (list(Widget.objects.values_list("slug", "name", "description")),
+            list(Fixture.objects.values_list("slug", "name", "description", "sites")))
+
+
+def catalog_from_db() -> Catalog:
+    """The widget and fixture catalogs as the database has them now."""
+    return _catalog(*catalog_rows_from_db())
+
+
 def load_snapshot_from_db(rater: str | None = None, until: datetime | None = None) -> FeedbackSnapshot:
     from django.db.models import Max, Prefetch
 
-    from feedback.models import Entry, Fixture, Rating, RaterProfile, Scenario, Widget
+    from feedback.models import Entry, Fixture, Rating, RaterProfile, Scenario
 
     ratings = Rating.objects.select_related("rater", "corrected_widget").prefetch_related(
         Prefetch("corrected_fixtures", queryset=Fixture.objects.only("slug"))
@@ -140,8 +152,7 @@ def load_snapshot_from_db(rater: str | None = None, until: datetime | None = Non
         rated.append(RatedEntry(entry.external_id, entry.scenario.external_id, Pick(entry.widget.slug, tuple(entry.fixture_slugs()), entry.title), votes))
     scenarios = {s.external_id: ScenarioText(s.query, s.site, s.role, s.time_range) for s in Scenario.objects.all()}
     return FeedbackSnapshot(
-        catalog=_catalog(list(Widget.objects.values_list("slug", "name", "description")),
-                         list(Fixture.objects.values_list("slug", "name", "description", "sites"))),
+        catalog=catalog_from_db(),
         scenarios=scenarios,
         entries=sorted(rated, key=lambda e: e.entry_id),
         newest_rating_at=ratings.aggregate(newest=Max("updated_at"))["newest"],

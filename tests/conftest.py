@@ -98,3 +98,24 @@ def simulated_ollama():
 
     with SimulatedOllama() as server:
         yield server
+
+
+@pytest.fixture
+def served_versions(demo_db, simulated_ollama, settings):
+    """The SmolLM2 GGUF registered with the SIMULATED Ollama twice, as the live version and as a registered candidate."""
+    from rl.base_model import default_base_model
+    from rl.modelfile import CHATML, ollama_parameters
+    from rl.models import ModelVersion
+    from rl.ollama_registry import register_gguf
+    from rl.prompts import SYSTEM_PROMPT
+
+    settings.OLLAMA_HOST = simulated_ollama.url
+    settings.RL_SERVING = {}
+    gguf = default_base_model()
+    versions = {}
+    for tag, status in (("live-one", ModelVersion.Status.ACTIVE), ("candidate-one", ModelVersion.Status.REGISTERED)):
+        register_gguf(host=simulated_ollama.url, model=f"cc-widget-selector:{tag}", gguf_path=gguf, template=CHATML.template,
+                      system=SYSTEM_PROMPT, parameters=ollama_parameters(CHATML))
+        versions[tag] = ModelVersion.objects.create(name="cc-widget-selector", tag=tag, status=status, quantization="q4_1",
+                                                    export_dir="", gguf_path=gguf, ollama_host=simulated_ollama.url)
+    return versions["live-one"], versions["candidate-one"]
