@@ -13,10 +13,16 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ("name", "tag", "quantization", "status", "gate_passed", "pending_deploy", "size_bytes", "created_at", "activated_at")
+    list_display = ("name", "tag", "quantization", "status", "gate_passed", "served_up_rate", "pending_deploy", "size_bytes", "created_at", "activated_at")
     list_filter = ("status", "quantization", "pending_deploy")
     search_fields = ("name", "tag", "sha256", "message")
     readonly_fields = [f.name for f in ModelVersion._meta.fields]
+
+    @admin.display(description="up-rate on served picks")
+    def served_up_rate(self, version: ModelVersion) -> str:
+        from rl.ab_results import up_rate
+
+        return str(up_rate(version.ollama_name))
 
     @admin.display(boolean=True, description="passed gate")
     def gate_passed(self, version: ModelVersion) -> bool | None:

@@ -373,10 +373,15 @@ class _OnlineRunStages:
                     f"scoring it and the live model on {cfg.gate_sets}", training_run=training_run, trained_at=timezone.now())
         candidate_scores, live_scores, live_label = self._score(training_run)
 
+        from rl.ab_results import up_rate
         from rl.gates import GateThresholds, gate_decision
+        from rl.registry import live_version
 
         decision = gate_decision(candidate_scores, live_scores, GateThresholds.from_config(cfg))
         gate = {**decision.as_dict(), "live_model": live_label, "candidate": _summaries(candidate_scores), "live": _summaries(live_scores)}
+        live = live_version()
+        if live is not None:  # how the live model does on its own traffic, for whoever reads the decision
+            gate["live_served_up_rate"] = up_rate(live.ollama_name).as_dict()
         verdict = "passed" if decision.passed else "rejected"
         self._stage("gate", f"{verdict} against {live_label}: " + "; ".join(decision.reasons), gate=gate)
         training_run.evaluation = {**(training_run.evaluation or {}), **{f"gate:{k}": v for k, v in candidate_scores.items()}}

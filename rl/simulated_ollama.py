@@ -35,6 +35,16 @@ DEFAULT_TEMPERATURE = 0.8  # Ollama's, when neither the request nor the Modelfil
 DEFAULT_NUM_PREDICT = 256
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):  # a client that gave up waiting
+            super().handle_error(request, client_address)
+
+
 class SimulatedOllama:
     def __init__(self, port: int = 0, *, n_threads: int | None = None) -> None:
         self.blob_dir = Path(tempfile.mkdtemp(prefix="simulated-ollama-"))
@@ -156,7 +166,7 @@ class SimulatedOllama:
                     return self._send(200)
                 self._send(404, {"error": "not found"})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server = _QuietServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

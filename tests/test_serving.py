@@ -167,3 +167,48 @@ def test_the_simulated_ollama_refuses_malformed_chat_requests(served_versions, s
     ]:
         response = httpx.post(f"{simulated_ollama.url}/api/chat", content=json.dumps({**body, "stream": False}))
         assert response.status_code == status, body
+
+
+# ----- A/B results -------------------------------------------------------------------------------------------------
+def test_wilson_interval_matches_published_values():
+    from rl.ab_results import wilson_interval
+
+    low, high = wilson_interval(8, 10)
+    assert (round(low, 4), round(high, 4)) == (0.4902, 0.9433)
+    low, high = wilson_interval(0, 20)
+    assert low == 0.0 and round(high, 4) == 0.1611
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_up_rates_count_usable_ratings_of_served_entries_per_version(served_versions, settings):
+    from feedback.models import RaterProfile, Rating
+    from rl.ab_results import up_rate, up_rates
+
+    live, candidate = served_versions
+    settings.RL_SERVING = {"ab_candidate": candidate.ollama_name, "ab_share": 0.5}
+    keys = [f"operator-{i}" for i in range(40)]
+    served = {arm: [pick_widget(new_question(), request_key=k).entry for k in keys if route(k, 0.5) == arm][:2] for arm in (LIVE, CANDIDATE)}
+    users = get_user_model().objects
+    alice, bob, mallory = (users.create_user(name) for name in ("ab-alice", "ab-bob", "ab-mallory"))
+    RaterProfile.objects.create(user=mallory, trusted=False)
+    for entry in served[LIVE]:
+        Rating.objects.create(entry=entry, rater=alice, value="up")
+        Rating.objects.create(entry=entry, rater=bob, value="up")
+        Rating.objects.create(entry=entry, rater=mallory, value="down")  # untrusted: does not count
+    Rating.objects.create(entry=served[CANDIDATE][0], rater=alice, value="down")
+    Rating.objects.create(entry=served[CANDIDATE][1], rater=alice, value="up", tags=["low_confidence"])  # not usable
+    rates = up_rates()
+    assert (rates[live.ollama_name].ups, rates[live.ollama_name].n) == (4, 4)
+    assert (rates[candidate.ollama_name].ups, rates[candidate.ollama_name].n) == (0, 1)
+    assert str(up_rate(live.ollama_name)).startswith("100% of 4 (95% CI 51% to 100%)")
+    assert up_rate("cc-widget-selector:never-served").n == 0
+
+
+def test_the_admin_shows_each_version_s_served_up_rate(served_versions, admin_client):
+    from feedback.models import Rating
+
+    live, _ = served_versions
+    entry = pick_widget(new_question()).entry
+    Rating.objects.create(entry=entry, rater=get_user_model().objects.create_user("ab-carol"), value="up")
+    page = admin_client.get("/admin/rl/modelversion/").content.decode()
+    assert "Up-rate on served picks" in page and "100% of 1 (95% CI 21% to 100%)" in page and "no ratings yet" in page
