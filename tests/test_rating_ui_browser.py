@@ -105,3 +105,19 @@ def test_the_compare_view_rates_variants_side_by_side(page, tmp_path):
     assert page.locator(f".variant[data-entry='{target}']").get_attribute("class").endswith("rated-up")
     assert Rating.objects.get(rater__username="rita").entry.external_id == target
     page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
+
+
+def test_each_variant_shows_its_widget_as_a_drawn_preview(page):
+    with page.expect_navigation():
+        page.keyboard.press("c")
+    cards = page.locator(".variant")
+    for index in range(cards.count()):
+        card = cards.nth(index)
+        widget = card.get_attribute("data-entry") and card.locator("figure").get_attribute("data-widget")
+        svg = card.locator("svg.widget-svg")
+        assert svg.get_attribute("data-widget") == widget
+        box = svg.bounding_box()
+        assert box and box["width"] > 150 and box["height"] > 80
+        # the picture draws something besides its background: shapes with real extent
+        drawn = svg.evaluate("s => Array.from(s.querySelectorAll('polyline, path, rect, circle, line, text')).filter(e => { const b = e.getBBox(); return b.width * b.height > 4 || b.width > 8 || b.height > 8; }).length")
+        assert drawn >= 2, widget
