@@ -5,6 +5,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from rl.api import PickView
+from rl.views import dashboard
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="feedback:rate", permanent=False)),
@@ -12,6 +13,7 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("rate/", include("feedback.urls")),
+    path("runs/", dashboard, name="dashboard"),
     path("api/picks/", PickView.as_view(), name="api-picks"),
     path("api/", include("feedback.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

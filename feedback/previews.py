@@ -24,7 +24,7 @@ def _svg(slug: str, label: str, body: str) -> str:
             f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#f7f9fb" rx="4"/>{body}</svg>')
 
 
-def _text(x: float, y: float, text: str, size: int = 9, fill: str = MUTED, anchor: str = "start", weight: str = "normal") -> str:
+def svg_text(x: float, y: float, text: str, size: int = 9, fill: str = MUTED, anchor: str = "start", weight: str = "normal") -> str:
     return (f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" fill="{fill}" text-anchor="{anchor}" font-weight="{weight}" '
             f'font-family="system-ui, sans-serif">{escape(text)}</text>')
 
@@ -47,14 +47,14 @@ def _line_chart(rng: random.Random, names: list[str]) -> str:
         values = _walk(rng, 24)
         points = " ".join(f"{22 + i * 9:.1f},{82 - v * 72:.1f}" for i, v in enumerate(values))
         series.append(f'<polyline class="series" points="{points}" fill="none" stroke="{color}" stroke-width="{2 - index * 0.5}"/>')
-    return _axes() + "".join(series) + _text(22, 95, "-24 h") + _text(232, 95, "now", anchor="end")
+    return _axes() + "".join(series) + svg_text(22, 95, "-24 h") + svg_text(232, 95, "now", anchor="end")
 
 
 def _kpi_card(rng: random.Random, names: list[str]) -> str:
     value, delta = rng.uniform(10, 99), rng.uniform(-5, 5)
     arrow, color = ("▲", BAD) if delta > 0 else ("▼", OK)
-    return (_text(16, 22, names[0] if names else "value", 10) + _text(16, 66, f"{value:.1f}", 34, ACCENT, weight="bold")
-            + _text(16, 88, f"{arrow} {abs(delta):.1f} vs 1 h ago", 10, color))
+    return (svg_text(16, 22, names[0] if names else "value", 10) + svg_text(16, 66, f"{value:.1f}", 34, ACCENT, weight="bold")
+            + svg_text(16, 88, f"{arrow} {abs(delta):.1f} vs 1 h ago", 10, color))
 
 
 def _gauge(rng: random.Random, names: list[str]) -> str:
@@ -72,7 +72,7 @@ def _gauge(rng: random.Random, names: list[str]) -> str:
             f'<path class="value-arc" d="M{x0:.1f},{y0:.1f} A{r},{r} 0 0 1 {xv:.1f},{yv:.1f}" fill="none" stroke="{ACCENT}" stroke-width="12"/>'
             f'<path d="M{limit_x:.1f},{limit_y:.1f} A{r},{r} 0 0 1 {x1:.1f},{y1:.1f}" fill="none" stroke="{BAD}" stroke-width="3"/>'
             f'<line class="needle" x1="{cx}" y1="{cy}" x2="{xn:.1f}" y2="{yn:.1f}" stroke="{INK}" stroke-width="2"/>'
-            + _text(cx, cy + 14, f"{share * 100:.0f} %", 11, INK, "middle", "bold"))
+            + svg_text(cx, cy + 14, f"{share * 100:.0f} %", 11, INK, "middle", "bold"))
 
 
 def _bar_chart(rng: random.Random, names: list[str]) -> str:
@@ -82,7 +82,7 @@ def _bar_chart(rng: random.Random, names: list[str]) -> str:
         height = rng.uniform(0.2, 0.95) * 70
         x = 30 + index * 40
         bars.append(f'<rect class="bar" x="{x}" y="{84 - height:.1f}" width="26" height="{height:.1f}" fill="{ACCENT}"/>'
-                    + _text(x + 13, 95, label[:7], 7, anchor="middle"))
+                    + svg_text(x + 13, 95, label[:7], 7, anchor="middle"))
     return _axes() + "".join(bars)
 
 
@@ -98,13 +98,13 @@ def _pie_chart(rng: random.Random, names: list[str]) -> str:
         slices.append(f'<path class="slice" d="M{cx},{cy} L{x0:.1f},{y0:.1f} A{r},{r} 0 {large} 1 {x1:.1f},{y1:.1f} Z" fill="{color}"/>')
         label = names[index] if index < len(names) else f"other {index}"
         slices.append(f'<rect x="120" y="{18 + index * 18}" width="9" height="9" fill="{color}"/>'
-                      + _text(134, 26 + index * 18, f"{label[:16]} {share / total:.0%}", 8))
+                      + svg_text(134, 26 + index * 18, f"{label[:16]} {share / total:.0%}", 8))
         start = end
     return "".join(slices)
 
 
 def _rows(rng: random.Random, names: list[str], alarms: bool) -> str:
-    rows = [_text(10, 16, "priority · point · since" if alarms else "id · item · status", 8, INK, weight="bold")]
+    rows = [svg_text(10, 16, "priority · point · since" if alarms else "id · item · status", 8, INK, weight="bold")]
     for index in range(4):
         y = 22 + index * 18
         rows.append(f'<rect class="row" x="6" y="{y}" width="228" height="15" fill="{"#fff" if index % 2 else "#eef3f8"}"/>')
@@ -112,8 +112,8 @@ def _rows(rng: random.Random, names: list[str], alarms: bool) -> str:
             color = (BAD, BAD, WARN, WARN)[index]
             rows.append(f'<circle cx="16" cy="{y + 7.5}" r="4" fill="{color}"/>')
         label = names[index % len(names)] if names else f"item {index + 1}"
-        rows.append(_text(26 if alarms else 10, y + 11, f"{'' if alarms else f'WO-{rng.randint(1000, 9999)}  '}{label[:26]}", 8, INK))
-        rows.append(_text(228, y + 11, f"{rng.randint(1, 59)} min" if alarms else ("open", "done", "waiting")[index % 3], 8, anchor="end"))
+        rows.append(svg_text(26 if alarms else 10, y + 11, f"{'' if alarms else f'WO-{rng.randint(1000, 9999)}  '}{label[:26]}", 8, INK))
+        rows.append(svg_text(228, y + 11, f"{rng.randint(1, 59)} min" if alarms else ("open", "done", "waiting")[index % 3], 8, anchor="end"))
     return "".join(rows)
 
 
@@ -132,8 +132,8 @@ def _heatmap(rng: random.Random, names: list[str]) -> str:
             level = min(1.0, max(0.0, 0.5 + 0.4 * math.sin((hour - 3) / 12 * 2 * math.pi) * (0.4 if day >= 5 else 1) + rng.uniform(-0.15, 0.15)))
             cells.append(f'<rect class="cell" x="{30 + hour * 17}" y="{6 + day * 12}" width="16" height="11" '
                          f'fill="{ACCENT}" fill-opacity="{0.1 + 0.9 * level:.2f}"/>')
-    days = "".join(_text(26, 15 + i * 12, d, 7, anchor="end") for i, d in enumerate("MTWTFSS"))
-    return "".join(cells) + days + _text(30, 97, "0 h", 7) + _text(234, 97, "24 h", 7, anchor="end")
+    days = "".join(svg_text(26, 15 + i * 12, d, 7, anchor="end") for i, d in enumerate("MTWTFSS"))
+    return "".join(cells) + days + svg_text(30, 97, "0 h", 7) + svg_text(234, 97, "24 h", 7, anchor="end")
 
 
 def _floor_map(rng: random.Random, names: list[str]) -> str:
@@ -143,7 +143,7 @@ def _floor_map(rng: random.Random, names: list[str]) -> str:
         value = rng.uniform(19, 26)
         color = BAD if value > 24.5 else (WARN if value > 23 else OK)
         drawn.append(f'<rect class="zone" x="{x}" y="{y}" width="{w}" height="{h}" fill="{color}" fill-opacity="0.25" stroke="{MUTED}"/>'
-                     + _text(x + w / 2, y + h / 2 + 3, f"Z{index + 1} {value:.1f}°", 8, INK, "middle"))
+                     + svg_text(x + w / 2, y + h / 2 + 3, f"Z{index + 1} {value:.1f}°", 8, INK, "middle"))
     return "".join(drawn)
 
 
@@ -155,7 +155,7 @@ def _status_grid(rng: random.Random, names: list[str]) -> str:
         x, y = 8 + (index % 4) * 57, 8 + (index // 4) * 29
         label = names[index % len(names)][:9] if names else f"unit {index + 1}"
         tiles.append(f'<rect class="tile" x="{x}" y="{y}" width="53" height="25" rx="3" fill="{color}" fill-opacity="0.85"/>'
-                     + _text(x + 26.5, y + 11, label, 7, "#fff", "middle") + _text(x + 26.5, y + 21, state, 7, "#fff", "middle", "bold"))
+                     + svg_text(x + 26.5, y + 11, label, 7, "#fff", "middle") + svg_text(x + 26.5, y + 21, state, 7, "#fff", "middle", "bold"))
     return "".join(tiles)
 
 
@@ -168,7 +168,7 @@ def _scatter_plot(rng: random.Random, names: list[str]) -> str:
         dots.append(f'<circle class="dot" cx="{22 + x * 208:.1f}" cy="{82 - y * 72:.1f}" r="2.5" fill="{ACCENT}" fill-opacity="0.8"/>')
     x_label = names[0][:24] if names else "x"
     y_label = names[1][:24] if len(names) > 1 else "y"
-    return _axes() + "".join(dots) + _text(232, 95, x_label, 7, anchor="end") + _text(24, 8, y_label, 7)
+    return _axes() + "".join(dots) + svg_text(232, 95, x_label, 7, anchor="end") + svg_text(24, 8, y_label, 7)
 
 
 def _event_timeline(rng: random.Random, names: list[str]) -> str:
@@ -179,13 +179,13 @@ def _event_timeline(rng: random.Random, names: list[str]) -> str:
         color = (ACCENT, WARN, BAD)[index % 3]
         y = 30 if index % 2 else 70
         marks.append(f'<line x1="{x:.1f}" y1="50" x2="{x:.1f}" y2="{y}" stroke="{color}"/><circle class="event" cx="{x:.1f}" cy="50" r="4" fill="{color}"/>'
-                     + _text(x, y - 3 if y < 50 else y + 9, f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}", 7, anchor="middle"))
-    return "".join(marks) + _text(10, 96, "-7 d", 7) + _text(230, 96, "now", 7, anchor="end")
+                     + svg_text(x, y - 3 if y < 50 else y + 9, f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}", 7, anchor="middle"))
+    return "".join(marks) + svg_text(10, 96, "-7 d", 7) + svg_text(230, 96, "now", 7, anchor="end")
 
 
 def _unknown(rng: random.Random, names: list[str]) -> str:
     return (f'<rect x="10" y="10" width="220" height="80" fill="none" stroke="{MUTED}" stroke-dasharray="4 3"/>'
-            + _text(120, 54, "no preview for this widget type", 9, anchor="middle"))
+            + svg_text(120, 54, "no preview for this widget type", 9, anchor="middle"))
 
 
 DRAWINGS: dict[str, Callable[[random.Random, list[str]], str]] = {
