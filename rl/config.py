@@ -162,7 +162,7 @@ class OnlineLearningConfig(SettingsBase):
     preset: str = _f("cpu", "Training preset for retraining (RL_TRAINING_OVERRIDES applies on top).")
     algo: str = _f("auto", "dpo, kto, or auto: DPO on preference pairs, or KTO on pairs and unpaired thumbs together when unpaired thumbs are a large share.", choices=("dpo", "kto", "auto"))
     gate_sets: str = _f("held_out,natural", "Evaluation sets the gate compares on, comma separated: held_out (the candidate's eval split) and/or natural (evalsets/natural).")
-    gate_eval_limit: int = _f(0, "Score at most this many scenarios of each gate set (0: all). The same scenarios for candidate and live model.")
+    gate_eval_limit: int = _f(0, "Score at most this many pairs and scenarios of the held-out split (0: all); the natural set (86 questions) is always scored whole. The same data for candidate and live model.")
     gate_min_widget_gain: float = _f(0.02, "The candidate's constrained widget accuracy must beat the live model's by at least this, on every gate set.")
     gate_fixture_tolerance: float = _f(0.02, "Constrained fixture accuracy may fall at most this far below the live model's.")
     gate_preference_tolerance: float = _f(0.02, "Preference accuracy on held-out pairs may fall at most this far below the live model's.")

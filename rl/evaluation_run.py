@@ -121,6 +121,8 @@ def evaluate_model(
         plot_confusion(results, destination.with_name(destination.stem + "-confusion.png"))
     if record:
         _record(results, gguf, run_config if adapter_dir is not None else None, set_name)
+        if adapter_dir is not None and not gguf and run_config:
+            _remember_for_gate(run_config, evalset, results, decodings, max_new_tokens)
     return results
 
 
@@ -138,6 +140,16 @@ def _record(results: dict[str, Any], gguf: str | None, run_config: dict[str, Any
     for row in rows:
         row.evaluation = {**(row.evaluation or {}), set_name: stored}
         row.save(update_fields=["evaluation"])
+
+
+def _remember_for_gate(run_config: dict[str, Any], evalset: EvalSet, results: dict[str, Any], decodings: tuple[str, ...],
+                       max_new_tokens: int) -> None:
+    """Constrained-only scores are what the deploy gate computes: keep them where it looks, keyed by the exact data."""
+    from rl.gate_scoring import GATE_DECODINGS, data_key
+    from rl.gating import remember_scores
+
+    if tuple(decodings) == GATE_DECODINGS:
+        remember_scores(run_config.get("run", ""), data_key(evalset, max_new_tokens), results.get("tuned"), results.get("base"))
 
 
 def plot_comparison(results: dict[str, Any], path: Path) -> Path | None:

@@ -34,13 +34,14 @@ class GateModel:
 
 
 def gate_evalsets(tokenizer: Any, run_config: dict[str, Any], set_names: list[str], limit: int) -> dict[str, EvalSet]:
-    """The candidate run's held-out split and/or the natural-question set, tokenized for `tokenizer`."""
+    """The candidate run's held-out split (at most `limit` pairs and scenarios; 0: all) and/or the whole
+    natural-question set, tokenized for `tokenizer`."""
     evalsets = {}
     for name in set_names:
         if name == HELD_OUT:
             evalsets[name] = held_out_data(tokenizer, run_config, None, None, limit or None)
         elif name == NATURAL:
-            evalsets[name] = held_out_data(tokenizer, None, str(NATURAL_DATA_FILE), str(NATURAL_RATINGS_FILE), limit or None)
+            evalsets[name] = held_out_data(tokenizer, None, str(NATURAL_DATA_FILE), str(NATURAL_RATINGS_FILE), None)
         else:
             raise ValueError(f"Unknown gate set {name!r}.")
     return evalsets

@@ -24,7 +24,6 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -371,21 +370,12 @@ class _OnlineRunStages:
             raise RuntimeError(f"training failed: {result.error}")
         self._stage("evaluate", f"trained {name} ({result.metrics.get('algo')}, train loss {result.metrics.get('train_loss', float('nan')):.4f}); "
                     f"scoring it and the live model on {cfg.gate_sets}", training_run=training_run, trained_at=timezone.now())
-        candidate_scores, live_scores, live_label = self._score(training_run)
+        from rl.gating import gate_training_run
 
-        from rl.ab_results import up_rate
-        from rl.gates import GateThresholds, gate_decision
-        from rl.registry import live_version
-
-        decision = gate_decision(candidate_scores, live_scores, GateThresholds.from_config(cfg))
-        gate = {**decision.as_dict(), "live_model": live_label, "candidate": _summaries(candidate_scores), "live": _summaries(live_scores)}
-        live = live_version()
-        if live is not None:  # how the live model does on its own traffic, for whoever reads the decision
-            gate["live_served_up_rate"] = up_rate(live.ollama_name).as_dict()
+        decision, gate = gate_training_run(training_run, cfg)
         verdict = "passed" if decision.passed else "rejected"
+        live_label = gate["live_model"]
         self._stage("gate", f"{verdict} against {live_label}: " + "; ".join(decision.reasons), gate=gate)
-        training_run.evaluation = {**(training_run.evaluation or {}), **{f"gate:{k}": v for k, v in candidate_scores.items()}}
-        training_run.save(update_fields=["evaluation"])
         if not decision.passed and self.force_deploy:
             logger.warning("online run %s: the gate rejected %s, but %s forces it through (--force-deploy)", self.run.pk, name, self.force_deploy)
             gate = {**gate, "forced_by": self.force_deploy}
@@ -395,40 +385,6 @@ class _OnlineRunStages:
         if not cfg.auto_export and not self.force_deploy:
             return self._finish(OnlineRun.Outcome.TRAINED, f"{name} passed its gate; auto_export is off, so it is not exported")
         return self._export_and_deploy(training_run, gate)
-
-    def _score(self, training_run: Any) -> tuple[dict, dict, str]:
-        import json
-
-        from rl.base_model import load_tokenizer
-        from rl.gate_scoring import GateModel, gate_evalsets, score_on_gate_sets
-        from rl.registry import live_version
-
-        cfg = self.config
-        run_config = json.loads((Path(training_run.run_dir) / "config.json").read_text())
-        data: dict[str | None, tuple[Any, dict]] = {}
-
-        def score(model: GateModel, cache: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-            # The gate sets are built once per tokenizer: candidate and live model share them unless their bases differ.
-            if model.base_model not in data:
-                tokenizer = load_tokenizer(model.base_model)
-                data[model.base_model] = tokenizer, gate_evalsets(tokenizer, run_config, cfg.gate_set_names, cfg.gate_eval_limit)
-            tokenizer, evalsets = data[model.base_model]
-            return score_on_gate_sets(model, tokenizer, evalsets, max_new_tokens=cfg.max_new_tokens, cache=cache)
-
-        base_model = run_config["config"].get("base_model") or None
-        candidate = score(GateModel(f"candidate {training_run.name}", base_model, Path(training_run.adapter_dir)))
-        live = live_version()
-        if live is None:
-            return candidate, score(GateModel(f"base ({base_model or 'default'})", base_model)), f"the base model ({base_model or 'default'}; nothing is live)"
-        if live.training_run is None or not (Path(live.training_run.adapter_dir) / "adapter_config.json").is_file():
-            raise RuntimeError(f"cannot re-score the live model {live.ollama_name}: its adapter is gone "
-                               f"({live.training_run.adapter_dir if live.training_run else 'no training run'}); the gate needs it.")
-        cache = dict((live.evaluation or {}).get("gate_scores", {}))
-        scores = score(GateModel(f"live {live.ollama_name}", live.training_run.config.get("base_model") or None,
-                                 Path(live.training_run.adapter_dir)), cache)
-        live.evaluation = {**(live.evaluation or {}), "gate_scores": cache}
-        live.save(update_fields=["evaluation"])
-        return candidate, scores, f"live {live.ollama_name}"
 
     def _export_and_deploy(self, training_run: Any, gate: dict[str, Any]) -> TickResult:
         from rl.export import export_to_ollama
@@ -461,14 +417,6 @@ class _OnlineRunStages:
             return self._finish(OnlineRun.Outcome.DEPLOY_PENDING, f"{version.ollama_name} passed its gate but Ollama is down; "
                                 "the previous model stays live and a later tick deploys it", ExitCode.DEPLOY_PENDING)
         return self._finish(OnlineRun.Outcome.DEPLOYED, f"{version.ollama_name} is live as {cfg.live_alias}")
-
-
-GATE_SUMMARY_KEYS = ("n_scenarios", "n_pairs", "constrained_widget_accuracy", "constrained_fixture_accuracy", "preference_accuracy",
-                     "constrained_valid_pick_rate", "constrained_collapse_warnings")
-
-
-def _summaries(scores: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {name: {k: metrics.get(k) for k in GATE_SUMMARY_KEYS} for name, metrics in scores.items()}
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -307,7 +307,6 @@ class SimulatedOllama:
 
 if __name__ == "__main__":
     import argparse
-    import time
 
     parser = argparse.ArgumentParser(description="Serve the SIMULATED Ollama API on loopback until interrupted.")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free port)")

@@ -1,0 +1,120 @@
+"""Judging one trained run against the live model: score both on the gate sets, decide, record the decision.
+
+Used by the online learner's gate stage and by `manage.py gate_model` (a run trained by hand, e.g. the demo's).
+Scores are reused where the same model was scored on identical data and settings: the live version's on its
+ModelVersion, a run's own and its base's on its TrainingRun (`evaluate_model --decoding constrained` writes them there
+too), so a gate after an evaluation costs nothing more.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from rl.config import OnlineLearningConfig
+from rl.gates import GateDecision, GateThresholds, gate_decision
+
+logger = logging.getLogger(__name__)
+
+RUN_CACHE = "gate_cache"  # TrainingRun.evaluation[RUN_CACHE] = {"candidate": {data key: metrics}, "base": {...}}
+VERSION_CACHE = "gate_scores"  # ModelVersion.evaluation[VERSION_CACHE] = {data key: metrics}
+SUMMARY_KEYS = ("n_scenarios", "n_pairs", "constrained_widget_accuracy", "constrained_fixture_accuracy", "preference_accuracy",
+                "constrained_valid_pick_rate", "constrained_collapse_warnings")
+
+
+def _summaries(scores: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {name: {k: metrics.get(k) for k in SUMMARY_KEYS} for name, metrics in scores.items()}
+
+
+def score_candidate_and_live(training_run: Any, cfg: OnlineLearningConfig) -> tuple[dict, dict, str]:
+    """Metrics per gate set for the run's adapter and for the live model (its base when nothing is live)."""
+    from rl.base_model import load_tokenizer
+    from rl.gate_scoring import GateModel, gate_evalsets, score_on_gate_sets
+    from rl.registry import live_version
+
+    run_config = json.loads((Path(training_run.run_dir) / "config.json").read_text())
+    data: dict[str | None, tuple[Any, dict]] = {}
+
+    def score(model: GateModel, cache: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+        # The gate sets are built once per tokenizer: candidate and live model share them unless their bases differ.
+        if model.base_model not in data:
+            tokenizer = load_tokenizer(model.base_model)
+            data[model.base_model] = tokenizer, gate_evalsets(tokenizer, run_config, cfg.gate_set_names, cfg.gate_eval_limit)
+        tokenizer, evalsets = data[model.base_model]
+        return score_on_gate_sets(model, tokenizer, evalsets, max_new_tokens=cfg.max_new_tokens, cache=cache)
+
+    run_cache = (training_run.evaluation or {}).get(RUN_CACHE, {})
+    base_model = run_config["config"].get("base_model") or None
+    candidate = score(GateModel(f"candidate {training_run.name}", base_model, Path(training_run.adapter_dir)), dict(run_cache.get("candidate", {})))
+    live = live_version()
+    if live is None:
+        base = score(GateModel(f"base ({base_model or 'default'})", base_model), dict(run_cache.get("base", {})))
+        return candidate, base, f"the base model ({base_model or 'default'}; nothing is live)"
+    if live.training_run is None or not (Path(live.training_run.adapter_dir) / "adapter_config.json").is_file():
+        raise RuntimeError(f"cannot re-score the live model {live.ollama_name}: its adapter is gone "
+                           f"({live.training_run.adapter_dir if live.training_run else 'no training run'}); the gate needs it.")
+    cache = dict((live.evaluation or {}).get(VERSION_CACHE, {}))
+    scores = score(GateModel(f"live {live.ollama_name}", live.training_run.config.get("base_model") or None,
+                             Path(live.training_run.adapter_dir)), cache)
+    live.evaluation = {**(live.evaluation or {}), VERSION_CACHE: cache}
+    live.save(update_fields=["evaluation"])
+    return candidate, scores, f"live {live.ollama_name}"
+
+
+def gate_training_run(training_run: Any, cfg: OnlineLearningConfig) -> tuple[GateDecision, dict[str, Any]]:
+    """The gate's decision on a trained run and the record of it (reasons, numbers, the live model's served up-rate);
+    the candidate's scores are kept on its TrainingRun."""
+    from rl.ab_results import up_rate
+    from rl.registry import live_version
+
+    candidate_scores, live_scores, live_label = score_candidate_and_live(training_run, cfg)
+    decision = gate_decision(candidate_scores, live_scores, GateThresholds.from_config(cfg))
+    gate = {**decision.as_dict(), "live_model": live_label, "candidate": _summaries(candidate_scores), "live": _summaries(live_scores)}
+    live = live_version()
+    if live is not None:  # how the live model does on its own traffic, for whoever reads the decision
+        gate["live_served_up_rate"] = up_rate(live.ollama_name).as_dict()
+    training_run.evaluation = {**(training_run.evaluation or {}), **{f"gate:{k}": v for k, v in candidate_scores.items()}}
+    training_run.save(update_fields=["evaluation"])
+    logger.info("Gate for %s against %s: %s: %s", training_run.name, live_label, "passed" if decision.passed else "rejected",
+                "; ".join(decision.reasons))
+    return decision, gate
+
+
+def remember_scores(training_run_name: str, data_key: str, candidate: dict[str, Any] | None, base: dict[str, Any] | None) -> None:
+    """Keep an evaluation's constrained scores of a run's adapter and of its base where the gate looks for them."""
+    from rl.models import TrainingRun
+
+    for run in TrainingRun.objects.filter(name=training_run_name):
+        cache = dict((run.evaluation or {}).get(RUN_CACHE, {}))
+        for role, metrics in (("candidate", candidate), ("base", base)):
+            if metrics is not None:
+                cache[role] = {**cache.get(role, {}), data_key: metrics}
+        run.evaluation = {**(run.evaluation or {}), RUN_CACHE: cache}
+        run.save(update_fields=["evaluation"])
+
+
+def gate_and_deploy(training_run: Any, cfg: OnlineLearningConfig, *, deploy: bool, by: str, quantization: str | None = None) -> tuple[GateDecision, Any]:
+    """Gate a run trained by hand; with `deploy`, make it live if it passed (exporting it first if it has no usable
+    export in `quantization`). Returns the decision and the Deployment (None when not deployed). Raises
+    OllamaUnavailable / RegistrationError / RegistryError from the deploy, with the live model unchanged."""
+    from rl.export import export_to_ollama
+    from rl.models import ModelVersion
+    from rl.registry import RegistryError, activate
+
+    quantization = quantization or cfg.quantization
+    decision, gate = gate_training_run(training_run, cfg)
+    ModelVersion.objects.filter(training_run=training_run).update(gate=gate)
+    if not deploy or not decision.passed:
+        return decision, None
+    version = (ModelVersion.objects.filter(training_run=training_run, quantization=quantization)
+               .exclude(status=ModelVersion.Status.REJECTED).first())
+    if version is None:
+        exported = export_to_ollama(training_run.adapter_dir, model_name=f"{cfg.model_name}:{training_run.name}",
+                                    quantization=quantization, register=False, check_pick=cfg.verify_pick)
+        version = ModelVersion.objects.get(pk=exported.model_version_id)
+        version.gate = gate
+        version.save(update_fields=["gate"])
+    if version.status == ModelVersion.Status.REJECTED:
+        raise RegistryError(f"{version.ollama_name} passed its gate but failed export verification: {version.message}")
+    return decision, activate(version, by=by, reason="gate passed: " + "; ".join(decision.reasons), alias=cfg.live_alias)

@@ -1,0 +1,49 @@
+"""`manage.py gate_model`: the deploy gate for a run trained by hand (the demo's), with a SIMULATED Ollama."""
+import pytest
+from django.core.management import CommandError, call_command
+
+from rl.models import Deployment, ModelVersion
+
+QUICK = ["--set", "gate_sets=held_out", "--set", "gate_eval_limit=2", "--set", "max_new_tokens=24", "--set", "verify_pick=false"]
+PERMISSIVE = ["--set", "gate_min_widget_gain=-1", "--set", "gate_fixture_tolerance=1", "--set", "gate_preference_tolerance=1",
+              "--set", "gate_min_valid_rate=0"]
+
+
+def test_the_gate_reuses_scores_evaluate_model_made_on_the_same_data(tiny_run, monkeypatch, capsys):
+    from rl.evaluation_run import evaluate_model
+
+    evaluate_model(checkpoint="tiny", compare_base=True, limit=2, max_new_tokens=24, decodings=("constrained",))
+
+    def no_model_loads(*args, **kwargs):
+        raise AssertionError("the gate loaded a model although identical scores were stored")
+
+    monkeypatch.setattr("rl.base_model.load_causal_lm", no_model_loads)
+    call_command("gate_model", "--checkpoint", "tiny", *QUICK, *PERMISSIVE)
+    assert "passed its gate" in capsys.readouterr().out
+    # other data (a larger limit) is not in the cache, so it must be scored
+    with pytest.raises(AssertionError, match="loaded a model"):
+        call_command("gate_model", "--checkpoint", "tiny", *QUICK, "--set", "gate_eval_limit=3", *PERMISSIVE)
+
+
+def test_a_rejected_run_exits_1_with_its_reasons_and_nothing_goes_live(tiny_run, simulated_ollama, settings, capsys):
+    settings.OLLAMA_HOST = simulated_ollama.url
+    with pytest.raises(CommandError, match="rejected by the gate") as error:
+        call_command("gate_model", "--checkpoint", "tiny", "--deploy", *QUICK, "--set", "gate_min_widget_gain=1.0")
+    assert error.value.returncode == 1
+    assert "constrained_widget_accuracy" in capsys.readouterr().out
+    assert not ModelVersion.objects.exists() and not Deployment.objects.exists() and simulated_ollama.models == {}
+
+
+def test_a_passing_run_is_exported_registered_and_made_live(tiny_run, simulated_ollama, settings, capsys):
+    settings.OLLAMA_HOST = simulated_ollama.url
+    call_command("gate_model", "--checkpoint", "tiny", "--deploy", "--quantization", "q8_0", *QUICK, *PERMISSIVE)
+    live = ModelVersion.objects.get(status=ModelVersion.Status.ACTIVE)
+    assert live.training_run.name == "tiny" and live.gate["passed"] is True
+    assert simulated_ollama.models["cc-widget-selector:live"]["digest"] == f"sha256:{live.sha256}"
+    assert Deployment.objects.get().by.startswith("gate_model")
+    assert "is live as cc-widget-selector:live" in capsys.readouterr().out
+
+
+def test_an_unknown_run_is_a_clear_error(db, checkpoints):
+    with pytest.raises(CommandError, match="nope"):
+        call_command("gate_model", "--checkpoint", "nope")
