@@ -462,3 +462,29 @@ def build_demo(seed: int = 7, scenario_count: int = DEFAULT_SCENARIO_COUNT, nois
     )
     raters = [RaterRecord(username=SIMULATED_RATER, simulated=True), RaterRecord(username=SIMULATED_SECOND_RATER, simulated=True)]
     return data, FeedbackRatings(raters=raters, ratings=ratings)
+
+
+@dataclass(frozen=True)
+class SimulatedVerdict:
+    value: str  # up or down
+    corrected_widget: str | None = None
+    corrected_fixtures: tuple[str, ...] = ()
+
+
+def fresh_questions(seed: int, count: int, exclude: set[str] = frozenset()) -> list[DemoScenario]:
+    """New operator questions from the demo's generator (another seed), with their right widget and fixtures, leaving
+    out any whose wording is in `exclude` (lower-cased): questions a model was not trained on, for the closed loop."""
+    scenarios = [s for s in _build_scenarios(random.Random(seed), count * 2) if s.record.query.lower() not in exclude]
+    return [DemoScenario(s.record.model_copy(update={"id": f"fresh{seed}-{i + 1:03d}"}), s.good_widgets, s.fixtures, s.title)
+            for i, s in enumerate(scenarios[:count])]
+
+
+def simulated_verdict(scenario: DemoScenario, widget: str, fixtures: tuple[str, ...], rng: random.Random, *, noise: float = 0.05,
+                      correction_rate: float = 0.3) -> SimulatedVerdict:
+    """How the SIMULATED rater judges a pick for `scenario`: up when the widget is a right one and the fixtures are the
+    right ones (the demo's rule), flipped with probability `noise`; a down carries the right pick with `correction_rate`."""
+    is_good = widget in scenario.good_widgets and tuple(sorted(fixtures)) == tuple(sorted(scenario.fixtures))
+    value = "up" if is_good != (rng.random() < noise) else "down"
+    if value == "down" and not is_good and rng.random() < correction_rate:
+        return SimulatedVerdict(value, scenario.good_widgets[0], tuple(scenario.fixtures))
+    return SimulatedVerdict(value)

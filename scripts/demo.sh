@@ -1,30 +1,54 @@
 #!/usr/bin/env bash
 # The main job on the demo data: seed the demo command center (SIMULATED ratings), train a LoRA adapter with DPO
 # (cpu preset), evaluate it against the base model on held-out scenarios and on the hand-written natural-question set
-# (answers constrained to the answer schema, as served), and export a verified q4_k_m GGUF with its Modelfile
-# (registered with Ollama when OLLAMA_HOST answers).
+# (answers constrained to the answer schema, as served), export a verified q4_k_m GGUF with its Modelfile, register
+# it with Ollama, put it through the deploy gate (against the live model, or the base when nothing is live) and, if
+# it passes, make it live and serve a few new questions through Ollama's /api/chat.
+# Ollama: the one at OLLAMA_HOST if it answers; otherwise the SIMULATED Ollama (rl/simulated_ollama.py, which runs
+# the GGUF through llama.cpp) is started for the demo on a free loopback port and stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 OUT=${DEMO_OUTPUT:-demo_output}
 RUN=${DEMO_RUN:-demo-$(date -u +%Y%m%d-%H%M%S)}
+HELD_OUT_LIMIT=48
 mkdir -p "$OUT"
 $PY manage.py migrate --noinput
 $PY manage.py seed_demo --write-files "$OUT"
 $PY manage.py train_dpo --config cpu --run-name "$RUN"
 # The held-out split is capped at 48 pairs/scenarios to keep the job near 20 minutes on 2 cores; the natural set is whole.
-$PY manage.py evaluate_model --checkpoint "$RUN" --compare-base --decoding constrained --limit 48
+$PY manage.py evaluate_model --checkpoint "$RUN" --compare-base --decoding constrained --limit $HELD_OUT_LIMIT
 $PY manage.py evaluate_model --checkpoint "$RUN" --compare-base --decoding constrained --natural
-register=()
-if $PY -c "import os, sys, httpx; httpx.get(os.environ.get('OLLAMA_HOST', 'http://127.0.0.1:11434') + '/api/tags', timeout=2)" 2>/dev/null; then
-  register=(--register)
+
+answers() { $PY -c "import sys, httpx; httpx.get(sys.argv[1] + '/api/tags', timeout=2)" "$1" 2>/dev/null; }
+export OLLAMA_HOST=${OLLAMA_HOST:-http://127.0.0.1:11434}
+if ! answers "$OLLAMA_HOST"; then
+  port=$($PY -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+  $PY -m rl.simulated_ollama --port "$port" --seconds 7200 > "$OUT/simulated-ollama.log" 2>&1 &
+  simulated=$!
+  trap 'kill $simulated 2>/dev/null || true' EXIT
+  export OLLAMA_HOST=http://127.0.0.1:$port
+  for _ in $(seq 1 50); do answers "$OLLAMA_HOST" && break; sleep 0.2; done
+  echo "No Ollama answered; started the SIMULATED Ollama at $OLLAMA_HOST (runs the GGUF through llama.cpp)."
 fi
-$PY manage.py export_model --checkpoint "$RUN" --quantization q4_k_m "${register[@]}"
+$PY manage.py export_model --checkpoint "$RUN" --quantization q4_k_m --register
+# The gate reuses the evaluations above (same data, same constrained decoding), so it costs seconds here.
+deployed=1
+$PY manage.py gate_model --checkpoint "$RUN" --deploy --set gate_eval_limit=$HELD_OUT_LIMIT || deployed=0
+if [ "$deployed" = 1 ]; then
+  echo "Serving new questions through Ollama /api/chat (the picks are stored as entries to rate):"
+  $PY manage.py pick_widget "are any air handlers in fault at the moment?" --site "HQ Tower" --role "facility manager"
+  $PY manage.py pick_widget "how has the UPS load moved over the last day?" --site "Data Center East" --time-range "last 24 hours"
+  $PY manage.py pick_widget "which building on campus burns the most electricity?" --site "Riverside Campus" --time-range "this month"
+else
+  echo "The gate rejected $RUN (reasons above): nothing was made live, so no questions are served."
+fi
 cat <<MSG
 
 Demo done. Run folder: rl_checkpoints/$RUN (config.json, metrics.jsonl, tensorboard/, final/, evaluation.json and
 evaluation-natural.json with their .png and -confusion.png, exports/q4_k_m/ with model-q4_k_m.gguf and Modelfile).
   Rate picks:   make serve, then open http://127.0.0.1:8000/rate/ (user 'demo', password 'demo-rater-password')
-  Browse:       http://127.0.0.1:8000/admin/   (same account; demo only)
+  Dashboard:    http://127.0.0.1:8000/runs/  (staff; the demo account is staff, demo only)
+  Browse:       http://127.0.0.1:8000/admin/
   Use in Ollama: cd rl_checkpoints/$RUN/exports/q4_k_m && ollama create cc-widget-selector:$RUN -f Modelfile
 MSG

@@ -212,3 +212,16 @@ def test_the_admin_shows_each_version_s_served_up_rate(served_versions, admin_cl
     Rating.objects.create(entry=entry, rater=get_user_model().objects.create_user("ab-carol"), value="up")
     page = admin_client.get("/admin/rl/modelversion/").content.decode()
     assert "Up-rate on served picks" in page and "100% of 1 (95% CI 21% to 100%)" in page and "no ratings yet" in page
+
+
+def test_the_pick_widget_command_prints_the_pick_and_reports_errors(served_versions, settings, capsys):
+    from django.core.management import CommandError, call_command
+
+    call_command("pick_widget", "which chiller is using the most power?", "--site", "HQ Tower")
+    printed = json.loads(capsys.readouterr().out)
+    assert Entry.objects.get(external_id=printed["entry_id"]).widget.slug == printed["widget"]
+    settings.OLLAMA_HOST = closed_port_url()
+    before = counts()
+    with pytest.raises(CommandError, match="ollama_unavailable"):
+        call_command("pick_widget", "which chiller is using the most power?")
+    assert counts() == before

@@ -1,0 +1,154 @@
+"""The loop on its own traffic (a benchmark, not a test): does the live model get better from the ratings of its
+own answers, and does the gate keep a bad candidate out?
+
+Round 0 trains the first model (online_learn, gated against the base) and makes it live. Each round then:
+  1. new operator questions from the demo generator with another seed (none of them in the training data),
+  2. the live model answers each through serving (rl/serving.py -> Ollama /api/chat; here the SIMULATED Ollama,
+     which runs the live GGUF through llama.cpp with the answer schema as a grammar),
+  3. the SIMULATED rater rates each answer (the demo's rule: thumbs up when widget and fixtures are right, 5% noise,
+     a correction on 30% of the thumbs down),
+  4. online_learn retrains on everything (forced, the buffer being small), gates against the live model, and deploys
+     a candidate that passed.
+Printed per round: the live version, its up-rate on that round's questions with a 95% Wilson interval, and the gate
+decision. At the end a candidate trained on FLIPPED ratings is gated against the live model on the natural set and
+must be rejected, and every deployment is checked to be of a version that passed its gate.
+
+Everything lives in --workdir (its own SQLite database and run folders); the project's database is not touched.
+
+    .venv/bin/python bench/closed_loop.py --rounds 3 --questions 30 --max-steps 40
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--questions", type=int, default=30, help="new questions served and rated per round")
+    parser.add_argument("--max-steps", type=int, default=40, help="training steps per retrain (the cpu preset's recipe otherwise)")
+    parser.add_argument("--gate-eval-limit", type=int, default=24, help="held-out pairs/scenarios the round gates score")
+    parser.add_argument("--workdir", default=str(ROOT / "bench_output" / "closed_loop"))
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--skip-flipped", action="store_true", help="leave out the flipped-ratings candidate")
+    args = parser.parse_args()
+
+    work = Path(args.workdir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "db.sqlite3").unlink(missing_ok=True)
+    os.environ.update({
+        "DJANGO_SETTINGS_MODULE": "backend.settings", "DATABASE_URL": f"sqlite:///{work / 'db.sqlite3'}",
+        "RL_CHECKPOINT_DIR": str(work / "runs"), "RL_TRAINING_OVERRIDES": json.dumps({"max_steps": args.max_steps}),
+        "ENABLE_ONLINE_LEARNING": "true",
+    })
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from feedback.demo import fresh_questions, simulated_verdict
+    from feedback.models import Scenario
+    from feedback.services import rating_submit
+    from feedback.validation import clean_rating
+    from rl.ab_results import UpRate
+    from rl.models import Deployment, ModelVersion, OnlineRun
+    from rl.online_learner import init_online_learner
+    from rl.registry import live_version
+    from rl.serving import ServingError, pick_widget
+    from rl.simulated_ollama import SimulatedOllama
+
+    call_command("migrate", verbosity=0)
+    call_command("seed_demo", verbosity=0)
+    rater, _ = get_user_model().objects.get_or_create(username="closed-loop-operator")
+    rng = random.Random(args.seed)
+    learner = init_online_learner(min_samples=1, auto_deploy=True, gate_sets="held_out", gate_eval_limit=args.gate_eval_limit,
+                                  heartbeat_seconds=60, stale_after_minutes=180)
+    summary = []
+    with SimulatedOllama() as ollama:
+        settings.OLLAMA_HOST = ollama.url
+        started = time.time()
+        first = learner.tick(force=True)
+        print(f"round 0: {first.action}: {first.message} ({time.time() - started:.0f} s)", flush=True)
+        for round_number in range(1, args.rounds + 1):
+            live = live_version()
+            if live is None:
+                print(f"round {round_number}: no live model, stopping")
+                break
+            known = {q.lower() for q in Scenario.objects.values_list("query", flat=True)}
+            questions = fresh_questions(args.seed * 1000 + round_number, args.questions, known)
+            ups = served = failed = 0
+            started = time.time()
+            for question in questions:
+                record = question.record
+                try:
+                    answer = pick_widget(Scenario(query=record.query, site=record.site, role=record.role, time_range=record.time_range))
+                except ServingError as exc:
+                    failed += 1
+                    print(f"  not served: {exc}")
+                    continue
+                verdict = simulated_verdict(question, answer.pick.widget, answer.pick.fixtures, rng)
+                rating_submit(entry=answer.entry, rater=rater, rating_input=clean_rating(
+                    verdict.value, ["corrected"] if verdict.corrected_widget else [], "", verdict.corrected_widget, list(verdict.corrected_fixtures)))
+                served += 1
+                ups += verdict.value == "up"
+            rate = UpRate(live.ollama_name, ups, served)
+            serve_seconds = time.time() - started
+            started = time.time()
+            result = learner.tick(force=True)
+            run = OnlineRun.objects.filter(pk=result.run_id).first() if result.run_id else None
+            reasons = "; ".join((run.gate or {}).get("reasons", [])) if run else ""
+            line = (f"round {round_number}: live {live.ollama_name}: up-rate on {served} new questions {rate} "
+                    f"({failed} not served, {serve_seconds:.0f} s serving) | retrain: {result.action} ({time.time() - started:.0f} s): {reasons}")
+            print(line, flush=True)
+            summary.append({"round": round_number, "live": live.ollama_name, "ups": ups, "n": served, "low": rate.interval[0],
+                            "high": rate.interval[1], "outcome": result.action, "reasons": reasons})
+
+        if not args.skip_flipped:
+            summary.append({"flipped": flipped_candidate(work, learner.config)})
+    bad = [d for d in Deployment.objects.select_related("version") if not (d.version.gate or {}).get("passed") and not (d.version.gate or {}).get("forced_by")]
+    print(f"deployments: {Deployment.objects.count()}, of versions that lost their gate: {len(bad)}")
+    print(f"live at the end: {live_version()}; versions: {[str(v) for v in ModelVersion.objects.all()]}")
+    (work / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+
+
+def flipped_candidate(work: Path, config) -> dict:
+    """Train on every rating flipped (up <-> down, corrections dropped) and gate it against the live model on the natural
+    set, whose answers no rater can flip."""
+    from feedback.files import write_json
+    from feedback.selectors import feedback_data_export, feedback_ratings_export
+    from rl.config import training_config
+    from rl.gating import gate_training_run
+    from rl.models import TrainingRun
+    from rl.training_run import run_training
+
+    ratings = feedback_ratings_export()
+    flipped = ratings.model_copy(update={"ratings": [
+        r.model_copy(update={"rating": "down" if r.rating == "up" else "up", "corrected_widget": None, "corrected_fixtures": [], "tags": []})
+        for r in ratings.ratings]})
+    write_json(work / "flipped-data.json", feedback_data_export())
+    write_json(work / "flipped-ratings.json", flipped)
+    started = time.time()
+    result = run_training(training_config(config.preset, algo="dpo"), {"source": "file", "data_path": str(work / "flipped-data.json"),
+                          "ratings_path": str(work / "flipped-ratings.json"), "rater": None}, preset=config.preset, run_name="flipped")
+    if result.status != "succeeded":
+        print(f"flipped candidate: training failed: {result.error}")
+        return {"error": result.error}
+    decision, gate = gate_training_run(TrainingRun.objects.get(name="flipped"), config.replace(gate_sets="natural"))
+    print(f"flipped candidate ({time.time() - started:.0f} s): {'PASSED (bad)' if decision.passed else 'rejected'} against "
+          f"{gate['live_model']}: " + "; ".join(decision.reasons), flush=True)
+    return {"passed": decision.passed, "reasons": decision.reasons}
+
+
+if __name__ == "__main__":
+    main()
