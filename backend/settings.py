@@ -15,10 +15,29 @@ def env_bool(name: str, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def env_list(name: str, default: str = "") -> list[str]:
+    return [part.strip() for part in os.environ.get(name, default).split(",") if part.strip()]
+
+
 DEBUG = env_bool("DEBUG", False)
-# The fallback key is for development and tests only; `manage.py check --deploy` flags it.
-SECRET_KEY = os.environ.get("SECRET_KEY", "django-insecure-development-only-set-SECRET_KEY")
-ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
+# The fallback key is for development, tests and management commands only: the web server refuses to start on it
+# when DEBUG is off (backend/production.py), and `manage.py check --deploy` flags it.
+DEVELOPMENT_SECRET_KEY = "django-insecure-development-only-set-SECRET_KEY"
+SECRET_KEY = os.environ.get("SECRET_KEY") or DEVELOPMENT_SECRET_KEY
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+# HTTPS, for production behind TLS (README: settings). Off by default so development over plain HTTP works.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+if os.environ.get("SECURE_PROXY_SSL_HEADER"):
+    # e.g. "HTTP_X_FORWARDED_PROTO,https": the proxy in front terminates TLS and says so in this header.
+    _header, _, _value = os.environ["SECURE_PROXY_SSL_HEADER"].partition(",")
+    SECURE_PROXY_SSL_HEADER = (_header.strip(), _value.strip() or "https")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -103,7 +122,13 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Writes are throttled per account (feedback/throttling.py); reads and the rating UI's pages are not.
+    "DEFAULT_THROTTLE_RATES": {
+        "ratings": os.environ.get("THROTTLE_RATINGS", "120/min"),
+        "entries": os.environ.get("THROTTLE_ENTRIES", "600/min"),
+        "picks": os.environ.get("THROTTLE_PICKS", "600/min"),
+    },
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
@@ -113,6 +138,8 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Command Center RL API",
     "DESCRIPTION": "Scenarios, widget and fixture catalogs, entries (widget picks) and operators' ratings of them.",
     "VERSION": "1.0.0",
+    # The schema and its docs page describe who may do what, so they need a signed-in user like the API itself.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 
 OLLAMA_HOST = os.environ.get("OLLAMA_HOST", "http://127.0.0.1:11434")
@@ -125,6 +152,9 @@ RL_TRAINING_OVERRIDES = json.loads(os.environ.get("RL_TRAINING_OVERRIDES") or "{
 RL_ONLINE_LEARNING = json.loads(os.environ.get("RL_ONLINE_LEARNING") or "{}")
 # JSON object: serving fields (rl/config.py ServingConfig): A/B candidate and share, timeout, temperature.
 RL_SERVING = json.loads(os.environ.get("RL_SERVING") or "{}")
+# Whether a new account's ratings train models from the start (its RaterProfile.trusted). Staff can untrust a rater
+# in the admin, where each rater's agreement with the majority is shown.
+RL_NEW_RATERS_TRUSTED = env_bool("RL_NEW_RATERS_TRUSTED", True)
 RL_FEEDBACK_USER = os.environ.get("RL_FEEDBACK_USER", "command-center")
 
 LOGGING = {

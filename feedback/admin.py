@@ -5,7 +5,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
 from feedback.models import Entry, Fixture, Rating, RaterProfile, Scenario, Widget
-from feedback.selectors import feedback_ratings_export
+from feedback.selectors import feedback_ratings_export, rater_agreement
 
 
 class TagListFilter(admin.SimpleListFilter):
@@ -89,7 +89,27 @@ class FixtureAdmin(admin.ModelAdmin):
     search_fields = ("slug", "name", "description")
 
 
+@admin.action(description="Trust: their ratings train models")
+def trust_raters(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[RaterProfile]) -> None:
+    queryset.update(trusted=True)
+
+
+@admin.action(description="Untrust: keep their ratings but leave them out of training")
+def untrust_raters(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[RaterProfile]) -> None:
+    queryset.update(trusted=False)
+
+
 @admin.register(RaterProfile)
 class RaterProfileAdmin(admin.ModelAdmin):
-    list_display = ("user", "trusted", "simulated")
+    """Raters with their agreement with the majority of the other raters of the same entries: a careless or hostile
+    rater stands out with a low agreement; untrust them and their ratings stay stored but stop training."""
+
+    list_display = ("user", "trusted", "simulated", "agreement_with_majority")
     list_filter = ("trusted", "simulated")
+    search_fields = ("user__username",)
+    actions = [trust_raters, untrust_raters]
+
+    @admin.display(description="agreement with majority")
+    def agreement_with_majority(self, profile: RaterProfile) -> str:
+        agreement = rater_agreement([profile.user_id]).get(profile.user_id)
+        return f"{agreement} ({agreement.ratings} ratings)" if agreement else "no ratings"

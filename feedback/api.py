@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 
 from feedback.models import Entry, Fixture, Rating, Scenario, Widget
 from feedback.services import entry_create, rating_submit
+from feedback.throttling import WriteRateThrottle
 from feedback.validation import FeedbackValidationError, clean_rating
 
 
@@ -117,8 +118,12 @@ class ScenarioViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 class EntryViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
-    """Picks. The production app creates one for each answer it shows; anyone signed in can read them."""
+    """Picks. The production app creates one for each answer it shows (this needs the feedback.add_entry permission:
+    give it to the production app's account or group, not to raters); anyone signed in can read them."""
 
+    permission_classes = [permissions.DjangoModelPermissions]
+    throttle_classes = [WriteRateThrottle]
+    throttle_scope = "entries"
     queryset = Entry.objects.select_related("scenario", "widget").prefetch_related("fixtures")
     serializer_class = EntrySerializer
     lookup_field = "external_id"
@@ -138,6 +143,9 @@ class RatingViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.R
 
     serializer_class = RatingSerializer
     permission_classes = [permissions.IsAuthenticated]
+    throttle_classes = [WriteRateThrottle]
+    throttle_scope = "ratings"
+    queryset = Rating.objects.none()  # for the schema's path parameter type; get_queryset gives each rater their own
 
     def get_queryset(self):
         return (
@@ -166,6 +174,8 @@ class FeedbackView(APIView):
     """Thumbs up or down on an entry, as sent by the production app."""
 
     permission_classes = [permissions.IsAuthenticated]
+    throttle_classes = [WriteRateThrottle]
+    throttle_scope = "ratings"
 
     @extend_schema(request=FeedbackSerializer, responses={200: RatingSerializer, 201: RatingSerializer})
     def post(self, request: Request) -> Response:

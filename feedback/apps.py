@@ -5,3 +5,6 @@ class FeedbackConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "feedback"
     verbose_name = "Operator feedback"
+
+    def ready(self) -> None:
+        from feedback import signals  # noqa: F401  (connects the receivers)

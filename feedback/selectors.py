@@ -1,6 +1,10 @@
 """Reads of the feedback domain: what a rater sees next, progress, and the database as import files."""
 from __future__ import annotations
 
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 
@@ -38,6 +42,45 @@ def scenario_variants(scenario: Scenario, rater: AbstractBaseUser) -> list[tuple
     entries = list(scenario.entries.select_related("widget").prefetch_related("fixtures"))
     mine = {r.entry_id: r for r in Rating.objects.filter(rater=rater, entry__scenario=scenario)}
     return [(entry, mine.get(entry.pk)) for entry in entries]
+
+
+@dataclass(frozen=True)
+class RaterAgreement:
+    """How often a rater's verdicts match the majority of the other raters of the same entries."""
+
+    ratings: int
+    compared: int  # ratings of entries where the other raters had a majority (no tie)
+    agreed: int
+
+    @property
+    def rate(self) -> float | None:
+        return self.agreed / self.compared if self.compared else None
+
+    def __str__(self) -> str:
+        return f"{self.rate:.0%} of {self.compared}" if self.compared else "no shared entries"
+
+
+def rater_agreement(rater_ids: Iterable[int] | None = None) -> dict[int, RaterAgreement]:
+    """Per rater: agreement with the majority verdict of the OTHER raters of each entry they rated."""
+    wanted = None if rater_ids is None else set(rater_ids)
+    ratings = Rating.objects.all()
+    if wanted is not None:
+        ratings = Rating.objects.filter(entry__ratings__rater_id__in=wanted).distinct()
+    votes: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    for entry_id, rater_id, value in ratings.values_list("entry_id", "rater_id", "value").iterator():
+        votes[entry_id].append((rater_id, value))
+    tally: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for entry_votes in votes.values():
+        for rater_id, value in entry_votes:
+            if wanted is not None and rater_id not in wanted:
+                continue
+            counts = tally[rater_id]
+            counts[0] += 1
+            others = Counter(v for r, v in entry_votes if r != rater_id)
+            if others and others["up"] != others["down"]:
+                counts[1] += 1
+                counts[2] += value == others.most_common(1)[0][0]
+    return {rater_id: RaterAgreement(*counts) for rater_id, counts in tally.items()}
 
 
 def feedback_data_export(entries: QuerySet[Entry] | None = None) -> FeedbackData:

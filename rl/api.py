@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from feedback.models import Scenario
+from feedback.throttling import WriteRateThrottle
 from rl.serving import ServingError, pick_widget
 
 
@@ -57,6 +58,8 @@ class PickView(APIView):
     timed out, 502 Ollama refused or answered something that is not a pick."""
 
     permission_classes = [CanServePicks]
+    throttle_classes = [WriteRateThrottle]
+    throttle_scope = "picks"
 
     @extend_schema(request=PickRequestSerializer, responses={
         201: PickResponseSerializer, 400: OpenApiResponse(description="Invalid request; the body names the fields."),

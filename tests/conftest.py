@@ -45,6 +45,18 @@ def api(rater) -> APIClient:
     return client
 
 
+@pytest.fixture
+def production_app(db) -> APIClient:
+    """The production app's account: may create entries and serve picks (the feedback.add_entry permission)."""
+    from django.contrib.auth.models import Permission
+
+    user = get_user_model().objects.create_user("command-center-app", password="app-password-123")
+    user.user_permissions.add(Permission.objects.get(codename="add_entry", content_type__app_label="feedback"))
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random Llama (2 layers, hidden 64) with SmolLM2's tokenizer, saved as a Hugging Face folder."""
@@ -119,3 +131,11 @@ def served_versions(demo_db, simulated_ollama, settings):
         versions[tag] = ModelVersion.objects.create(name="cc-widget-selector", tag=tag, status=status, quantization="q4_1",
                                                     export_dir="", gguf_path=gguf, ollama_host=simulated_ollama.url)
     return versions["live-one"], versions["candidate-one"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttle_counts():
+    """Throttle counts live in the cache; a test starts with none (user ids repeat across tests)."""
+    from django.core.cache import cache
+
+    cache.clear()

@@ -10,8 +10,10 @@ def entry(demo_db):
     return Entry.objects.order_by("external_id").first()
 
 
-def test_it_reads_catalogs_and_scenarios_without_login(demo_db):
-    client = APIClient()
+def test_reading_needs_a_signed_in_user(demo_db, api):
+    for path in ("/api/widgets/", "/api/scenarios/", "/api/entries/", "/api/schema/"):
+        assert APIClient().get(path).status_code == 401, path
+    client = api
     widgets = client.get("/api/widgets/").json()
     assert widgets["count"] == 12
     assert client.get("/api/fixtures/").json()["count"] == len(demo_db[0].fixtures)
@@ -92,8 +94,8 @@ def test_it_updates_your_rating_with_a_correction(api, entry, rater):
     assert Rating.objects.get(pk=rating_id).corrected_widget.slug == "line_chart"
 
 
-def test_the_production_app_creates_entries(api, demo_db):
-    response = api.post(
+def test_the_production_app_creates_entries(production_app, demo_db):
+    response = production_app.post(
         "/api/entries/",
         {"id": "prod-1", "scenario": "s001", "widget": "kpi_card", "fixtures": ["hq_main_meter_kw"], "raw_output": "{}",
          "source": "production", "model_version": "cc-widget-selector:base"},
@@ -103,15 +105,15 @@ def test_the_production_app_creates_entries(api, demo_db):
     assert Entry.objects.get(external_id="prod-1").fixture_slugs() == ["hq_main_meter_kw"]
 
 
-def test_an_entry_with_an_unknown_fixture_is_refused(api, demo_db):
-    response = api.post("/api/entries/", {"id": "prod-2", "scenario": "s001", "widget": "kpi_card", "fixtures": ["nope"]}, format="json")
+def test_an_entry_with_an_unknown_fixture_is_refused(production_app, demo_db):
+    response = production_app.post("/api/entries/", {"id": "prod-2", "scenario": "s001", "widget": "kpi_card", "fixtures": ["nope"]}, format="json")
     assert response.status_code == 400
     assert "fixtures" in response.json()
     assert not Entry.objects.filter(external_id="prod-2").exists()
 
 
-def test_it_serves_an_openapi_schema(db):
-    response = APIClient().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+def test_it_serves_an_openapi_schema(api):
+    response = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert response.status_code == 200
     schema = response.json()
     assert "/api/feedback/" in schema["paths"]

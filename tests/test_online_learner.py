@@ -77,7 +77,7 @@ def test_the_buffer_counts_usable_ratings_after_the_watermark_and_survives_resta
     OnlineLearner().add_feedback({"entry_id": entry.external_id, "rating": "up"})
     OnlineLearner().add_feedback({"entry_id": entry.external_id, "rating": "up", "tags": ["low_confidence"]}, rater="bob")
     untrusted = get_user_model().objects.create(username="mallory")
-    RaterProfile.objects.create(user=untrusted, trusted=False)
+    RaterProfile.objects.update_or_create(user=untrusted, defaults={"trusted": False})
     OnlineLearner().add_feedback({"entry_id": entry.external_id, "rating": "down"}, rater=untrusted)
     status = init_online_learner(min_samples=1).get_status()
     assert status["buffer_size"] == 1 and status["min_samples"] == 1

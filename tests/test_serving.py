@@ -4,7 +4,6 @@ import json
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
 from rest_framework.test import APIClient
 
 from feedback.models import Entry, Scenario
@@ -102,15 +101,6 @@ def test_no_live_model_is_a_clear_error(served_versions):
         pick_widget(new_question())
 
 
-@pytest.fixture
-def production_app(db) -> APIClient:
-    user = get_user_model().objects.create_user("command-center-app", password="app-password-123")
-    user.user_permissions.add(Permission.objects.get(codename="add_entry"))
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
-
-
 def test_the_picks_endpoint_returns_the_pick_and_the_entry_feedback_refers_to(served_versions, production_app):
     response = production_app.post("/api/picks/", {"query": "is AHU-2 running?", "site": "", "scenario_id": "cc-q-1", "request_id": "r1"},
                                    format="json")
@@ -190,7 +180,7 @@ def test_up_rates_count_usable_ratings_of_served_entries_per_version(served_vers
     served = {arm: [pick_widget(new_question(), request_key=k).entry for k in keys if route(k, 0.5) == arm][:2] for arm in (LIVE, CANDIDATE)}
     users = get_user_model().objects
     alice, bob, mallory = (users.create_user(name) for name in ("ab-alice", "ab-bob", "ab-mallory"))
-    RaterProfile.objects.create(user=mallory, trusted=False)
+    RaterProfile.objects.update_or_create(user=mallory, defaults={"trusted": False})
     for entry in served[LIVE]:
         Rating.objects.create(entry=entry, rater=alice, value="up")
         Rating.objects.create(entry=entry, rater=bob, value="up")
