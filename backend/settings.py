@@ -130,7 +130,7 @@ REST_FRAMEWORK = {
         "picks": os.environ.get("THROTTLE_PICKS", "600/min"),
     },
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "feedback.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 100,
 }
 
@@ -140,6 +140,7 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     # The schema and its docs page describe who may do what, so they need a signed-in user like the API itself.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "backend.schema_hooks.add_error_responses"],
 }
 
 OLLAMA_HOST = os.environ.get("OLLAMA_HOST", "http://127.0.0.1:11434")
