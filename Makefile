@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test serve
+.PHONY: setup demo test test-sqlite test-postgres serve serve-prod
 
 setup:
 	bash scripts/setup.sh
@@ -10,9 +10,22 @@ setup:
 demo: setup
 	bash scripts/demo.sh
 
-test: setup
+# Every test on SQLite, then the tests that touch the database again on PostgreSQL (Debian's, on loopback).
+test: setup test-sqlite test-postgres
+
+test-sqlite:
 	$(PY) -m pytest
+
+test-postgres:
+	DATABASE_URL=$$(bash scripts/postgres.sh) $(PY) -m pytest --database-tests-only
 
 serve: setup
 	$(PY) manage.py migrate --noinput
 	DEBUG=true $(PY) manage.py runserver 127.0.0.1:8000
+
+# Production: gunicorn (deploy/gunicorn.conf.py: WEB_BIND, WEB_WORKERS, WEB_THREADS, WEB_TIMEOUT, ...) with whitenoise
+# serving the collected static files. Needs SECRET_KEY (and the rest of deploy/production.env.example behind TLS).
+serve-prod: setup
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput -v0
+	.venv/bin/gunicorn -c deploy/gunicorn.conf.py backend.wsgi:application

@@ -164,8 +164,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
-        "feedback": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO"), "propagate": False},
-        "rl": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO"), "propagate": False},
+        "feedback": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO").upper(), "propagate": False},
+        "rl": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO").upper(), "propagate": False},
     },
 }
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
@@ -7,6 +9,23 @@ from rest_framework.test import APIClient
 from feedback.demo import build_demo
 from feedback.files import FeedbackData, FeedbackRatings
 from feedback.services import feedback_import
+
+
+DATABASE_FIXTURES = {"db", "transactional_db", "django_db_setup", "live_server"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--database-tests-only", action="store_true",
+                     help="Run only the tests that touch the database (make test's PostgreSQL pass).")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--database-tests-only"):
+        return
+    keep = [item for item in items if item.get_closest_marker("django_db") or item.get_closest_marker("database_processes")
+            or DATABASE_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+    items[:] = keep
 
 
 @pytest.fixture
@@ -139,3 +158,14 @@ def _fresh_throttle_counts():
     from django.core.cache import cache
 
     cache.clear()
+
+
+@pytest.fixture
+def process_database_url(tmp_path):
+    """A database for tests that start their own processes: a fresh SQLite file, or, when DATABASE_URL names
+    PostgreSQL (make test's second pass), a fresh PostgreSQL database dropped afterwards."""
+    from tests.databases import throwaway_database
+
+    configured = os.environ.get("DATABASE_URL", "")
+    with throwaway_database(configured if configured.startswith(("postgres://", "postgresql://")) else None, tmp_path) as url:
+        yield url

@@ -1,21 +1,24 @@
-"""Two `online_learn` processes started together against one SQLite file: exactly one trains."""
+"""Two `online_learn` processes started together against one database (a SQLite file; in make test's PostgreSQL pass,
+a fresh PostgreSQL database): exactly one trains."""
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from tests.databases import query_database
 from tests.rl_cases import FAST
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_two_online_learn_processes_started_together_run_exactly_one_training(tmp_path, tiny_model_dir):
-    database = tmp_path / "ccrl.sqlite3"
+@pytest.mark.database_processes
+def test_two_online_learn_processes_started_together_run_exactly_one_training(tmp_path, tiny_model_dir, process_database_url):
     env = {
-        **os.environ, "DATABASE_URL": f"sqlite:///{database}", "RL_CHECKPOINT_DIR": str(tmp_path / "runs"),
+        **os.environ, "DATABASE_URL": process_database_url, "RL_CHECKPOINT_DIR": str(tmp_path / "runs"),
         "ENABLE_ONLINE_LEARNING": "true", "OMP_NUM_THREADS": "1",
         "RL_TRAINING_OVERRIDES": json.dumps({"base_model": str(tiny_model_dir), **FAST, "max_steps": 2, "eval_fraction": 0.5}),
         "RL_ONLINE_LEARNING": json.dumps({"min_samples_to_retrain": 1, "gate_sets": "held_out", "gate_eval_limit": 2,
@@ -30,11 +33,10 @@ def test_two_online_learn_processes_started_together_run_exactly_one_training(tm
                for _ in range(2)]
     outputs = [worker.communicate(timeout=600)[0] for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0], outputs
-    with sqlite3.connect(database) as db:
-        training_runs = db.execute("SELECT count(*) FROM rl_trainingrun").fetchone()[0]
-        online_runs = db.execute("SELECT status, trained_at IS NOT NULL FROM rl_onlinerun").fetchall()
+    training_runs = query_database(process_database_url, "SELECT count(*) FROM rl_trainingrun")[0][0]
+    online_runs = [tuple(row) for row in query_database(process_database_url, "SELECT status, trained_at IS NOT NULL FROM rl_onlinerun")]
     assert training_runs == 1, outputs
-    assert online_runs == [("succeeded", 1)], outputs
+    assert [(status, bool(trained)) for status, trained in online_runs] == [("succeeded", True)], outputs
     trained = [out for out in outputs if ": claimed (" in out]
     skipped = [out for out in outputs if "Another online run is in progress" in out or "No retrain due" in out]
     assert len(trained) == 1 and len(skipped) == 1, outputs

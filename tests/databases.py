@@ -1,0 +1,49 @@
+"""Throwaway databases for tests and benchmarks that start their own processes: a SQLite file, or a fresh database
+on the PostgreSQL that DATABASE_URL names (scripts/postgres.sh makes one on loopback)."""
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def _connect_postgres(parts: dict, dbname: str | None = None):
+    import psycopg
+
+    return psycopg.connect(host=parts["HOST"], port=parts["PORT"] or 5432, user=parts["USER"], password=parts["PASSWORD"],
+                           dbname=dbname or parts["NAME"], autocommit=True)
+
+
+@contextlib.contextmanager
+def throwaway_database(postgres_url: str | None, folder: Path, prefix: str = "ccrl") -> Iterator[str]:
+    """The URL of a new empty database: on PostgreSQL when `postgres_url` is given (dropped afterwards), else a SQLite
+    file in `folder`."""
+    import dj_database_url
+
+    if not postgres_url:
+        yield f"sqlite:///{folder / f'{prefix}.sqlite3'}"
+        return
+    parts = dj_database_url.parse(postgres_url)
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with _connect_postgres(parts) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with _connect_postgres(parts) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def query_database(url: str, sql: str) -> list[tuple]:
+    """Rows of `sql` on a SQLite or PostgreSQL database given by its URL (outside Django's connections)."""
+    import dj_database_url
+
+    parts = dj_database_url.parse(url)
+    if parts["ENGINE"].endswith("sqlite3"):
+        import sqlite3
+
+        with sqlite3.connect(parts["NAME"]) as connection:
+            return connection.execute(sql).fetchall()
+    with _connect_postgres(parts) as connection:
+        return connection.execute(sql).fetchall()
