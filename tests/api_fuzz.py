@@ -23,6 +23,21 @@ class FuzzReport:
 
 def fuzz_api(app: Any, headers: dict[str, str], max_examples: int, report: FuzzReport | None = None, schema_headers: dict[str, str] | None = None) -> FuzzReport:
     """Send up to `max_examples` generated requests to every operation with `headers` (an auth header or none)."""
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
+    # As Django's test client does: a request must not close the connection that holds the test's transaction
+    # (on PostgreSQL that would end the test database session; SQLite's in-memory database ignores it).
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        return _fuzz(app, headers, max_examples, report or FuzzReport(), schema_headers)
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
+
+
+def _fuzz(app: Any, headers: dict[str, str], max_examples: int, report: FuzzReport, schema_headers: dict[str, str] | None) -> FuzzReport:
     import schemathesis
     from hypothesis import HealthCheck, Phase, given, settings
     from schemathesis.core.failures import FailureGroup
@@ -32,7 +47,6 @@ def fuzz_api(app: Any, headers: dict[str, str], max_examples: int, report: FuzzR
     )
 
     checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-    report = report or FuzzReport()
     schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", app, headers=schema_headers or headers)
     for result in schema.get_all_operations():
         operation = result.ok()
