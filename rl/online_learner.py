@@ -296,7 +296,8 @@ class OnlineLearner:
                 status=OnlineRun.Status.FAILED, error=f"stage {run.stage}: {type(exc).__name__}: {exc}", finished_at=timezone.now())
             return TickResult("failed", f"online run {run.pk}: stage {run.stage} failed: {type(exc).__name__}: {exc}", ExitCode.FAILED, run.pk)
         finally:
-            close_old_connections()
+            if not connection.in_atomic_block:  # a run takes long; drop a connection the server may have timed out
+                close_old_connections()
         return result
 
     def deploy_pending(self) -> TickResult | None:
