@@ -58,7 +58,7 @@ def main() -> None:
         rows.append((f"quantize {quantization}", time.perf_counter() - began,
                      f"{report.size_bytes / 1e6:.1f} MB; {report.note or 'no fallbacks'}"))
 
-    prompts, _ = _verification_prompts(run_config, count=5)
+    prompts = _verification_prompts(run_config, count=5).prompts
     sequences = [tokenize_prompt(tokenizer, p) for p in prompts]
     for name in ["model-f16.gguf"] + [f"model-{q}.gguf" for q in args.quantizations.split(",")]:
         agreement, positions = argmax_agreement(model, work / name, sequences)

@@ -12,7 +12,7 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.utils import timezone
@@ -66,15 +66,23 @@ def merge_adapter(adapter_dir: Path, base_model: str | None, out_dir: Path) -> t
     return model, tokenizer
 
 
-def _verification_prompts(run_config: dict[str, Any] | None, count: int = 3) -> tuple[list[list[dict]], Any]:
+class VerificationPrompts(NamedTuple):
+    prompts: list[list[dict]]
+    catalog: Any
+    schemas: list[dict[str, Any]]  # each prompt's answer schema, as serving sends it to Ollama
+
+
+def _verification_prompts(run_config: dict[str, Any] | None, count: int = 3) -> VerificationPrompts:
     from rl.dataset_builder import load_snapshot
+    from rl.prompts import answer_schema
 
     data = (run_config or {}).get("data") or {"source": "db"}
     snapshot = load_snapshot(data.get("source", "db"), data.get("data_path"), data.get("ratings_path"))
     if not snapshot.scenarios:
         raise ExportError("No scenarios to verify the export with: seed or import feedback first.")
     scenarios = [snapshot.scenarios[k] for k in sorted(snapshot.scenarios)[:count]]
-    return [build_messages(s, snapshot.catalog) for s in scenarios], snapshot.catalog
+    return VerificationPrompts([build_messages(s, snapshot.catalog) for s in scenarios], snapshot.catalog,
+                               [answer_schema(s, snapshot.catalog) for s in scenarios])
 
 
 def export_to_ollama(
@@ -104,7 +112,7 @@ def export_to_ollama(
     from rl.base_model import load_tokenizer
 
     fmt: ChatFormat = chat_format(load_tokenizer(base_model), template_file)
-    prompts, catalog = _verification_prompts(run_config)
+    prompts, catalog, schemas = _verification_prompts(run_config)
 
     if export_dir.exists():
         shutil.rmtree(export_dir)
@@ -139,7 +147,7 @@ def export_to_ollama(
     )
     try:
         report = verify_export(merged_model=model, tokenizer=tokenizer, f16_gguf=f16_path, quantized_gguf=gguf_path,
-                               fmt=fmt, prompts=prompts, catalog=catalog, check_pick=check_pick)
+                               fmt=fmt, prompts=prompts, catalog=catalog, schemas=schemas, check_pick=check_pick)
         version.verification = report.as_dict()
     except VerificationFailed as failure:
         version.verification, version.status, version.message = failure.report, ModelVersion.Status.REJECTED, str(failure)

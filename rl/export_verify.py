@@ -3,7 +3,8 @@
 1. llama.cpp agrees with PyTorch: the f16 GGUF and the merged model predict the same next token at (almost) every
    position of a few task prompts.
 2. The Modelfile TEMPLATE renders a task prompt exactly as the tokenizer's chat template does.
-3. The quantized GGUF answers a task prompt with a pick rl/prompts.py can parse.
+3. The quantized GGUF answers a task prompt, decoded under the prompt's answer schema as serving asks Ollama to
+   (llama.cpp's JSON-schema grammar), with a complete pick rl/prompts.py parses.
 """
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def argmax_agreement(model: Any, gguf_path: str | Path, sequences: list[list[int
 
 def verify_export(
     *, merged_model: Any, tokenizer: Any, f16_gguf: Path, quantized_gguf: Path, fmt: ChatFormat,
-    prompts: list[list[dict]], catalog: Catalog, check_pick: bool = True,
+    prompts: list[list[dict]], catalog: Catalog, schemas: list[dict[str, Any]] | None = None, check_pick: bool = True,
 ) -> VerificationReport:
     """Run the three checks; raises VerificationFailed (with the report) naming every check that failed."""
     from rl.evaluation import LlamaCppBackend, tokenize_prompt
@@ -84,7 +85,7 @@ def verify_export(
     if check_pick:
         backend = LlamaCppBackend("verify", str(quantized_gguf), tokenizer)
         try:
-            report.pick_answer = backend.generate([tuple(sequences[0])], max_new_tokens=64)[0]
+            report.pick_answer = backend.generate([tuple(sequences[0])], max_new_tokens=96, schemas=schemas[:1] if schemas else None)[0]
         finally:
             backend.llm.close()
         try:

@@ -44,10 +44,15 @@ def test_ollama_down_keeps_the_export_and_register_only_retries(tiny_run, simula
     assert "cc-widget-selector:tiny" in simulated_ollama.models
 
 
-def test_a_failed_verification_rejects_the_export_and_registers_nothing(tiny_run, simulated_ollama):
-    # A tiny random model cannot answer with a pick, so the pick check fails.
-    with pytest.raises(CommandError, match="not a usable pick"):
-        call_command("export_model", "--checkpoint", tiny_run, "--quantization", "q8_0", "--register", "--ollama-host", simulated_ollama.url)
+def test_a_failed_verification_rejects_the_export_and_registers_nothing(tiny_run, simulated_ollama, tmp_path):
+    # A TEMPLATE that drops the newline after each role renders prompts unlike the chat template: the parity check fails.
+    from rl.modelfile import CHATML
+
+    wrong = tmp_path / "wrong.tmpl"
+    wrong.write_text(CHATML.template.replace("{{ .Role }}\n", "{{ .Role }}"))
+    with pytest.raises(CommandError, match="does not render prompts as the tokenizer's chat template does"):
+        call_command("export_model", "--checkpoint", tiny_run, "--quantization", "q8_0", "--register", "--ollama-host", simulated_ollama.url,
+                     "--template-file", str(wrong))
     assert ModelVersion.objects.get(tag="tiny").status == "rejected"
     assert simulated_ollama.models == {} and simulated_ollama.blobs == {}
     with pytest.raises(ExportError, match="failed verification"):
@@ -143,8 +148,11 @@ def test_the_modelfile_sends_template_stops_system_and_a_low_temperature():
     assert 'PARAMETER stop "<|im_end|>"' in text and "PARAMETER temperature 0.1" in text
 
 
-def test_train_dpo_export_registers_nothing_when_verification_fails(demo_db, tiny_model_dir, checkpoints, simulated_ollama, settings):
+def test_train_dpo_export_registers_nothing_when_verification_fails(demo_db, tiny_model_dir, checkpoints, simulated_ollama, settings,
+                                                                    monkeypatch):
     settings.OLLAMA_HOST = simulated_ollama.url
+    # Ask for more agreement than is possible, so the real llama.cpp-vs-PyTorch check reports a failed conversion.
+    monkeypatch.setattr("rl.export_verify.MIN_ARGMAX_AGREEMENT", 1.01)
     with pytest.raises(CommandError, match="export failed verification"):
         call_command("train_dpo", "--config", "cpu", "--base-model", str(tiny_model_dir), "--max-steps", "1", "--min-samples", "10",
                      "--max-train-pairs", "8", "--max-eval-pairs", "4", "--pick-eval-scenarios", "0", "--run-name", "tiny-export", "--export",
@@ -165,3 +173,13 @@ def test_the_simulated_ollama_copies_shows_and_deletes_like_ollama(tiny_run, sim
     assert [m.model for m in client.list().models] == ["cc-widget-selector:active"]
     with pytest.raises(ollama.ResponseError):
         client.show("cc-widget-selector:tiny")
+
+
+def test_the_pick_check_decodes_under_the_answer_schema_as_served(tiny_run, checkpoints):
+    # Free decoding, a tiny random model answers garbage; under the schema (as Ollama is asked) it must give a pick.
+    from rl.prompts import parse_pick
+    from rl.serving import current_catalog
+
+    result = export_to_ollama(tiny_run, quantization="q8_0", register=False, check_pick=True)
+    assert result.verification["pick_parsed"] is True, result.verification
+    assert parse_pick(result.verification["pick_answer"], current_catalog()).widget
