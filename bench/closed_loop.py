@@ -40,11 +40,16 @@ def main() -> None:
     parser.add_argument("--workdir", default=str(ROOT / "bench_output" / "closed_loop"))
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--skip-flipped", action="store_true", help="leave out the flipped-ratings candidate")
+    parser.add_argument("--continue", dest="resume", action="store_true",
+                        help="keep --workdir's database and runs (round 0 is skipped when a model is live)")
+    parser.add_argument("--deploy-run", default="", help="with --continue and nothing live: round 0 gates this trained run and "
+                        "deploys it if it passes (as gate_model --deploy) instead of training a new one")
     args = parser.parse_args()
 
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    (work / "db.sqlite3").unlink(missing_ok=True)
+    if not args.resume:
+        (work / "db.sqlite3").unlink(missing_ok=True)
     os.environ.update({
         "DJANGO_SETTINGS_MODULE": "backend.settings", "DATABASE_URL": f"sqlite:///{work / 'db.sqlite3'}",
         "RL_CHECKPOINT_DIR": str(work / "runs"), "RL_TRAINING_OVERRIDES": json.dumps({"max_steps": args.max_steps}),
@@ -62,14 +67,16 @@ def main() -> None:
     from feedback.services import rating_submit
     from feedback.validation import clean_rating
     from rl.ab_results import UpRate
-    from rl.models import Deployment, ModelVersion, OnlineRun
+    from rl.gating import gate_and_deploy
+    from rl.models import Deployment, ModelVersion, OnlineRun, TrainingRun
     from rl.online_learner import init_online_learner
     from rl.registry import live_version
     from rl.serving import ServingError, pick_widget
     from rl.simulated_ollama import SimulatedOllama
 
     call_command("migrate", verbosity=0)
-    call_command("seed_demo", verbosity=0)
+    if not Scenario.objects.exists():
+        call_command("seed_demo", verbosity=0)
     rater, _ = get_user_model().objects.get_or_create(username="closed-loop-operator")
     rng = random.Random(args.seed)
     learner = init_online_learner(min_samples=1, auto_deploy=True, gate_sets="held_out", gate_eval_limit=args.gate_eval_limit,
@@ -78,8 +85,14 @@ def main() -> None:
     with SimulatedOllama() as ollama:
         settings.OLLAMA_HOST = ollama.url
         started = time.time()
-        first = learner.tick(force=True)
-        print(f"round 0: {first.action}: {first.message} ({time.time() - started:.0f} s)", flush=True)
+        if args.resume and live_version() is None and args.deploy_run:
+            decision, deployment = gate_and_deploy(TrainingRun.objects.get(name=args.deploy_run), learner.config, deploy=True,
+                                                   by="closed_loop bench (--deploy-run)")
+            print(f"round 0: {'deployed ' + deployment.version.ollama_name if deployment else 'rejected'} "
+                  f"({time.time() - started:.0f} s): " + "; ".join(decision.reasons), flush=True)
+        elif live_version() is None:
+            first = learner.tick(force=True)
+            print(f"round 0: {first.action}: {first.message} ({time.time() - started:.0f} s)", flush=True)
         for round_number in range(1, args.rounds + 1):
             live = live_version()
             if live is None:
