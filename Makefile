@@ -17,7 +17,7 @@ test-sqlite:
 	$(PY) -m pytest
 
 test-postgres:
-	DATABASE_URL=$$(bash scripts/postgres.sh) $(PY) -m pytest --database-tests-only
+	url=$$(bash scripts/postgres.sh) && DATABASE_URL="$$url" $(PY) -m pytest --database-tests-only
 
 serve: setup
 	$(PY) manage.py migrate --noinput

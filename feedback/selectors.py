@@ -65,7 +65,7 @@ def rater_agreement(rater_ids: Iterable[int] | None = None) -> dict[int, RaterAg
     wanted = None if rater_ids is None else set(rater_ids)
     ratings = Rating.objects.all()
     if wanted is not None:
-        ratings = Rating.objects.filter(entry__ratings__rater_id__in=wanted).distinct()
+        ratings = Rating.objects.filter(entry_id__in=Rating.objects.filter(rater_id__in=wanted).values("entry_id"))
     votes: dict[int, list[tuple[int, str]]] = defaultdict(list)
     for entry_id, rater_id, value in ratings.values_list("entry_id", "rater_id", "value").iterator():
         votes[entry_id].append((rater_id, value))

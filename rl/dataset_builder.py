@@ -136,7 +136,7 @@ def load_snapshot_from_db(rater: str | None = None, until: datetime | None = Non
         ratings = ratings.filter(updated_at__lte=until)
     untrusted = set(RaterProfile.objects.filter(trusted=False).values_list("user__username", flat=True))
     entries = (
-        Entry.objects.filter(ratings__in=ratings).distinct().select_related("widget", "scenario")
+        Entry.objects.filter(id__in=ratings.values("entry_id")).select_related("widget", "scenario")
         .prefetch_related(Prefetch("fixtures", queryset=Fixture.objects.only("slug")), Prefetch("ratings", queryset=ratings))
     )
     rated = []
