@@ -14,7 +14,7 @@ def train_then_export(config: TrainingConfig, data: dict[str, Any], *, export: d
                       **run_options: Any) -> RunResult:
     """Train one run; if it succeeded and `export` is given ({"quantization", "register"}), export its adapter."""
     result = run_training(config, data, **run_options)
-    if export is not None and result.status == "succeeded":
+    if export is not None and result.status == "succeeded" and result.is_main_process:
         from rl.export import export_to_ollama
 
         result.export = export_to_ollama(result.run_dir, quantization=export["quantization"], register=export["register"]).as_dict()

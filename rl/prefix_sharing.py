@@ -10,14 +10,15 @@ LM head runs only on answer positions.
 """
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader
 from trl import DPOTrainer
 
 from rl.prompts import decision_length
@@ -147,27 +148,54 @@ def decision_token_count(tokenizer: Any, answer_ids: list[int]) -> int:
     return len(answer_ids)
 
 
-class PromptGroupedSampler(Sampler[int]):
-    """Shuffles groups of rows that share a prompt, keeping each group's rows together, so batches share prompts."""
+class PromptGroupedBatchSampler:
+    """Batches of rows that share prompts: groups of rows with one prompt are shuffled (rows within a group too) and cut
+    into batches of `batch_size`, so a batch holds few prompts.
 
-    def __init__(self, group_keys: list[Any], seed: int):
+    Under several processes, accelerate's `BatchSamplerShard` deals these batches round-robin (batch i to process
+    i mod n). The number of batches is made a multiple of `num_processes` by spreading the rows evenly over one more
+    round of batches (each at most `batch_size`), so every process gets as many batches as the others and every row
+    is in exactly one batch per epoch: nothing dropped, nothing repeated to even out the last round.
+
+    The epoch that seeds the order comes from `epoch_of()` when given (the trainer's state, right even when a resumed
+    run skips into the middle of an epoch, where `set_epoch` does not reach this sampler), else from `set_epoch`.
+    """
+
+    def __init__(self, group_keys: list[Any], batch_size: int, seed: int, num_processes: int = 1,
+                 epoch_of: Callable[[], int] | None = None):
         self.groups: dict[Any, list[int]] = {}
         for index, key in enumerate(group_keys):
             self.groups.setdefault(key, []).append(index)
-        self.seed = seed
+        self.n_rows, self.row_batch_size, self.seed, self.num_processes = len(group_keys), batch_size, seed, num_processes
+        if self.n_rows < num_processes:
+            raise ValueError(f"{self.n_rows} training pairs cannot be shared by {num_processes} processes: each needs at least one.")
+        self.epoch_of = epoch_of
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __len__(self) -> int:
-        return sum(len(rows) for rows in self.groups.values())
+    def _batch_count(self) -> int:
+        per_round = math.ceil(math.ceil(self.n_rows / self.row_batch_size) / self.num_processes) * self.num_processes
+        # With tiny data and batches, a round of one row per process can need more rows than there are: then fewer,
+        # larger batches.
+        return per_round if per_round <= self.n_rows else self.n_rows // self.num_processes * self.num_processes
 
-    def __iter__(self) -> Iterator[int]:
-        rng = random.Random(self.seed + self.epoch)
+    def __len__(self) -> int:
+        return self._batch_count()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch = self.epoch_of() if self.epoch_of is not None else self.epoch
+        rng = random.Random(self.seed + epoch)
         groups = [rng.sample(rows, len(rows)) for rows in self.groups.values()]
         rng.shuffle(groups)
-        return iter([index for group in groups for index in group])
+        order = [index for group in groups for index in group]
+        count = self._batch_count()
+        if count == math.ceil(self.n_rows / self.row_batch_size):
+            bounds = [min(i * self.row_batch_size, self.n_rows) for i in range(count + 1)]
+        else:
+            bounds = [round(i * self.n_rows / count) for i in range(count + 1)]
+        return iter([order[bounds[i] : bounds[i + 1]] for i in range(count)])
 
 
 class PrefixSharingDPOTrainer(DPOTrainer):
@@ -206,9 +234,35 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         if self._signature_columns is None:
             self._signature_columns = ["prompt_ids", "chosen_ids", "rejected_ids", "chosen_decision_tokens", "ref_chosen_logps", "ref_rejected_logps"]
 
-    def _get_train_sampler(self, train_dataset: Any = None) -> Sampler[int]:
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
-        return PromptGroupedSampler([hash(tuple(ids)) for ids in dataset["prompt_ids"]], self.args.seed)
+    def get_train_dataloader(self) -> DataLoader:
+        """Batches from `PromptGroupedBatchSampler`, dealt across processes by accelerate."""
+        dataset = self._remove_unused_columns(self.train_dataset, description="Training")
+        batches = PromptGroupedBatchSampler(
+            [hash(tuple(ids)) for ids in dataset["prompt_ids"]], self._train_batch_size, self.args.seed,
+            self.accelerator.num_processes, epoch_of=lambda: int(self.state.epoch or 0),
+        )
+        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=self.data_collator,
+                            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
+        return self.accelerator.prepare(loader)
+
+    def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+        """The reference's log-probs of every row, each computed by one process and shared with all (TRL's version
+        passes them through a cache file that only works for datasets stored on disk)."""
+        from accelerate.utils import tqdm
+        from trl.models import prepare_deepspeed
+
+        if self.is_deepspeed_enabled and self.ref_model is None and self._precompute_engine is None:
+            # Places (ZeRO-1/2) or gathers (ZeRO-3) the parameters for the forward passes below.
+            self._precompute_engine = prepare_deepspeed(self.model, self.accelerator)
+        loader = self.accelerator.prepare(DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=self.data_collator,
+                                                     num_workers=self.args.dataloader_num_workers))
+        chosen, rejected = [], []
+        for batch in tqdm(loader, desc=f"Computing reference log probs for {name} dataset"):
+            batch_chosen, batch_rejected = self.accelerator.gather_for_metrics(self.compute_ref_log_probs(self.model, batch))
+            chosen.append(batch_chosen.float().cpu())
+            rejected.append(batch_rejected.float().cpu())
+        dataset = dataset.add_column("ref_chosen_logps", torch.cat(chosen).tolist())
+        return dataset.add_column("ref_rejected_logps", torch.cat(rejected).tolist())
 
     def _unwrapped_causal_lm(self, model: Any) -> Any:
         unwrapped = self.accelerator.unwrap_model(model)
@@ -226,6 +280,12 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         if self.precompute_ref_logps:
             return scored, inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
         return scored, *self.compute_ref_log_probs(model, inputs)
+
+    def _mean_over_processes(self, values: torch.Tensor) -> float:
+        """The mean over every process's pairs; processes may hold different numbers of pairs in a step."""
+        totals = torch.stack([values.float().sum(), torch.tensor(float(values.numel()), device=values.device)])
+        totals = self.accelerator.reduce(totals, reduction="sum")
+        return (totals[0] / totals[1].clamp(min=1)).item()
 
     def _compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool) -> Any:
         mode = "train" if self.model.training else "eval"
@@ -255,13 +315,13 @@ class PrefixSharingDPOTrainer(DPOTrainer):
             self._total_train_tokens += int(inputs["num_tokens"])
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         chosen_rewards, rejected_rewards = self.beta * chosen_logratios.detach(), self.beta * rejected_logratios.detach()
-        gather = self.accelerator.gather
-        self._metrics[mode]["rewards/chosen"].append(gather(chosen_rewards).mean().item())
-        self._metrics[mode]["rewards/rejected"].append(gather(rejected_rewards).mean().item())
-        self._metrics[mode]["rewards/accuracies"].append(gather((chosen_rewards > rejected_rewards).float()).mean().item())
-        self._metrics[mode]["rewards/margins"].append(gather(chosen_rewards - rejected_rewards).mean().item())
-        self._metrics[mode]["logps/chosen"].append(gather(scored.chosen.detach()).mean().item())
-        self._metrics[mode]["logps/rejected"].append(gather(scored.rejected.detach()).mean().item())
+        metrics = self._metrics[mode]
+        metrics["rewards/chosen"].append(self._mean_over_processes(chosen_rewards))
+        metrics["rewards/rejected"].append(self._mean_over_processes(rejected_rewards))
+        metrics["rewards/accuracies"].append(self._mean_over_processes((chosen_rewards > rejected_rewards).float()))
+        metrics["rewards/margins"].append(self._mean_over_processes(chosen_rewards - rejected_rewards))
+        metrics["logps/chosen"].append(self._mean_over_processes(scored.chosen.detach()))
+        metrics["logps/rejected"].append(self._mean_over_processes(scored.rejected.detach()))
         if return_outputs:
             return loss, {"chosen_logps": scored.chosen, "rejected_logps": scored.rejected}
         return loss

@@ -15,6 +15,7 @@ from typing import Any
 
 from rl.base_model import load_causal_lm, load_tokenizer
 from rl.config import TrainingConfig, training_config
+from rl.distributed import on_main_process, share_adapter_from_main, training_state
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def _metrics_callback(path: Path) -> Any:
         """Every logged step, appended to metrics.jsonl (loss, rewards/*, logps/*, learning_rate, eval_*)."""
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
-            if logs:
+            if logs and state.is_world_process_zero:
                 with path.open("a", encoding="utf-8") as handle:
                     handle.write(json.dumps({"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs}) + "\n")
 
@@ -113,7 +114,7 @@ class CommandCenterDPOTrainer:
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=torch.bfloat16 if cfg.bf16 else torch.float16,
             )
-            kwargs["device_map"] = {"": 0}
+            kwargs["device_map"] = {"": training_state().local_process_index}  # each process its own GPU
         self.tokenizer = load_tokenizer(cfg.base_model or None)
         self.model = load_causal_lm(cfg.base_model or None, **kwargs)
         if cfg.load_in_4bit:
@@ -225,16 +226,21 @@ class CommandCenterDPOTrainer:
             else:
                 os.environ["TENSORBOARD_LOGGING_DIR"] = previous_tb
         seconds = time.perf_counter() - began
+        # The best-pick callback runs on the main process only; what it decided is shared, so that every process
+        # evaluates and ends with the same adapter.
+        restored = on_main_process(lambda: _restored_earlier(all_callbacks, trainer), share=True)
+        if restored:
+            share_adapter_from_main(trainer.model)
         eval_metrics = {}
         if eval_dataset is not None and len(eval_dataset) and algo == "dpo":
             last = trainer.state.log_history[-2] if len(trainer.state.log_history) >= 2 else {}
             # The epoch-end evaluation of the last step already scored these weights, unless the best-pick callback
             # has since put an earlier adapter back.
-            reuse = last.get("step") == trainer.state.global_step and "eval_loss" in last and not _restored_earlier(all_callbacks, trainer)
+            reuse = last.get("step") == trainer.state.global_step and "eval_loss" in last and not restored
             eval_metrics = {k: v for k, v in last.items() if k.startswith("eval_")} if reuse else trainer.evaluate()
         final_dir = output_dir / FINAL_DIR
         trainer.save_model(str(final_dir))
-        self.tokenizer.save_pretrained(str(final_dir))
+        on_main_process(lambda: self.tokenizer.save_pretrained(str(final_dir)))
         self.model = trainer.model
         return TrainOutcome(
             algo=algo, final_dir=final_dir, train_metrics=dict(result.metrics), eval_metrics=dict(eval_metrics),

@@ -21,6 +21,7 @@ from django.utils import timezone as dj_timezone
 
 from rl.config import TrainingConfig
 from rl.dataset_builder import DatasetError, PreparedDataset, prepare_training_dataset
+from rl.distributed import on_main_process
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ class RunResult:
     error: str = ""
     metrics: dict[str, Any] | None = None
     export: dict[str, Any] | None = None
+    # False on the other processes of a distributed run: they neither record, export nor report it.
+    is_main_process: bool = True
 
     def summary(self) -> list[tuple[str, str]]:
         rows = [("run", self.run_name), ("status", self.status), ("folder", str(self.run_dir))]
@@ -230,39 +233,27 @@ def run_training(
     from rl.models import TrainingRun
     from rl.trainer import CommandCenterDPOTrainer
 
-    name, run_dir = resolve_run_dir(output_dir, run_name, resume, preset, config.algo)
+    # Under `accelerate launch` every process trains, but only the main one decides the run folder, reads the
+    # feedback, writes the folder and the TrainingRun row; the others read the dataset the main one saved.
+    name, run_dir = on_main_process(lambda: resolve_run_dir(output_dir, run_name, resume, preset, config.algo), share=True)
     if resume:
         saved = json.loads((run_dir / "config.json").read_text())
         config = TrainingConfig(**saved["config"])
         data = saved["data"]
     trainer = CommandCenterDPOTrainer(preset, config=config)
     trainer.load_base_model()
-    best_pick = None
+    prepared = None
     if resume:
-        dataset, kto_dataset = load_run_dataset(run_dir)
-        run = TrainingRun.objects.get(name=name)
-        run.status, run.error, run.finished_at = TrainingRun.Status.RUNNING, "", None
-        run.save()
+        run = on_main_process(lambda: _mark_running(name))
     else:
-        prepared = build_dataset(trainer.config, data, trainer.tokenizer)
-        if dump_dir:
-            dump_dataset(prepared, dump_dir)
-        dataset, kto_dataset = prepared.dataset, prepared.kto_dataset
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_run_dataset(run_dir, dataset, kto_dataset)
-        record = {
-            "run": name, "preset": preset, "config": trainer.config.to_dict(), "data": data,
-            "dataset_stats": prepared.stats.to_dict(), "libraries": _versions(), "git_commit": _git_commit(),
-            "created_at": datetime.now(timezone.utc).isoformat(),
-        }
-        (run_dir / "config.json").write_text(json.dumps(record, indent=1, default=str))
-        run = TrainingRun.objects.create(
-            name=name, status=TrainingRun.Status.RUNNING, preset=preset, algo=trainer.config.algo,
-            base_model=trainer.config.base_model or "(default) " + str(_default_base_model()),
-            config=trainer.config.to_dict(), data_source={**data, "stats": prepared.stats.to_dict()},
-            data_watermark=prepared.snapshot.newest_rating_at, run_dir=str(run_dir),
-        )
-        best_pick = best_pick_callback(trainer.config, prepared, trainer.tokenizer, run_dir)
+        def prepare_run() -> Any:
+            nonlocal prepared
+            prepared = build_dataset(trainer.config, data, trainer.tokenizer)
+            return _start_run(name, run_dir, preset, trainer.config, data, prepared, dump_dir)
+
+        run = on_main_process(prepare_run)
+    dataset, kto_dataset = (prepared.dataset, prepared.kto_dataset) if prepared is not None else load_run_dataset(run_dir)
+    best_pick = best_pick_callback(trainer.config, prepared, trainer.tokenizer, run_dir) if prepared is not None else None
     try:
         outcome = trainer.train(
             dataset["train"], dataset["eval"], output_dir=run_dir,
@@ -275,16 +266,49 @@ def run_training(
     except Exception as exc:
         logger.exception("Run %s failed", name)
         _finish(run, TrainingRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
-        return RunResult(name, run_dir, TrainingRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+        return RunResult(name, run_dir, TrainingRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}", is_main_process=run is not None)
 
     metrics = summarize_metrics(outcome)
     if best_pick is not None:
         metrics["best_pick"] = best_pick.summary()
-    run.algo = outcome.algo
-    run.adapter_dir = str(outcome.final_dir)
-    run.metrics = metrics
-    _finish(run, TrainingRun.Status.SUCCEEDED)
-    return RunResult(name, run_dir, TrainingRun.Status.SUCCEEDED, metrics=metrics)
+    if run is not None:
+        run.algo = outcome.algo
+        run.adapter_dir = str(outcome.final_dir)
+        run.metrics = metrics
+        _finish(run, TrainingRun.Status.SUCCEEDED)
+    return RunResult(name, run_dir, TrainingRun.Status.SUCCEEDED, metrics=metrics, is_main_process=run is not None)
+
+
+def _mark_running(name: str) -> Any:
+    from rl.models import TrainingRun
+
+    run = TrainingRun.objects.get(name=name)
+    run.status, run.error, run.finished_at = TrainingRun.Status.RUNNING, "", None
+    run.save()
+    return run
+
+
+def _start_run(name: str, run_dir: Path, preset: str, config: TrainingConfig, data: dict[str, Any],
+               prepared: PreparedDataset, dump_dir: str | None) -> Any:
+    """The run folder (its dataset and config.json) and its TrainingRun row."""
+    from rl.models import TrainingRun
+
+    if dump_dir:
+        dump_dataset(prepared, dump_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_run_dataset(run_dir, prepared.dataset, prepared.kto_dataset)
+    record = {
+        "run": name, "preset": preset, "config": config.to_dict(), "data": data,
+        "dataset_stats": prepared.stats.to_dict(), "libraries": _versions(), "git_commit": _git_commit(),
+        "created_at": datetime.now(timezone.utc).isoformat(),
+    }
+    (run_dir / "config.json").write_text(json.dumps(record, indent=1, default=str))
+    return TrainingRun.objects.create(
+        name=name, status=TrainingRun.Status.RUNNING, preset=preset, algo=config.algo,
+        base_model=config.base_model or "(default) " + str(_default_base_model()),
+        config=config.to_dict(), data_source={**data, "stats": prepared.stats.to_dict()},
+        data_watermark=prepared.snapshot.newest_rating_at, run_dir=str(run_dir),
+    )
 
 
 def best_pick_callback(config: TrainingConfig, prepared: PreparedDataset, tokenizer: Any, run_dir: Path) -> Any:
@@ -320,6 +344,9 @@ def summarize_metrics(outcome: Any) -> dict[str, Any]:
 
 
 def _finish(run: Any, status: str, error: str = "") -> None:
+    """Record how the run ended (on the main process; the others have no row)."""
+    if run is None:
+        return
     run.status = status
     run.error = error
     run.finished_at = dj_timezone.now()

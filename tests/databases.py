@@ -36,7 +36,8 @@ def throwaway_database(postgres_url: str | None, folder: Path, prefix: str = "cc
 
 
 def query_database(url: str, sql: str) -> list[tuple]:
-    """Rows of `sql` on a SQLite or PostgreSQL database given by its URL (outside Django's connections)."""
+    """Rows of `sql` on a SQLite or PostgreSQL database given by its URL (outside Django's connections); [] for a
+    statement that returns none."""
     import dj_database_url
 
     parts = dj_database_url.parse(url)
@@ -44,6 +45,8 @@ def query_database(url: str, sql: str) -> list[tuple]:
         import sqlite3
 
         with sqlite3.connect(parts["NAME"]) as connection:
-            return connection.execute(sql).fetchall()
+            cursor = connection.execute(sql)
+            return cursor.fetchall() if cursor.description else []
     with _connect_postgres(parts) as connection:
-        return connection.execute(sql).fetchall()
+        cursor = connection.execute(sql)
+        return cursor.fetchall() if cursor.description else []

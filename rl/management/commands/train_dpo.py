@@ -59,6 +59,10 @@ class Command(BaseCommand):
             )
         except (DatasetError, BaseModelError, ConfigError) as exc:
             raise CommandError(str(exc)) from exc
+        if not result.is_main_process:
+            if result.status != "succeeded":
+                raise CommandError(f"Run {result.run_name} {result.status} on this process: {result.error}")
+            return
         for label, value in result.summary():
             self.stdout.write(f"{label}: {value}")
         if result.status != "succeeded":
