@@ -161,14 +161,15 @@ RL_SERVING = json.loads(os.environ.get("RL_SERVING") or "{}")
 RL_NEW_RATERS_TRUSTED = env_bool("RL_NEW_RATERS_TRUSTED", True)
 RL_FEEDBACK_USER = os.environ.get("RL_FEEDBACK_USER", "command-center")
 
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
-        "feedback": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO").upper(), "propagate": False},
-        "rl": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO").upper(), "propagate": False},
+        "feedback": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "rl": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
     },
 }
 

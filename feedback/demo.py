@@ -410,48 +410,57 @@ def _wrong_fixtures(rng: random.Random, scenario: DemoScenario, how_many: int) -
     return [tuple(sorted((slug,) + scenario.fixtures[1:])) for slug in (same_kind + others)[:how_many]]
 
 
+@dataclass(frozen=True)
+class SimulatedVerdict:
+    value: str  # up or down
+    corrected_widget: str | None = None
+    corrected_fixtures: tuple[str, ...] = ()
+
+
+def simulated_verdict(scenario: DemoScenario, widget: str, fixtures: tuple[str, ...], rng: random.Random, *, noise: float = 0.05,
+                      correction_rate: float = 0.3) -> SimulatedVerdict:
+    """How the SIMULATED rater judges a pick for `scenario`: up when the widget is a right one and the fixtures are the
+    right ones (the demo's rule), flipped with probability `noise`; a down carries the right pick with `correction_rate`."""
+    is_good = widget in scenario.good_widgets and tuple(sorted(fixtures)) == tuple(sorted(scenario.fixtures))
+    value = "up" if is_good != (rng.random() < noise) else "down"
+    if value == "down" and not is_good and correction_rate > 0 and rng.random() < correction_rate:
+        return SimulatedVerdict(value, scenario.good_widgets[0], tuple(scenario.fixtures))
+    return SimulatedVerdict(value)
+
+
 def build_demo(seed: int = 7, scenario_count: int = DEFAULT_SCENARIO_COUNT, noise: float = 0.05) -> tuple[FeedbackData, FeedbackRatings]:
     """The demo's data file and ratings file, as the exhaustive simulation and the simulated raters would write them."""
     rng = random.Random(seed)
     scenarios = _build_scenarios(rng, scenario_count)
     entries: list[EntryRecord] = []
-    truth: dict[str, bool] = {}
-    correction: dict[str, tuple[str, tuple[str, ...]]] = {}
+    scenario_of: dict[str, DemoScenario] = {}
     for scenario in scenarios:
         sid = scenario.record.id
-        right = scenario.fixtures
         for widget, _name, _desc in WIDGETS:
             entry_id = f"{sid}-{widget}"
-            entries.append(EntryRecord(id=entry_id, scenario_id=sid, widget=widget, fixtures=list(right), title=scenario.title))
-            truth[entry_id] = widget in scenario.good_widgets
-            correction[entry_id] = (scenario.good_widgets[0], right)
+            entries.append(EntryRecord(id=entry_id, scenario_id=sid, widget=widget, fixtures=list(scenario.fixtures), title=scenario.title))
+            scenario_of[entry_id] = scenario
         for number, wrong in enumerate(_wrong_fixtures(rng, scenario, 3), start=1):
             entry_id = f"{sid}-{scenario.good_widgets[0]}-alt{number}"
             entries.append(EntryRecord(id=entry_id, scenario_id=sid, widget=scenario.good_widgets[0], fixtures=list(wrong), title=scenario.title))
-            truth[entry_id] = False
-            correction[entry_id] = (scenario.good_widgets[0], right)
+            scenario_of[entry_id] = scenario
 
     start = datetime(2026, 10, 1, 8, 0, tzinfo=timezone.utc)
     ratings: list[RatingRecord] = []
     for index, entry in enumerate(entries):
-        is_good = truth[entry.id]
-        value = "up" if is_good != (rng.random() < noise) else "down"
-        tags: list[str] = []
-        corrected_widget, corrected_fixtures = None, []
-        if value == "down" and not is_good and rng.random() < 0.1:
-            corrected_widget, fixtures = correction[entry.id]
-            corrected_fixtures = list(fixtures)
-            tags.append("corrected")
+        scenario, pick = scenario_of[entry.id], (entry.widget, tuple(entry.fixtures))
+        verdict = simulated_verdict(scenario, *pick, rng, noise=noise, correction_rate=0.1)
+        tags = ["corrected"] if verdict.corrected_widget else []
         if rng.random() < 0.03:
             tags.append("low_confidence")
         ratings.append(RatingRecord(
-            entry_id=entry.id, rating=value, rater=SIMULATED_RATER, created_at=start + timedelta(minutes=index),
-            tags=tags, notes="", corrected_widget=corrected_widget, corrected_fixtures=corrected_fixtures,
+            entry_id=entry.id, rating=verdict.value, rater=SIMULATED_RATER, created_at=start + timedelta(minutes=index),
+            tags=tags, notes="", corrected_widget=verdict.corrected_widget, corrected_fixtures=list(verdict.corrected_fixtures),
         ))
         if rng.random() < 0.25:
-            second = "up" if is_good != (rng.random() < 2 * noise) else "down"
+            second = simulated_verdict(scenario, *pick, rng, noise=2 * noise, correction_rate=0)
             ratings.append(RatingRecord(
-                entry_id=entry.id, rating=second, rater=SIMULATED_SECOND_RATER, created_at=start + timedelta(minutes=index, seconds=30),
+                entry_id=entry.id, rating=second.value, rater=SIMULATED_SECOND_RATER, created_at=start + timedelta(minutes=index, seconds=30),
             ))
 
     data = FeedbackData(
@@ -464,27 +473,9 @@ def build_demo(seed: int = 7, scenario_count: int = DEFAULT_SCENARIO_COUNT, nois
     return data, FeedbackRatings(raters=raters, ratings=ratings)
 
 
-@dataclass(frozen=True)
-class SimulatedVerdict:
-    value: str  # up or down
-    corrected_widget: str | None = None
-    corrected_fixtures: tuple[str, ...] = ()
-
-
 def fresh_questions(seed: int, count: int, exclude: set[str] = frozenset()) -> list[DemoScenario]:
     """New operator questions from the demo's generator (another seed), with their right widget and fixtures, leaving
     out any whose wording is in `exclude` (lower-cased): questions a model was not trained on, for the closed loop."""
     scenarios = [s for s in _build_scenarios(random.Random(seed), count * 2) if s.record.query.lower() not in exclude]
     return [DemoScenario(s.record.model_copy(update={"id": f"fresh{seed}-{i + 1:03d}"}), s.good_widgets, s.fixtures, s.title)
             for i, s in enumerate(scenarios[:count])]
-
-
-def simulated_verdict(scenario: DemoScenario, widget: str, fixtures: tuple[str, ...], rng: random.Random, *, noise: float = 0.05,
-                      correction_rate: float = 0.3) -> SimulatedVerdict:
-    """How the SIMULATED rater judges a pick for `scenario`: up when the widget is a right one and the fixtures are the
-    right ones (the demo's rule), flipped with probability `noise`; a down carries the right pick with `correction_rate`."""
-    is_good = widget in scenario.good_widgets and tuple(sorted(fixtures)) == tuple(sorted(scenario.fixtures))
-    value = "up" if is_good != (rng.random() < noise) else "down"
-    if value == "down" and not is_good and rng.random() < correction_rate:
-        return SimulatedVerdict(value, scenario.good_widgets[0], tuple(scenario.fixtures))
-    return SimulatedVerdict(value)

@@ -63,9 +63,8 @@ class RaterAgreement:
 def rater_agreement(rater_ids: Iterable[int] | None = None) -> dict[int, RaterAgreement]:
     """Per rater: agreement with the majority verdict of the OTHER raters of each entry they rated."""
     wanted = None if rater_ids is None else set(rater_ids)
-    ratings = Rating.objects.all()
-    if wanted is not None:
-        ratings = Rating.objects.filter(entry_id__in=Rating.objects.filter(rater_id__in=wanted).values("entry_id"))
+    ratings = Rating.objects.all() if wanted is None else Rating.objects.filter(
+        entry_id__in=Rating.objects.filter(rater_id__in=wanted).values("entry_id"))
     votes: dict[int, list[tuple[int, str]]] = defaultdict(list)
     for entry_id, rater_id, value in ratings.values_list("entry_id", "rater_id", "value").iterator():
         votes[entry_id].append((rater_id, value))

@@ -21,10 +21,6 @@ def training_state() -> Any:
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def is_main_process() -> bool:
-    return training_state().is_main_process
-
-
 def on_main_process(work: Callable[[], T], *, share: bool = False) -> T | None:
     """`work()` on the main process. With `share`, every process gets its result; otherwise the others get None.
     An exception on the main process is raised on every process."""

@@ -9,9 +9,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-FUZZED_ROLES = ("anonymous", "rater")
-
-
 @dataclass
 class FuzzReport:
     cases: int = 0

@@ -3,6 +3,8 @@ on the PostgreSQL that DATABASE_URL names (scripts/postgres.sh makes one on loop
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,3 +52,11 @@ def query_database(url: str, sql: str) -> list[tuple]:
     with _connect_postgres(parts) as connection:
         cursor = connection.execute(sql)
         return cursor.fetchall() if cursor.description else []
+
+
+def seed_demo_database(env: dict[str, str], seed: int = 5, scenarios: int = 12) -> None:
+    """Migrate the database `env["DATABASE_URL"]` names and fill it with a small demo, as separate processes would."""
+    root = Path(__file__).resolve().parent.parent
+    manage = [sys.executable, str(root / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=root)
+    subprocess.run([*manage, "seed_demo", "--seed", str(seed), "--scenarios", str(scenarios)], env=env, check=True, cwd=root, capture_output=True)

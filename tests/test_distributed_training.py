@@ -17,7 +17,7 @@ import pytest
 from accelerate.data_loader import BatchSamplerShard
 
 from rl.prefix_sharing import PromptGroupedBatchSampler
-from tests.databases import query_database
+from tests.databases import query_database, seed_demo_database
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCELERATE_CONFIGS = ROOT / "deploy" / "accelerate"
@@ -78,19 +78,17 @@ def test_more_processes_than_pairs_is_a_clear_error():
         PromptGroupedBatchSampler([0, 0, 1], 2, seed=0, num_processes=4)
 
 
-def _seeded_sqlite(tmp_path: Path) -> dict:
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'feedback.sqlite3'}", "RL_CHECKPOINT_DIR": str(tmp_path / "runs"),
-           "OMP_NUM_THREADS": "1"}
-    manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=ROOT)
-    subprocess.run([*manage, "seed_demo", "--seed", "5", "--scenarios", "12"], env=env, check=True, cwd=ROOT, capture_output=True)
+def seeded_environment(database_url: str, tmp_path: Path) -> dict:
+    """Environment for processes on a migrated demo database of their own, with runs under tmp_path."""
+    env = {**os.environ, "DATABASE_URL": database_url, "RL_CHECKPOINT_DIR": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
+    seed_demo_database(env)
     return env
 
 
 def test_two_processes_train_each_pair_once_share_reference_log_probs_and_resume_exactly(tmp_path, tiny_model_dir):
     from safetensors.torch import load_file
 
-    env = _seeded_sqlite(tmp_path)
+    env = seeded_environment(f"sqlite:///{tmp_path / 'feedback.sqlite3'}", tmp_path)
     pairs = 13  # odd: the last round of batches is uneven
     accelerate_launch("tests/distributed_harness.py", str(tmp_path / "whole"), str(tiny_model_dir), str(pairs), env=env)
     records = [json.loads((tmp_path / "whole" / f"record-{rank}.json").read_text()) for rank in (0, 1)]
@@ -124,10 +122,7 @@ def test_two_processes_train_each_pair_once_share_reference_log_probs_and_resume
 
 @pytest.mark.database_processes
 def test_train_dpo_under_accelerate_writes_one_run_and_resumes(tmp_path, tiny_model_dir, process_database_url):
-    env = {**os.environ, "DATABASE_URL": process_database_url, "RL_CHECKPOINT_DIR": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
-    manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=ROOT)
-    subprocess.run([*manage, "seed_demo", "--seed", "5", "--scenarios", "12"], env=env, check=True, cwd=ROOT, capture_output=True)
+    env = seeded_environment(process_database_url, tmp_path)
     train = ["manage.py", "train_dpo", "--config", "cpu", "--base-model", str(tiny_model_dir), "--max-steps", "4", "--save-steps", "2",
              "--batch-size", "2", "--max-train-pairs", "12", "--max-eval-pairs", "4", "--logging-steps", "1", "--eval-steps", "0",
              "--pick-eval-scenarios", "0", "--min-samples", "10", "--run-name", "two-processes"]

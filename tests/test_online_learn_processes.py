@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.databases import query_database
+from tests.databases import query_database, seed_demo_database
 from tests.rl_cases import FAST
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,9 +24,8 @@ def test_two_online_learn_processes_started_together_run_exactly_one_training(tm
         "RL_ONLINE_LEARNING": json.dumps({"min_samples_to_retrain": 1, "gate_sets": "held_out", "gate_eval_limit": 2,
                                           "max_new_tokens": 16, "auto_export": False}),
     }
+    seed_demo_database(env)
     manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=ROOT)
-    subprocess.run([*manage, "seed_demo", "--seed", "5", "--scenarios", "12"], env=env, check=True, cwd=ROOT, capture_output=True)
 
     began = time.monotonic()
     workers = [subprocess.Popen([*manage, "online_learn"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
