@@ -9,11 +9,14 @@ exec 3>&1 1>&2
 ROLE=${CCRL_PG_ROLE:-ccrl_test}
 PASSWORD=${CCRL_PG_PASSWORD:-ccrl-test-password}
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+# The server (started by pg_ctlcluster, or by the package's postinst) inherits every open file descriptor of whoever
+# starts it; holding the command substitution's pipe or CI's log pipe open would make `url=$(...)` and CI wait forever.
+detached() { ( for fd in /proc/$BASHPID/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done; exec "$@" </dev/null ) ; }
 server_version() { ls -d /usr/lib/postgresql/*/bin/postgres 2>/dev/null | sed 's|/usr/lib/postgresql/\([^/]*\)/.*|\1|' | sort -V | tail -1; }
 if [ -z "$(server_version)" ] || ! command -v pg_ctlcluster >/dev/null 2>&1; then
   echo "postgres: installing Debian's postgresql (server)"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  DEBIAN_FRONTEND=noninteractive detached $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
 fi
 version=$(server_version)
 [ -n "$version" ] || { echo "postgres: no server binaries under /usr/lib/postgresql after installing" ; exit 1; }
@@ -27,7 +30,7 @@ read -r _ cluster port _ _ _ logfile < <(cluster_line)
 ready() { as_postgres pg_isready -q -p "$port"; }
 if ! ready; then
   echo "postgres: starting cluster $version/$cluster on port $port"
-  $SUDO pg_ctlcluster "$version" "$cluster" start || true
+  detached $SUDO pg_ctlcluster "$version" "$cluster" start || true
   for _ in $(seq 1 100); do ready && break; sleep 0.2; done
 fi
 if ! ready; then
