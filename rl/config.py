@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 
@@ -50,6 +51,7 @@ class TrainingConfig(SettingsBase):
 
     base_model: str = _f("", "Base model: Hugging Face id (offline cache), local folder, or .gguf file. Empty: RL_BASE_MODEL or SmolLM2-135M-Instruct.")
     algo: str = _f("dpo", "dpo (preference pairs), kto (unpaired thumbs), or auto (dpo when there are enough true pairs).", choices=("dpo", "kto", "auto"))
+    init_adapter: str = _f("", "Continue training this LoRA adapter (a run's final/ folder) instead of a fresh one; its rank and modules are used and the reference stays the base model. The online learner starts from the live model's adapter this way.")
     lora_rank: int = _f(16, "LoRA rank r: higher = more capacity.")
     lora_alpha: int = _f(32, "LoRA scaling alpha.")
     lora_dropout: float = _f(0.05, "LoRA dropout.")
@@ -95,6 +97,8 @@ class TrainingConfig(SettingsBase):
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}.")
         if self.learning_rate <= 0 or self.beta <= 0:
             raise ConfigError("learning_rate and beta must be positive.")
+        if self.init_adapter and not (Path(self.init_adapter) / "adapter_config.json").is_file():
+            raise ConfigError(f"init_adapter {self.init_adapter!r} is not a trained adapter: expected a run's final/ folder with adapter_config.json.")
         unknown_losses = set(self.loss_types) - {"sigmoid", "sft", "ipo", "hinge", "robust", "apo_zero", "apo_down", "sppo_hard", "nca_pair"}
         if unknown_losses:
             raise ConfigError(f"Unknown loss type(s): {', '.join(sorted(unknown_losses))}.")
@@ -160,6 +164,7 @@ class OnlineLearningConfig(SettingsBase):
     auto_export: bool = _f(True, "Export a candidate that passed its gate to GGUF (merge, quantize, verify).")
     auto_deploy: bool = _f(False, "Make an exported, verified candidate that passed its gate the live model (Ollama alias).")
     preset: str = _f("cpu", "Training preset for retraining (RL_TRAINING_OVERRIDES applies on top).")
+    warm_start: bool = _f(True, "Retrain from the live model's adapter (continue training it) rather than from a fresh one; a fresh adapter when nothing trained is live. Either way the scenarios rated since the last run are trained first, older ones fill the preset's max_train_scenarios.")
     algo: str = _f("auto", "dpo, kto, or auto: DPO on preference pairs, or KTO on pairs and unpaired thumbs together when unpaired thumbs are a large share.", choices=("dpo", "kto", "auto"))
     gate_sets: str = _f("held_out,natural", "Evaluation sets the gate compares on, comma separated: held_out (the candidate's eval split) and/or natural (evalsets/natural).")
     gate_eval_limit: int = _f(0, "Score at most this many pairs and scenarios of the held-out split (0: all); the natural set (86 questions) is always scored whole. The same data for candidate and live model.")

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -125,11 +126,7 @@ class OnlineLearner:
     # ----- the buffer --------------------------------------------------------------------------------------------
     def watermark(self) -> datetime | None:
         """The newest rating time any online run has trained up to; ratings after it are the buffer."""
-        from django.db.models import Max
-
-        from rl.models import OnlineRun
-
-        return OnlineRun.objects.filter(trained_at__isnull=False).aggregate(newest=Max("watermark"))["newest"]
+        return trained_watermark()
 
     def buffer_times(self, until: datetime | None = None) -> list[datetime]:
         """`updated_at` of every usable rating in the buffer (up to `until`), oldest first."""
@@ -328,6 +325,31 @@ class OnlineLearner:
         return TickResult("deployed", f"deploy: {newest.ollama_name} is live")
 
 
+def trained_watermark() -> datetime | None:
+    from django.db.models import Max
+
+    from rl.models import OnlineRun
+
+    return OnlineRun.objects.filter(trained_at__isnull=False).aggregate(newest=Max("watermark"))["newest"]
+
+
+def warm_start_adapter(training: Any) -> str:
+    """The live model's adapter folder when it was trained on the base model of `training` and is still on disk;
+    "" otherwise."""
+    from rl.registry import live_version
+    from rl.training_run import recorded_base_model
+
+    live = live_version()
+    run = live.training_run if live is not None else None
+    if run is None or not run.adapter_dir or not (Path(run.adapter_dir) / "adapter_config.json").is_file():
+        logger.info("warm start: the live model has no trained adapter on disk; training a fresh adapter")
+        return ""
+    if run.base_model != recorded_base_model(training):
+        logger.info("warm start: the live model (%s) was trained on another base model; training a fresh adapter", run.name)
+        return ""
+    return run.adapter_dir
+
+
 class _OnlineRunStages:
     """train -> evaluate -> gate -> export -> deploy for one claimed OnlineRun."""
 
@@ -361,9 +383,15 @@ class _OnlineRunStages:
 
         cfg = self.config
         training = training_config(cfg.preset, algo=cfg.algo)
+        if cfg.warm_start and (adapter := warm_start_adapter(training)):
+            training = training.replace(init_adapter=adapter)
         name = f"online-{self.run.pk}-{timezone.now().strftime('%Y%m%d-%H%M%S')}"
-        self._stage("train", f"run {name}, preset {cfg.preset}, algo {cfg.algo}, ratings up to {self.run.watermark.isoformat()}")
-        data = {"source": "db", "data_path": None, "ratings_path": None, "rater": None, "until": self.run.watermark.isoformat()}
+        previous = trained_watermark()
+        self._stage("train", f"run {name}, preset {cfg.preset}, algo {cfg.algo}, ratings up to {self.run.watermark.isoformat()}, "
+                    f"new since {previous.isoformat() if previous else '(first run)'} first, "
+                    f"from {'the live adapter ' + training.init_adapter if training.init_adapter else 'a fresh adapter'}")
+        data = {"source": "db", "data_path": None, "ratings_path": None, "rater": None, "until": self.run.watermark.isoformat(),
+                "rated_since": previous.isoformat() if previous else None}
         result = run_training(training, data, preset=cfg.preset, run_name=name)
         training_run = TrainingRun.objects.filter(name=name).first()
         if result.status != TrainingRun.Status.SUCCEEDED:

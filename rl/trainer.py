@@ -79,6 +79,25 @@ def _restored_earlier(callbacks: list[Any], trainer: Any) -> bool:
     return any(getattr(c, "best_step", None) not in (None, trainer.state.global_step) for c in callbacks)
 
 
+class AdapterError(ValueError):
+    """An adapter to start from that is missing or does not fit the base model."""
+
+
+def load_initial_adapter(model: Any, adapter_dir: str | Path) -> None:
+    """Put the weights of a trained adapter into `model`'s fresh one (built with that adapter's LoRA config)."""
+    from peft import load_peft_weights, set_peft_model_state_dict
+
+    folder = Path(adapter_dir)
+    try:
+        result = set_peft_model_state_dict(model, load_peft_weights(str(folder), device="cpu"))
+    except RuntimeError as exc:  # shape mismatch: trained on another base model
+        raise AdapterError(f"The adapter at {folder} does not fit this base model: {exc}") from exc
+    if result.unexpected_keys:
+        raise AdapterError(f"The adapter at {folder} does not fit this base model: {len(result.unexpected_keys)} of its "
+                           f"weights have no place in it (first: {result.unexpected_keys[0]}).")
+    logger.info("Training continues from the adapter at %s", folder)
+
+
 class CommandCenterDPOTrainer:
     """Load a base model, attach LoRA, train with DPO or KTO, save the adapter.
 
@@ -127,6 +146,8 @@ class CommandCenterDPOTrainer:
     def lora_config(self) -> Any:
         from peft import LoraConfig
 
+        if self.config.init_adapter:
+            return LoraConfig.from_pretrained(self.config.init_adapter, inference_mode=False)
         modules = self.config.lora_target_modules
         return LoraConfig(
             r=self.config.lora_rank, lora_alpha=self.config.lora_alpha, lora_dropout=self.config.lora_dropout,
@@ -210,6 +231,8 @@ class CommandCenterDPOTrainer:
                 trainer = self._dpo_trainer(train_dataset, eval_dataset, output_dir)
             else:
                 trainer = self._kto_trainer(train_dataset, eval_dataset, kto_dataset, output_dir)
+            if self.config.init_adapter:
+                load_initial_adapter(trainer.model, self.config.init_adapter)
             trainer.remove_callback(ProgressCallback)
             trainer.add_callback(_progress_callback())
             for callback in all_callbacks:

@@ -11,6 +11,7 @@ import logging
 import random
 import subprocess
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -75,7 +76,8 @@ def build_dataset(config: TrainingConfig, data: dict[str, Any], tokenizer: Any =
     )
     if config.max_train_scenarios or config.balance_widgets:
         paired = set(prepared.dataset["train"]["scenario_id"])
-        prepared.dataset["train"] = select_scenarios(prepared.dataset["train"], config.max_train_scenarios, config.seed, config.balance_widgets)
+        prepared.dataset["train"] = select_scenarios(prepared.dataset["train"], config.max_train_scenarios, config.seed,
+                                                     config.balance_widgets, first=rated_since(prepared.snapshot, data.get("rated_since")))
         if prepared.kto_dataset is not None:
             # The selection is among scenarios with pairs; scenarios rated only with single thumbs all stay.
             keep = set(prepared.dataset["train"]["scenario_id"])
@@ -89,29 +91,43 @@ def build_dataset(config: TrainingConfig, data: dict[str, Any], tokenizer: Any =
     return prepared
 
 
+def rated_since(snapshot: Any, since: datetime | str | None) -> set[str]:
+    """The scenarios with a rating newer than `since` (none when `since` is empty)."""
+    if not since:
+        return set()
+    since = datetime.fromisoformat(since) if isinstance(since, str) else since
+    return {entry.scenario_id for entry in snapshot.entries if any(vote.created_at > since for vote in entry.votes)}
+
+
 def chosen_widget(row: dict[str, Any]) -> str:
     return json.loads(row["chosen"][0]["content"])["widget"]
 
 
-def select_scenarios(dataset: Any, limit: int, seed: int, balance: bool) -> Any:
+def select_scenarios(dataset: Any, limit: int, seed: int, balance: bool, first: Collection[str] = ()) -> Any:
     """The pairs of at most `limit` scenarios (0: all). With `balance`, scenarios are taken round-robin over the widget
-    their chosen answers name, so rare widgets are not crowded out by common ones."""
+    their chosen answers name, so rare widgets are not crowded out by common ones. The scenarios in `first` (the
+    online learner's newly rated ones) are taken before any other."""
     rng = random.Random(seed)
     widget_of: dict[str, Counter] = {}
     for row in dataset.select_columns(["scenario_id", "chosen"]):
         widget_of.setdefault(row["scenario_id"], Counter())[chosen_widget(row)] += 1
-    scenarios = sorted(widget_of)
-    rng.shuffle(scenarios)
-    if balance:
+
+    def ordered(scenarios: list[str]) -> list[str]:
+        rng.shuffle(scenarios)
+        if not balance:
+            return scenarios
         queues: dict[str, list[str]] = {}
         for scenario in scenarios:
             queues.setdefault(widget_of[scenario].most_common(1)[0][0], []).append(scenario)
-        ordered: list[str] = []
+        taken: list[str] = []
         while any(queues.values()):
             for widget in sorted(queues):
                 if queues[widget]:
-                    ordered.append(queues[widget].pop())
-        scenarios = ordered
+                    taken.append(queues[widget].pop())
+        return taken
+
+    first = set(first)
+    scenarios = ordered(sorted(s for s in widget_of if s in first)) + ordered(sorted(s for s in widget_of if s not in first))
     keep = set(scenarios[: limit or None])
     return dataset.filter(lambda row: row["scenario_id"] in keep, desc="Selecting training scenarios")
 
@@ -305,7 +321,7 @@ def _start_run(name: str, run_dir: Path, preset: str, config: TrainingConfig, da
     (run_dir / "config.json").write_text(json.dumps(record, indent=1, default=str))
     return TrainingRun.objects.create(
         name=name, status=TrainingRun.Status.RUNNING, preset=preset, algo=config.algo,
-        base_model=config.base_model or "(default) " + str(_default_base_model()),
+        base_model=recorded_base_model(config),
         config=config.to_dict(), data_source={**data, "stats": prepared.stats.to_dict()},
         data_watermark=prepared.snapshot.newest_rating_at, run_dir=str(run_dir),
     )
@@ -327,10 +343,11 @@ def best_pick_callback(config: TrainingConfig, prepared: PreparedDataset, tokeni
     return BestPickCallback(evalset, tokenizer, run_dir / METRICS_FILE)
 
 
-def _default_base_model() -> str:
+def recorded_base_model(config: TrainingConfig) -> str:
+    """The base model as a TrainingRun records it: the configured one, or the default it resolved to."""
     from rl.base_model import default_base_model
 
-    return default_base_model()
+    return config.base_model or f"(default) {default_base_model()}"
 
 
 def summarize_metrics(outcome: Any) -> dict[str, Any]:

@@ -180,6 +180,11 @@ def test_the_loop_deploys_what_passes_keeps_live_what_fails_and_retries_a_pendin
     assert second.exit_code == ExitCode.DEPLOY_PENDING and second.action == "deploy_pending"
     candidate = ModelVersion.objects.get(online_runs__pk=second.run_id)
     assert candidate.pending_deploy and candidate.status == "exported"
+    # Retrained from the live model's adapter, the ratings since the first run's watermark first.
+    first_run, second_run = OnlineRun.objects.get(pk=first.run_id), OnlineRun.objects.get(pk=second.run_id)
+    assert first_run.training_run.config["init_adapter"] == ""
+    assert second_run.training_run.config["init_adapter"] == live.training_run.adapter_dir
+    assert second_run.training_run.data_source["rated_since"] == first_run.watermark.isoformat()
     assert ModelVersion.objects.get(status="active") == live
     assert simulated_ollama.models[ALIAS]["digest"] == f"sha256:{live.sha256}"
     with pytest.raises(CommandError) as failed:  # cron sees exit code 75 while Ollama stays down
@@ -197,9 +202,10 @@ def test_the_loop_deploys_what_passes_keeps_live_what_fails_and_retries_a_pendin
 
     # A candidate that does not beat the live model by the margin is rejected with its reasons; the live one stays.
     OnlineLearner().add_feedback({"entry_id": entry.external_id, "rating": "down"}, rater="r2")
-    fourth = learner(auto_export=True, auto_deploy=True, gate_min_widget_gain=1.01).tick()
+    fourth = learner(auto_export=True, auto_deploy=True, gate_min_widget_gain=1.01, warm_start=False).tick()
     assert fourth.action == "rejected" and fourth.exit_code == ExitCode.OK
     run = OnlineRun.objects.get(pk=fourth.run_id)
+    assert run.training_run.config["init_adapter"] == ""
     assert run.outcome == "rejected" and run.model_version is None and not run.gate["passed"]
     assert run.gate["live_model"] == f"live {candidate.ollama_name}"
     assert any("constrained_widget_accuracy" in reason and "too low" in reason for reason in run.gate["reasons"])

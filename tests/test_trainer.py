@@ -39,6 +39,44 @@ def test_the_sft_term_raises_the_likelihood_of_chosen_answers(demo_db, tiny_mode
     assert outcome.eval_metrics["eval_logps/chosen"] > first + 5
 
 
+def _adapter_weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def test_training_can_continue_from_a_trained_adapter(demo_db, tiny_model_dir, tmp_path):
+    import torch
+
+    prepared = prepare_training_dataset("db", min_samples=10)
+    train = prepared.dataset["train"].select(range(16))
+    settings_ = {**FAST, "base_model": str(tiny_model_dir), "max_steps": 6, "learning_rate": 1e-2, "loss_type": "sigmoid"}
+    first = CommandCenterDPOTrainer("cpu", **settings_).train(train, output_dir=tmp_path / "first")
+    trained = _adapter_weights(first.final_dir)
+    assert any(name.endswith("lora_B.weight") and tensor.abs().max() > 0 for name, tensor in trained.items())
+
+    # One step at a learning rate too small to move anything: the adapter it saves is the one it started from, and
+    # its first loss is not ln 2, because the policy already differs from the reference (the base).
+    continued = CommandCenterDPOTrainer("cpu", **{**settings_, "max_steps": 1, "learning_rate": 1e-12,
+                                                  "init_adapter": str(first.final_dir)}).train(train, output_dir=tmp_path / "second")
+    again = _adapter_weights(continued.final_dir)
+    assert again.keys() == trained.keys()
+    assert all(torch.allclose(again[name], trained[name], atol=1e-6) for name in trained)
+    rows = [json.loads(line) for line in (tmp_path / "second" / "metrics.jsonl").read_text().splitlines()]
+    assert abs(next(row["loss"] for row in rows if "loss" in row) - 0.6931) > 1e-3
+
+    fresh = CommandCenterDPOTrainer("cpu", **{**settings_, "max_steps": 1, "learning_rate": 1e-12}).train(train, output_dir=tmp_path / "third")
+    assert all(tensor.abs().max() < 1e-6 for name, tensor in _adapter_weights(fresh.final_dir).items() if name.endswith("lora_B.weight"))
+
+
+def test_an_init_adapter_that_is_not_an_adapter_is_refused_before_anything_is_written(demo_db, tiny_model_dir, tmp_path, checkpoints):
+    with pytest.raises(ConfigError, match="init_adapter"):
+        training_config("cpu", init_adapter=str(tmp_path))
+    with pytest.raises(CommandError, match="init_adapter"):
+        call_command("train_dpo", "--config", "cpu", "--base-model", str(tiny_model_dir), "--init-adapter", str(tmp_path))
+    assert not TrainingRun.objects.exists() and not checkpoints.exists()
+
+
 def test_a_run_leaves_its_folder_and_row_complete(demo_db, tiny_model_dir, checkpoints):
     result = run_training(tiny_config(tiny_model_dir), data(), preset="cpu", run_name="tiny-run")
     assert result.status == "succeeded", result.error

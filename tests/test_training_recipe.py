@@ -62,6 +62,17 @@ def test_balanced_selection_takes_scenarios_round_robin_over_their_widget():
     assert Counter(chosen_widget(row) for row in unbalanced)["line_chart"] > 12
 
 
+def test_newly_rated_scenarios_are_taken_first_and_older_ones_fill_the_rest():
+    from rl.training_run import select_scenarios
+
+    dataset = _pair_rows([("line_chart", 2)] * 20 + [("gauge", 2)] * 20)
+    new = {f"s{index:03d}" for index in (3, 7, 25, 31, 38)}
+    picked = set(select_scenarios(dataset, 8, seed=0, balance=True, first=new)["scenario_id"])
+    assert new < picked and len(picked) == 8
+    without = set(select_scenarios(dataset, 8, seed=0, balance=True)["scenario_id"])
+    assert not new <= without  # the preference, not chance, put them in
+
+
 class ScriptedScores:
     """Stands in for generation: the held-out pick scores a run would see at its evaluations, in order."""
 
