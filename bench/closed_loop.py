@@ -85,6 +85,8 @@ def main() -> None:
     with SimulatedOllama() as ollama:
         settings.OLLAMA_HOST = ollama.url
         started = time.time()
+        if args.resume:
+            restore_registrations(ollama.url)
         if args.resume and live_version() is None and args.deploy_run:
             decision, deployment = gate_and_deploy(TrainingRun.objects.get(name=args.deploy_run), learner.config, deploy=True,
                                                    by="closed_loop bench (--deploy-run)")
@@ -133,6 +135,23 @@ def main() -> None:
     print(f"deployments: {Deployment.objects.count()}, of versions that lost their gate: {len(bad)}")
     print(f"live at the end: {live_version()}; versions: {[str(v) for v in ModelVersion.objects.all()]}")
     (work / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+
+
+def restore_registrations(url: str) -> None:
+    """The SIMULATED Ollama keeps no models between runs (a real one keeps them on disk): with --continue, register
+    again every version the database says Ollama has, and point the live alias at the live one."""
+    from rl.export import register_version
+    from rl.models import ModelVersion
+    from rl.ollama_registry import point_alias
+    from rl.registry import live_alias, live_version
+
+    for version in ModelVersion.objects.filter(status__in=[ModelVersion.Status.REGISTERED, ModelVersion.Status.ACTIVE]):
+        status, version.ollama_host = version.status, url
+        register_version(version)
+        ModelVersion.objects.filter(pk=version.pk).update(status=status, ollama_host=url)
+    live = live_version()
+    if live is not None:
+        point_alias(url, live.ollama_name, live_alias())
 
 
 def flipped_candidate(work: Path, config) -> dict:
