@@ -19,6 +19,11 @@ class ConfigError(ValueError):
     pass
 
 
+def is_adapter_folder(path: str | Path) -> bool:
+    """A trained LoRA adapter's folder (a run's final/): it holds PEFT's adapter_config.json."""
+    return bool(str(path)) and (Path(path) / "adapter_config.json").is_file()
+
+
 class SettingsBase:
     """`replace` with checked names and `validate` of `choices`, shared by the settings dataclasses."""
 
@@ -97,7 +102,7 @@ class TrainingConfig(SettingsBase):
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}.")
         if self.learning_rate <= 0 or self.beta <= 0:
             raise ConfigError("learning_rate and beta must be positive.")
-        if self.init_adapter and not (Path(self.init_adapter) / "adapter_config.json").is_file():
+        if self.init_adapter and not is_adapter_folder(self.init_adapter):
             raise ConfigError(f"init_adapter {self.init_adapter!r} is not a trained adapter: expected a run's final/ folder with adapter_config.json.")
         unknown_losses = set(self.loss_types) - {"sigmoid", "sft", "ipo", "hinge", "robust", "apo_zero", "apo_down", "sppo_hard", "nca_pair"}
         if unknown_losses:

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from rl.config import OnlineLearningConfig
+from rl.config import OnlineLearningConfig, is_adapter_folder
 from rl.gates import GateDecision, GateThresholds, gate_decision
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def score_candidate_and_live(training_run: Any, cfg: OnlineLearningConfig) -> tu
     if live is None:
         base = score(GateModel(f"base ({base_model or 'default'})", base_model), dict(run_cache.get("base", {})))
         return candidate, base, f"the base model ({base_model or 'default'}; nothing is live)"
-    if live.training_run is None or not (Path(live.training_run.adapter_dir) / "adapter_config.json").is_file():
+    if live.training_run is None or not is_adapter_folder(live.training_run.adapter_dir):
         raise RuntimeError(f"cannot re-score the live model {live.ollama_name}: its adapter is gone "
                            f"({live.training_run.adapter_dir if live.training_run else 'no training run'}); the gate needs it.")
     cache = dict((live.evaluation or {}).get(VERSION_CACHE, {}))

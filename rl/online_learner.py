@@ -24,14 +24,13 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, close_old_connections, connection, transaction
 from django.utils import timezone
 
-from rl.config import OnlineLearningConfig, online_learning_config
+from rl.config import OnlineLearningConfig, is_adapter_folder, online_learning_config
 
 logger = logging.getLogger(__name__)
 
@@ -341,7 +340,7 @@ def warm_start_adapter(training: Any) -> str:
 
     live = live_version()
     run = live.training_run if live is not None else None
-    if run is None or not run.adapter_dir or not (Path(run.adapter_dir) / "adapter_config.json").is_file():
+    if run is None or not is_adapter_folder(run.adapter_dir):
         logger.info("warm start: the live model has no trained adapter on disk; training a fresh adapter")
         return ""
     if run.base_model != recorded_base_model(training):

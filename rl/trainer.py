@@ -80,7 +80,7 @@ def _restored_earlier(callbacks: list[Any], trainer: Any) -> bool:
 
 
 class AdapterError(ValueError):
-    """An adapter to start from that is missing or does not fit the base model."""
+    """An adapter to start from that does not fit the base model."""
 
 
 def load_initial_adapter(model: Any, adapter_dir: str | Path) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone as dj_timezone
 
-from rl.config import TrainingConfig
+from rl.config import TrainingConfig, is_adapter_folder
 from rl.dataset_builder import DatasetError, PreparedDataset, prepare_training_dataset
 from rl.distributed import on_main_process
 
@@ -37,7 +37,7 @@ def resolve_checkpoint(checkpoint: str) -> tuple[Path, dict[str, Any] | None]:
     """An adapter folder (or a run folder, or a run name) and the run's config.json when there is one."""
     candidates = [Path(checkpoint), Path(checkpoint) / "final", Path(settings.RL_CHECKPOINT_DIR) / checkpoint / "final"]
     for folder in candidates:
-        if (folder / "adapter_config.json").is_file():
+        if is_adapter_folder(folder):
             run_config = folder.parent / "config.json"
             return folder, json.loads(run_config.read_text()) if run_config.is_file() else None
     raise CheckpointError(
