@@ -35,17 +35,17 @@ class BestPickCallback(TrainerCallback):
         self.history: list[dict[str, Any]] = []
         self.ended = False
 
-    def score(self, model: Any) -> dict[str, Any]:
-        backend = TorchBackend("training", model, self.tokenizer, adapter_enabled=True)
+    def score(self, model: Any, bf16: bool = False) -> dict[str, Any]:
+        backend = TorchBackend("training", model, self.tokenizer, adapter_enabled=True, bf16_autocast=bf16)
         answers = backend.generate([c.prompt_ids for c in self.evalset.cases], self.max_new_tokens, [c.schema for c in self.evalset.cases])
         return generation_metrics(answers, self.evalset.cases, self.evalset.catalog)
 
-    def _check(self, model: Any, step: int) -> None:
+    def _check(self, model: Any, step: int, bf16: bool) -> None:
         from peft import get_peft_model_state_dict
 
         began = time.perf_counter()
         was_training = model.training
-        metrics = self.score(model)
+        metrics = self.score(model, bf16)
         if was_training:
             model.train()
         score = pick_score(metrics)
@@ -65,7 +65,7 @@ class BestPickCallback(TrainerCallback):
     def on_evaluate(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         # After training, an evaluation of the kept (maybe earlier) adapter is for preference metrics, not a new pick score.
         if model is not None and state.is_world_process_zero and not self.ended:
-            self._check(model, state.global_step)
+            self._check(model, state.global_step, args.bf16)
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         from peft import set_peft_model_state_dict
@@ -74,7 +74,7 @@ class BestPickCallback(TrainerCallback):
         if model is None:
             return
         if not self.history or self.history[-1]["step"] != state.global_step:
-            self._check(model, state.global_step)
+            self._check(model, state.global_step, args.bf16)
         if self.best_state is not None and self.best_step != state.global_step:
             set_peft_model_state_dict(model, self.best_state)
             logger.info("Keeping the adapter of step %d (held-out pick score %.3f) instead of the last step's.", self.best_step, self.best_score)

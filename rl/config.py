@@ -77,7 +77,7 @@ class TrainingConfig(SettingsBase):
     max_train_scenarios: int = _f(0, "Train on the pairs of at most this many scenarios (0: all); cheaper per pair than spreading pairs thin, since a scenario's pairs share one prompt.")
     balance_widgets: bool = _f(False, "Choose training scenarios round-robin over their right widget, so every widget is taught about equally often.")
     load_in_4bit: bool = _f(False, "4-bit QLoRA through bitsandbytes (NVIDIA GPU only).")
-    bf16: bool = _f(False, "bfloat16 weights and compute (GPU only).")
+    bf16: bool = _f(False, "bfloat16 compute: bf16 weights on a GPU; autocast over fp32 weights on a CPU with native bfloat16 (AVX512-BF16/AMX), fp32 on one without.")
     gradient_checkpointing: bool = _f(False, "Recompute activations to save memory (slower).")
     precompute_ref_log_probs: bool = _f(True, "Compute the reference model's log-probs once before training instead of every step.")
     warmup_ratio: float = _f(0.1, "Share of steps for learning-rate warmup.")
@@ -134,7 +134,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "high_quality": {**RECIPE, "bf16": True, "lora_rank": 64, "lora_alpha": 128, "epochs": 5.0, "learning_rate": 2e-5,
                      "batch_size": 8, "gradient_accumulation_steps": 2, "eval_steps": 100, "pick_eval_scenarios": 96},
     # No GPU (these machines, the demo): SmolLM2-135M in fp32; variant B of docs/training-recipe.md (about 15 minutes).
-    "cpu": {**RECIPE, "batch_size": 8, "epochs": 2.0, "max_steps": -1, "learning_rate": 1e-3, "lora_rank": 16, "lora_alpha": 32,
+    "cpu": {**RECIPE, "bf16": True, "batch_size": 8, "epochs": 2.0, "max_steps": -1, "learning_rate": 1e-3, "lora_rank": 16, "lora_alpha": 32,
             "lora_target_modules": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
             "max_train_scenarios": 100, "logging_steps": 5, "eval_steps": 30, "save_steps": 60, "max_eval_pairs": 16,
             "pick_eval_scenarios": 24, "warmup_ratio": 0.05},

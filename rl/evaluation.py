@@ -149,18 +149,21 @@ class SchemaGrammars:
 
 
 class TorchBackend:
-    """A transformers model; with `adapter_enabled=False` a PEFT model is scored as its base."""
+    """A transformers model; with `adapter_enabled=False` a PEFT model is scored as its base. `bf16_autocast` runs
+    it under bfloat16 autocast, as a model trained with bf16 on a CPU was trained."""
 
-    def __init__(self, name: str, model: Any, tokenizer: Any, *, adapter_enabled: bool = True, batch_size: int = 8):
+    def __init__(self, name: str, model: Any, tokenizer: Any, *, adapter_enabled: bool = True, batch_size: int = 8,
+                 bf16_autocast: bool = False):
         self.name, self.model, self.tokenizer = name, model, tokenizer
-        self.adapter_enabled, self.batch_size = adapter_enabled, batch_size
+        self.adapter_enabled, self.batch_size, self.bf16_autocast = adapter_enabled, batch_size, bf16_autocast
 
     @contextlib.contextmanager
     def _mode(self) -> Iterator[None]:
         import torch
 
         self.model.eval()
-        with torch.no_grad():
+        autocast = torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.bf16_autocast)
+        with torch.no_grad(), autocast:
             if not self.adapter_enabled and hasattr(self.model, "disable_adapter"):
                 with self.model.disable_adapter():
                     yield

@@ -137,7 +137,7 @@ def answer_logps(causal_lm: Any, batch: dict[str, torch.Tensor]) -> AnswerLogps:
 
 
 def decision_token_count(tokenizer: Any, answer_ids: list[int]) -> int:
-    """How many leading tokens of an answer carry its decision (widget, fixtures): those before the title."""
+    """How many leading tokens of an answer carry its decision (fixtures, widget): those before the title."""
     text = tokenizer.decode(answer_ids, skip_special_tokens=True)
     decision_chars = decision_length(text)
     if decision_chars >= len(text):
@@ -276,7 +276,9 @@ class PrefixSharingDPOTrainer(DPOTrainer):
 
     def scored_with_reference(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[AnswerLogps, torch.Tensor, torch.Tensor]:
         """The policy's answer log-probs and the reference's (precomputed, or computed now with the adapter off)."""
-        scored = answer_logps(self._unwrapped_causal_lm(model), inputs)
+        # The unwrapped model's forward is not the one accelerate wrapped in autocast: mixed precision is entered here.
+        with self.accelerator.autocast():
+            scored = answer_logps(self._unwrapped_causal_lm(model), inputs)
         if self.precompute_ref_logps:
             return scored, inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
         return scored, *self.compute_ref_log_probs(model, inputs)

@@ -5,7 +5,9 @@ exactly the prompt it is later asked. Nothing else builds these prompts.
 
 A prompt lists the whole widget catalog and a shortlist of at most `FIXTURE_SHORTLIST_SIZE` fixtures of the
 scenario's site retrieved for the question with BM25 (a real site has thousands of points; the prompt cannot list
-them all). `answer_schema` is the JSON schema of a valid answer to one prompt (widget from the catalog, fixtures from
+them all), best match first. The answer names its fixtures before its widget: the data source decides most of the
+widget (an alarm feed is an alarm list, a per-floor breakdown a bar or pie chart), so a model that has written the
+fixtures chooses the widget knowing them. `answer_schema` is the JSON schema of a valid answer to one prompt (widget from the catalog, fixtures from
 that prompt's shortlist): evaluation decodes under it and serving passes it to Ollama as `format`.
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ MAX_TITLE_CHARS = 60
 
 SYSTEM_PROMPT = (
     "Pick the dashboard widget and the fixtures (data sources) that answer the operator's question. "
-    'Reply with JSON only: {"widget": "<id>", "fixtures": ["<id>"], "title": "<short title>"}'
+    'Reply with JSON only: {"fixtures": ["<id>"], "widget": "<id>", "title": "<short title>"}'
 )
 
 # Matches word tokens including single characters, so "AHU-3" keeps its "3".
@@ -128,7 +130,7 @@ class Catalog:
         return frozenset(site for f in self.fixtures for site in f.sites)
 
     def fixture_shortlist(self, query: str, site: str = "") -> list[str]:
-        """The fixtures the prompt offers for `query` at `site`: the BM25 top `shortlist_size`, in catalog order."""
+        """The fixtures the prompt offers for `query` at `site`: the BM25 top `shortlist_size`, best match first."""
         shortlists = self._retriever_cache.setdefault("shortlists", {})
         if (query, site) not in shortlists:
             shortlists[(query, site)] = self._retrieve(query, site)
@@ -137,13 +139,13 @@ class Catalog:
     def _retrieve(self, query: str, site: str) -> tuple[str, ...]:
         retriever, fixtures = self._retriever(site)
         k = min(self.shortlist_size, len(fixtures))
-        if k == len(fixtures):
-            return tuple(sorted(f.slug for f in fixtures))
         tokens = _retrieval_tokens([query])
         if not tokens[0]:
-            return tuple(sorted(f.slug for f in fixtures[:k]))
-        indices, _scores = retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
-        return tuple(sorted(fixtures[int(i)].slug for i in indices[0]))
+            return tuple(f.slug for f in fixtures[:k])
+        indices, scores = retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
+        # Equal scores in catalog order, so the shortlist does not depend on how the retriever breaks ties.
+        ranked = sorted(zip(scores[0], indices[0]), key=lambda hit: (-float(hit[0]), int(hit[1])))
+        return tuple(fixtures[int(i)].slug for _score, i in ranked)
 
     def shortlist_for(self, scenario: ScenarioText) -> list[str]:
         return self.fixture_shortlist(scenario.query, scenario.site)
@@ -163,29 +165,30 @@ def build_messages(scenario: ScenarioText, catalog: Catalog) -> list[dict[str, s
 
 
 def render_pick(pick: Pick) -> str:
-    """The assistant's answer for `pick`: compact JSON, keys in a fixed order."""
-    return json.dumps({"widget": pick.widget, "fixtures": list(pick.fixtures), "title": pick.title}, ensure_ascii=False)
+    """The assistant's answer for `pick`: compact JSON, keys in a fixed order (fixtures, widget, title)."""
+    return json.dumps({"fixtures": list(pick.fixtures), "widget": pick.widget, "title": pick.title}, ensure_ascii=False)
 
 
 def decision_length(answer: str) -> int:
-    """How many leading characters of a rendered answer carry the decision (widget and fixtures); the title follows."""
+    """How many leading characters of a rendered answer carry the decision (fixtures and widget); the title follows."""
     index = answer.find(', "title"')
     return index if index >= 0 else len(answer)
 
 
 def answer_schema(scenario: ScenarioText, catalog: Catalog) -> dict[str, Any]:
-    """The JSON schema of a valid answer to this scenario's prompt: a catalog widget, 1 to 3 distinct fixtures of the
-    prompt's shortlist, a short title. Keys in `render_pick`'s order, so constrained decoding writes the same text."""
+    """The JSON schema of a valid answer to this scenario's prompt: 1 to 3 distinct fixtures of the prompt's
+    shortlist, a catalog widget, a short title. Keys in `render_pick`'s order, so constrained decoding writes the same
+    text."""
     shortlist = catalog.shortlist_for(scenario)
     return {
         "type": "object",
         "properties": {
-            "widget": {"type": "string", "enum": sorted(catalog.widget_slugs)},
             "fixtures": {"type": "array", "items": {"type": "string", "enum": shortlist}, "minItems": 1,
                          "maxItems": min(MAX_FIXTURES_PER_PICK, len(shortlist))},
+            "widget": {"type": "string", "enum": sorted(catalog.widget_slugs)},
             "title": {"type": "string", "maxLength": MAX_TITLE_CHARS},
         },
-        "required": ["widget", "fixtures", "title"],
+        "required": ["fixtures", "widget", "title"],
         "additionalProperties": False,
     }
 

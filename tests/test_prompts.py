@@ -10,7 +10,7 @@ from rl.prompts import (
 )
 from tests.rl_cases import CATALOG
 
-GOOD = '{"widget": "line_chart", "fixtures": ["chiller_1_kw"], "title": "Chiller 1"}'
+GOOD = '{"fixtures": ["chiller_1_kw"], "widget": "line_chart", "title": "Chiller 1"}'
 
 
 def test_the_prompt_states_the_format_lists_the_catalog_and_asks_the_question():
@@ -29,6 +29,14 @@ def test_the_fixture_shortlist_keeps_the_fixtures_the_question_names():
     assert len(shortlist) == CATALOG.shortlist_size
     assert "open_work_orders" in shortlist
     assert "chiller_2_kw" in CATALOG.fixture_shortlist("chiller 2 power")
+
+
+def test_the_shortlist_puts_the_best_match_first_and_the_prompt_keeps_that_order():
+    assert CATALOG.fixture_shortlist("outdoor air temperature and chiller power")[0] == "outdoor_air_temp"
+    assert CATALOG.fixture_shortlist("Which work orders are open?")[0] == "open_work_orders"
+    user = build_messages(ScenarioText("outdoor air temperature and chiller power"), CATALOG)[1]["content"]
+    listed = [line[2:].split(":")[0] for line in user.split("Fixtures:\n")[1].splitlines() if line.startswith("- ")]
+    assert listed == CATALOG.fixture_shortlist("outdoor air temperature and chiller power")
 
 
 def test_a_rendered_pick_parses_back_to_itself():
@@ -104,7 +112,7 @@ def test_the_shortlist_matches_run_together_names_like_ahu2():
 def test_the_answer_schema_allows_catalog_widgets_and_only_the_prompt_s_shortlist():
     scenario = ScenarioText("chiller 1 power now", "HQ")
     schema = answer_schema(scenario, SITED)
-    assert list(schema["properties"]) == ["widget", "fixtures", "title"] == schema["required"]
+    assert list(schema["properties"]) == ["fixtures", "widget", "title"] == schema["required"]
     assert schema["properties"]["widget"]["enum"] == sorted(w.slug for w in SITED.widgets)
     assert schema["properties"]["fixtures"]["items"]["enum"] == SITED.shortlist_for(scenario)
     assert schema["properties"]["fixtures"]["minItems"] == 1
@@ -113,4 +121,4 @@ def test_the_answer_schema_allows_catalog_widgets_and_only_the_prompt_s_shortlis
 
 def test_the_decision_of_an_answer_ends_where_its_title_begins():
     answer = render_pick(Pick("gauge", ("hq_chiller_1_kw",), "Chiller 1, now"))
-    assert answer[: decision_length(answer)] == '{"widget": "gauge", "fixtures": ["hq_chiller_1_kw"]'
+    assert answer[: decision_length(answer)] == '{"fixtures": ["hq_chiller_1_kw"], "widget": "gauge"'

@@ -161,11 +161,23 @@ def test_auto_picks_dpo_when_pairs_are_plenty_and_dominate_and_kto_otherwise(cap
     assert "KTO on both" in caplog.text
 
 
-def test_a_gpu_preset_on_a_cpu_machine_says_so_once_and_runs_fp32(caplog):
+def test_a_gpu_preset_on_a_cpu_without_bf16_says_so_and_runs_fp32(caplog, monkeypatch):
+    monkeypatch.setattr("rl.trainer.cpu_has_bf16", lambda: False)
     with caplog.at_level(logging.WARNING, logger="rl.trainer"):
         trainer = CommandCenterDPOTrainer("small_gpu")
     assert not trainer.config.bf16 and not trainer.config.load_in_4bit
-    assert len([r for r in caplog.records if "No GPU here" in r.message]) == 1
+    assert len([r for r in caplog.records if "4-bit" in r.message]) == 1
+    assert len([r for r in caplog.records if "training in fp32" in r.message]) == 1
+
+
+def test_bf16_on_a_cpu_with_native_bf16_is_autocast_over_fp32_weights(tiny_model_dir, monkeypatch):
+    import torch
+
+    monkeypatch.setattr("rl.trainer.cpu_has_bf16", lambda: True)
+    trainer = CommandCenterDPOTrainer("small_gpu", base_model=str(tiny_model_dir))
+    assert trainer.config.bf16 and not trainer.config.load_in_4bit
+    trainer.load_base_model()
+    assert next(trainer.model.parameters()).dtype == torch.float32
 
 
 def test_an_unknown_preset_or_setting_is_a_clear_error():
