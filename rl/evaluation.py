@@ -148,14 +148,27 @@ class SchemaGrammars:
         return xgrammar.contrib.hf.LogitsProcessor([self.compiled(schema) for schema in schemas])
 
 
+def evaluation_precision() -> str:
+    """How PyTorch models are evaluated here: "bf16" (autocast over fp32 weights) on a CPU with native bfloat16 unless
+    settings.RL_EVALUATION_BF16 is off, else "fp32"."""
+    import torch
+    from django.conf import settings
+
+    from rl.base_model import cpu_has_bf16
+
+    bf16 = getattr(settings, "RL_EVALUATION_BF16", True) and not torch.cuda.is_available() and cpu_has_bf16()
+    return "bf16" if bf16 else "fp32"
+
+
 class TorchBackend:
-    """A transformers model; with `adapter_enabled=False` a PEFT model is scored as its base. `bf16_autocast` runs
-    it under bfloat16 autocast, as a model trained with bf16 on a CPU was trained."""
+    """A transformers model; with `adapter_enabled=False` a PEFT model is scored as its base. It runs under bfloat16
+    autocast when `bf16_autocast` is true, or when it is None and `evaluation_precision()` says so."""
 
     def __init__(self, name: str, model: Any, tokenizer: Any, *, adapter_enabled: bool = True, batch_size: int = 8,
-                 bf16_autocast: bool = False):
+                 bf16_autocast: bool | None = None):
         self.name, self.model, self.tokenizer = name, model, tokenizer
-        self.adapter_enabled, self.batch_size, self.bf16_autocast = adapter_enabled, batch_size, bf16_autocast
+        self.adapter_enabled, self.batch_size = adapter_enabled, batch_size
+        self.bf16_autocast = evaluation_precision() == "bf16" if bf16_autocast is None else bf16_autocast
 
     @contextlib.contextmanager
     def _mode(self) -> Iterator[None]:

@@ -10,6 +10,7 @@ from typing import Any
 from rl.config import TrainingConfig
 from rl.evaluation import (
     DECODINGS, DEFAULT_MAX_NEW_TOKENS, EvalSet, EvaluationError, LlamaCppBackend, TorchBackend, build_eval_set, evaluate_backend,
+    evaluation_precision,
 )
 from rl.training_run import build_dataset, resolve_checkpoint
 
@@ -84,7 +85,8 @@ def evaluate_model(
 
             model = PeftModel.from_pretrained(model, str(adapter_dir))
     set_name = evaluation_set_name(data_path)
-    results: dict[str, Any] = {"data": {**evalset.description, "set": set_name, "decodings": list(decodings)}, "models": {},
+    results: dict[str, Any] = {"data": {**evalset.description, "set": set_name, "decodings": list(decodings),
+                                        "precision": evaluation_precision()}, "models": {},
                                "created_at": datetime.now(timezone.utc).isoformat()}
     base_logps = None
     if compare_base:

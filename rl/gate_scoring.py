@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rl.evalsets import NATURAL_DATA_FILE, NATURAL_RATINGS_FILE
-from rl.evaluation import EvalSet, TorchBackend, evaluate_backend
+from rl.evaluation import EvalSet, TorchBackend, evaluate_backend, evaluation_precision
 from rl.evaluation_run import HELD_OUT, held_out_data
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def data_key(evalset: EvalSet, max_new_tokens: int) -> str:
     content = {
         "pairs": [(p.prompt_ids, p.chosen_ids, p.rejected_ids) for p in evalset.pairs],
         "cases": [(c.scenario_id, c.prompt_ids, [(e.widget, e.fixtures) for e in c.expected], c.schema) for c in evalset.cases],
-        "decodings": GATE_DECODINGS, "max_new_tokens": max_new_tokens,
+        "decodings": GATE_DECODINGS, "max_new_tokens": max_new_tokens, "precision": evaluation_precision(),
     }
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=list).encode()).hexdigest()
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rl.base_model import load_causal_lm, load_tokenizer
+from rl.base_model import cpu_has_bf16, load_causal_lm, load_tokenizer
 from rl.config import TrainingConfig, training_config
 from rl.distributed import on_main_process, share_adapter_from_main, training_state
 
@@ -28,17 +28,6 @@ def has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bf16 autocast is several times faster
-    than fp32; without it oneDNN emulates bf16 and it is slower."""
-    import torch
-
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def _metrics_callback(path: Path) -> Any:

@@ -56,3 +56,30 @@ def test_llama_cpp_constrained_answers_only_name_catalog_widgets_and_shortlist_f
     answers = backend.generate([c.prompt_ids for c in cases], 200, [c.schema for c in cases])
     backend.llm.close()
     _check_constrained(answers, scenarios)
+
+
+def test_pytorch_evaluation_precision_follows_the_setting_and_the_cpu(tiny, settings, monkeypatch):
+    import torch
+
+    from rl.evaluation import evaluation_precision
+    from rl.gate_scoring import data_key
+
+    model, tokenizer = tiny
+    _scenarios, cases = _cases(tokenizer)
+    evalset = type("Set", (), {"pairs": [], "cases": cases})()
+    monkeypatch.setattr("rl.base_model.cpu_has_bf16", lambda: True)
+    settings.RL_EVALUATION_BF16 = False
+    assert evaluation_precision() == "fp32" and not TorchBackend("tiny", model, tokenizer).bf16_autocast
+    fp32_key = data_key(evalset, 40)
+    settings.RL_EVALUATION_BF16 = True
+    assert evaluation_precision() == ("fp32" if torch.cuda.is_available() else "bf16")
+    assert data_key(evalset, 40) != fp32_key  # a gate never reuses a score made at another precision
+    monkeypatch.setattr("rl.base_model.cpu_has_bf16", lambda: False)
+    assert evaluation_precision() == "fp32"
+
+
+def test_constrained_answers_under_bf16_autocast_stay_valid(tiny):
+    model, tokenizer = tiny
+    scenarios, cases = _cases(tokenizer)
+    backend = TorchBackend("tiny", model, tokenizer, bf16_autocast=True)
+    _check_constrained(backend.generate([c.prompt_ids for c in cases], 60, [c.schema for c in cases]), scenarios)
