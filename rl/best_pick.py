@@ -65,7 +65,7 @@ class BestPickCallback(TrainerCallback):
     def on_evaluate(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         # After training, an evaluation of the kept (maybe earlier) adapter is for preference metrics, not a new pick score.
         if model is not None and state.is_world_process_zero and not self.ended:
-            self._check(model, state.global_step, args.bf16)
+            self._check(model, state.global_step, bool(getattr(args, "bf16", False)))
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         from peft import set_peft_model_state_dict
@@ -74,7 +74,7 @@ class BestPickCallback(TrainerCallback):
         if model is None:
             return
         if not self.history or self.history[-1]["step"] != state.global_step:
-            self._check(model, state.global_step, args.bf16)
+            self._check(model, state.global_step, bool(getattr(args, "bf16", False)))
         if self.best_state is not None and self.best_step != state.global_step:
             set_peft_model_state_dict(model, self.best_state)
             logger.info("Keeping the adapter of step %d (held-out pick score %.3f) instead of the last step's.", self.best_step, self.best_score)

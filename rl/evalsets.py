@@ -62,7 +62,8 @@ def build_natural_evalset(spec: dict[str, Any] | None = None, seed: int = 0) -> 
             verdicts.append((EntryRecord(id=f"{scenario.id}-{widget}", scenario_id=scenario.id, widget=widget, fixtures=right,
                                          title=title, source="import"), "down"))
         shortlist = catalog.shortlist_for(ScenarioText(scenario.query, scenario.site))
-        others = [slug for slug in shortlist if slug not in right]
+        # In slug order, not the prompt's: the set's pairs do not change when the shortlist's display order does.
+        others = [slug for slug in sorted(shortlist) if slug not in right]
         if others:
             wrong = sorted([others[0], *right[1:]])
             verdicts.append((EntryRecord(id=f"{scenario.id}-{question['widgets'][0]}-wrong-fixture", scenario_id=scenario.id,
