@@ -23,6 +23,12 @@ class BaseModelError(RuntimeError):
     """The base model cannot be found or loaded; the message says what was tried and how to fix it."""
 
 
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bf16 autocast is about twice as fast as
     fp32; without it oneDNN emulates bf16 and it is slower."""

@@ -40,12 +40,12 @@ class BestPickCallback(TrainerCallback):
         answers = backend.generate([c.prompt_ids for c in self.evalset.cases], self.max_new_tokens, [c.schema for c in self.evalset.cases])
         return generation_metrics(answers, self.evalset.cases, self.evalset.catalog)
 
-    def _check(self, model: Any, step: int, bf16: bool) -> None:
+    def _check(self, model: Any, step: int, args: Any) -> None:
         from peft import get_peft_model_state_dict
 
         began = time.perf_counter()
         was_training = model.training
-        metrics = self.score(model, bf16)
+        metrics = self.score(model, bool(getattr(args, "bf16", False)))  # generate as the model trains
         if was_training:
             model.train()
         score = pick_score(metrics)
@@ -65,7 +65,7 @@ class BestPickCallback(TrainerCallback):
     def on_evaluate(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         # After training, an evaluation of the kept (maybe earlier) adapter is for preference metrics, not a new pick score.
         if model is not None and state.is_world_process_zero and not self.ended:
-            self._check(model, state.global_step, bool(getattr(args, "bf16", False)))
+            self._check(model, state.global_step, args)
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         from peft import set_peft_model_state_dict
@@ -74,7 +74,7 @@ class BestPickCallback(TrainerCallback):
         if model is None:
             return
         if not self.history or self.history[-1]["step"] != state.global_step:
-            self._check(model, state.global_step, bool(getattr(args, "bf16", False)))
+            self._check(model, state.global_step, args)
         if self.best_state is not None and self.best_step != state.global_step:
             set_peft_model_state_dict(model, self.best_state)
             logger.info("Keeping the adapter of step %d (held-out pick score %.3f) instead of the last step's.", self.best_step, self.best_score)

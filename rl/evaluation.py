@@ -151,12 +151,11 @@ class SchemaGrammars:
 def evaluation_precision() -> str:
     """How PyTorch models are evaluated here: "bf16" (autocast over fp32 weights) on a CPU with native bfloat16 unless
     settings.RL_EVALUATION_BF16 is off, else "fp32"."""
-    import torch
     from django.conf import settings
 
-    from rl.base_model import cpu_has_bf16
+    from rl import base_model
 
-    bf16 = getattr(settings, "RL_EVALUATION_BF16", True) and not torch.cuda.is_available() and cpu_has_bf16()
+    bf16 = getattr(settings, "RL_EVALUATION_BF16", True) and not base_model.has_cuda() and base_model.cpu_has_bf16()
     return "bf16" if bf16 else "fp32"
 
 

@@ -7,8 +7,9 @@ A prompt lists the whole widget catalog and a shortlist of at most `FIXTURE_SHOR
 scenario's site retrieved for the question with BM25 (a real site has thousands of points; the prompt cannot list
 them all), best match first. The answer names its fixtures before its widget: the data source decides most of the
 widget (an alarm feed is an alarm list, a per-floor breakdown a bar or pie chart), so a model that has written the
-fixtures chooses the widget knowing them. `answer_schema` is the JSON schema of a valid answer to one prompt (widget from the catalog, fixtures from
-that prompt's shortlist): evaluation decodes under it and serving passes it to Ollama as `format`.
+fixtures chooses the widget knowing them. `answer_schema` is the JSON schema of a valid answer to one prompt (widget
+from the catalog, fixtures from that prompt's shortlist): evaluation decodes under it and serving passes it to Ollama
+as `format`.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rl.base_model import cpu_has_bf16, load_causal_lm, load_tokenizer
+from rl.base_model import cpu_has_bf16, has_cuda, load_causal_lm, load_tokenizer
 from rl.config import TrainingConfig, training_config
 from rl.distributed import on_main_process, share_adapter_from_main, training_state
 
@@ -22,12 +22,6 @@ logger = logging.getLogger(__name__)
 FINAL_DIR = "final"
 CHECKPOINT_DIR = "checkpoints"
 METRICS_FILE = "metrics.jsonl"
-
-
-def has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _metrics_callback(path: Path) -> Any:
