@@ -1,12 +1,13 @@
-"""DPO with each prompt computed once per batch instead of twice per pair.
+"""DPO with each prompt computed once per batch instead of twice per pair, and the batch's common prefix once.
 
-The pairs of a batch that share a prompt (the same scenario) become ONE sequence
-`[prompt | answer_1 | answer_2 | ... ]` holding every distinct answer once. Position ids restart each answer right
-after the prompt, and a 4D attention mask lets an answer see only the prompt and itself, so each answer is scored
-exactly as if it followed the prompt alone. On this task the prompt is ~90% of a pair's tokens and a scenario has
-several pairs, so a pair costs a fraction of the compute and activation memory of TRL's
-`[prompt | chosen]` + `[prompt | rejected]` rows. A sampler keeps a scenario's pairs together in batches, and the
-LM head runs only on answer positions.
+The pairs of a batch that share a prompt (the same scenario) become one group `[prompt | answer_1 | answer_2 | ...]`
+holding every distinct answer once, and the groups are packed into rows after the prefix that all the batch's prompts
+share (on this task the system prompt and the widget catalog, about half of each prompt):
+`[common | rest of prompt 1 | answers 1 | rest of prompt 2 | answers 2 | ...]`. Position ids follow each prompt's own
+positions, and a 4D attention mask lets the rest of a prompt see only the common part and itself, and an answer only
+its prompt and itself, so each answer is scored exactly as if it followed its prompt alone. A pair costs a fraction
+of the compute and activation memory of TRL's `[prompt | chosen]` + `[prompt | rejected]` rows. A sampler keeps a
+scenario's pairs together in batches, and the LM head runs only on answer positions.
 """
 from __future__ import annotations
 
@@ -28,8 +29,12 @@ from rl.prompts import decision_length
 class PrefixSharingCollator:
     """TRL-tokenized preference rows (prompt_ids, chosen_ids, rejected_ids) -> shared-prefix batches.
 
-    Sequence g holds one prompt and its distinct answers. `score_index[g, j]` is the position whose hidden state
-    predicts `score_target[g, j]`, a token of answer `score_answer[g, j]` (-1: padding). Pair b's answers are
+    A prompt group is one prompt and its distinct answers. The groups of a batch are packed into rows
+    `[common | rest of prompt 1 | answers 1 | rest of prompt 2 | answers 2 | ...]`, where `common` is the prefix all
+    the batch's prompts share (the task's system prompt and widget catalog), so it is computed once per row instead
+    of once per prompt. A row takes groups until it would pass `row_tokens` (it always takes at least one), which
+    bounds attention's quadratic cost. `score_index[r, j]` is the position whose hidden state predicts
+    `score_target[r, j]`, a token of answer `score_answer[r, j]` (-1: padding). Pair b's answers are
     `pair_chosen[b]` and `pair_rejected[b]`.
     """
 
@@ -37,6 +42,7 @@ class PrefixSharingCollator:
     eager_attention: bool = False
     # Weight of a chosen answer's tokens after its decision (the title) in the SFT term; decision tokens weigh 1.
     title_weight: float = 1.0
+    row_tokens: int = 2048
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         groups: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
@@ -58,38 +64,59 @@ class PrefixSharingCollator:
             if "chosen_decision_tokens" in example:
                 decision_tokens[(prompt, tuple(example["chosen_ids"]))] = int(example["chosen_decision_tokens"])
 
-        lengths = [len(p) + sum(len(a) for a in answers) for p, answers in groups.items()]
-        width, n_groups = max(lengths), len(groups)
-        n_scored = max(sum(len(a) for a in answers) for answers in groups.values())
-        input_ids = torch.full((n_groups, width), self.pad_token_id, dtype=torch.long)
-        position_ids = torch.zeros((n_groups, width), dtype=torch.long)
-        allowed = torch.zeros((n_groups, width, width), dtype=torch.bool)
-        score_index = torch.zeros((n_groups, n_scored), dtype=torch.long)
-        score_target = torch.zeros((n_groups, n_scored), dtype=torch.long)
-        score_answer = torch.full((n_groups, n_scored), -1, dtype=torch.long)
-        score_weight = torch.zeros((n_groups, n_scored), dtype=torch.float32)
+        # At least one token of each prompt stays out of the common part, so a group never has an empty prompt.
+        common = min(_common_prefix_length(list(groups)), min(len(p) for p in groups) - 1) if len(groups) > 1 else 0
+        rows: list[list[tuple[int, ...]]] = []
+        row_lengths: list[int] = []
+        for prompt, answers in groups.items():
+            size = len(prompt) - common + sum(len(a) for a in answers)
+            if not rows or row_lengths[-1] + size > self.row_tokens:
+                rows.append([])
+                row_lengths.append(common)
+            rows[-1].append(prompt)
+            row_lengths[-1] += size
+
+        width, n_rows = max(row_lengths), len(rows)
+        n_scored = max(sum(len(a) for p in row for a in groups[p]) for row in rows)
+        input_ids = torch.full((n_rows, width), self.pad_token_id, dtype=torch.long)
+        position_ids = torch.zeros((n_rows, width), dtype=torch.long)
+        allowed = torch.zeros((n_rows, width, width), dtype=torch.bool)
+        score_index = torch.zeros((n_rows, n_scored), dtype=torch.long)
+        score_target = torch.zeros((n_rows, n_scored), dtype=torch.long)
+        score_answer = torch.full((n_rows, n_scored), -1, dtype=torch.long)
+        score_weight = torch.zeros((n_rows, n_scored), dtype=torch.float32)
         causal = torch.ones((width, width), dtype=torch.bool).tril()
-        for g, (prompt, answers) in enumerate(groups.items()):
-            p = len(prompt)
-            input_ids[g, :p] = torch.tensor(prompt)
-            position_ids[g, :p] = torch.arange(p)
-            allowed[g, :p, :p] = causal[:p, :p]
-            start, scored = p, 0
-            for answer in answers:
-                n = len(answer)
-                end = start + n
-                input_ids[g, start:end] = torch.tensor(answer)
-                position_ids[g, start:end] = torch.arange(p, p + n)
-                allowed[g, start:end, :p] = True
-                allowed[g, start:end, start:end] = causal[:n, :n]
-                score_index[g, scored : scored + n] = torch.cat([torch.tensor([p - 1]), torch.arange(start, end - 1)])
-                score_target[g, scored : scored + n] = torch.tensor(answer)
-                score_answer[g, scored : scored + n] = answer_ids[(prompt, answer)]
-                decision = decision_tokens.get((prompt, answer), n)
-                score_weight[g, scored : scored + n] = torch.tensor([1.0 if i < decision else self.title_weight for i in range(n)])
-                start, scored = end, scored + n
+        for r, row in enumerate(rows):
+            if common:
+                input_ids[r, :common] = torch.tensor(row[0][:common])
+                position_ids[r, :common] = torch.arange(common)
+                allowed[r, :common, :common] = causal[:common, :common]
+            start, scored = common, 0
+            for prompt in row:
+                # The rest of the prompt sees the common part and itself; each answer sees the whole prompt and itself.
+                p, rest = len(prompt), len(prompt) - common
+                prompt_end = start + rest
+                input_ids[r, start:prompt_end] = torch.tensor(prompt[common:])
+                position_ids[r, start:prompt_end] = torch.arange(common, p)
+                allowed[r, start:prompt_end, :common] = True
+                allowed[r, start:prompt_end, start:prompt_end] = causal[:rest, :rest]
+                start = prompt_end
+                for answer in groups[prompt]:
+                    n = len(answer)
+                    end = start + n
+                    input_ids[r, start:end] = torch.tensor(answer)
+                    position_ids[r, start:end] = torch.arange(p, p + n)
+                    allowed[r, start:end, :common] = True
+                    allowed[r, start:end, prompt_end - rest : prompt_end] = True
+                    allowed[r, start:end, start:end] = causal[:n, :n]
+                    score_index[r, scored : scored + n] = torch.cat([torch.tensor([prompt_end - 1]), torch.arange(start, end - 1)])
+                    score_target[r, scored : scored + n] = torch.tensor(answer)
+                    score_answer[r, scored : scored + n] = answer_ids[(prompt, answer)]
+                    decision = decision_tokens.get((prompt, answer), n)
+                    score_weight[r, scored : scored + n] = torch.tensor([1.0 if i < decision else self.title_weight for i in range(n)])
+                    start, scored = end, scored + n
             pad = torch.arange(start, width)
-            allowed[g, pad, pad] = True  # padding rows see themselves only, so no row is fully masked (NaN in SDPA)
+            allowed[r, pad, pad] = True  # padding rows see themselves only, so no row is fully masked (NaN in SDPA)
         mask = allowed.unsqueeze(1)
         if self.eager_attention:
             mask = torch.zeros(mask.shape, dtype=torch.float32).masked_fill(~mask, torch.finfo(torch.float32).min)
@@ -97,12 +124,20 @@ class PrefixSharingCollator:
             "input_ids": input_ids, "position_ids": position_ids, "attention_mask": mask,
             "score_index": score_index, "score_target": score_target, "score_answer": score_answer, "score_weight": score_weight,
             "pair_chosen": torch.tensor(pair_chosen), "pair_rejected": torch.tensor(pair_rejected),
-            "num_answers": torch.tensor(len(answer_ids)), "num_tokens": torch.tensor(sum(lengths)),
+            "num_answers": torch.tensor(len(answer_ids)), "num_tokens": torch.tensor(sum(row_lengths)),
         }
         for key in ("ref_chosen_logps", "ref_rejected_logps", "label"):
             if key in examples[0]:
                 out[key] = torch.tensor([e[key] for e in examples])
         return out
+
+
+def _common_prefix_length(sequences: list[tuple[int, ...]]) -> int:
+    first, length = sequences[0], min(len(s) for s in sequences)
+    for i in range(length):
+        if any(s[i] != first[i] for s in sequences[1:]):
+            return i
+    return length
 
 
 @dataclass

@@ -1,0 +1,51 @@
+"""Shared-prefix scoring gives every answer the log-prob it gets after its prompt alone."""
+import pytest
+import torch
+
+from rl.prefix_sharing import PrefixSharingCollator, answer_logps
+
+
+def plain_logp(model, prompt: list[int], answer: list[int]) -> float:
+    """The answer's summed log-prob from one ordinary forward pass over [prompt | answer]."""
+    ids = torch.tensor([prompt + answer])
+    with torch.no_grad():
+        logps = torch.log_softmax(model(ids).logits[0].float(), dim=-1)
+    return sum(float(logps[len(prompt) - 1 + i, token]) for i, token in enumerate(answer))
+
+
+COMMON = [5, 6, 7, 8, 9, 10]
+ROWS = [
+    {"prompt_ids": COMMON + [11, 12], "chosen_ids": [20, 21, 22], "rejected_ids": [23, 24]},
+    {"prompt_ids": COMMON + [11, 12], "chosen_ids": [20, 21, 22], "rejected_ids": [25]},
+    {"prompt_ids": COMMON + [13], "chosen_ids": [26, 27], "rejected_ids": [28, 29, 30, 31]},
+    {"prompt_ids": COMMON + [14, 15, 16], "chosen_ids": [32], "rejected_ids": [33, 34]},
+    # A prompt that is all common prefix but for its last token, and one that differs from the first token on.
+    {"prompt_ids": COMMON[:-1] + [40], "chosen_ids": [41, 42], "rejected_ids": [43]},
+    {"prompt_ids": [50, 51, 52], "chosen_ids": [53], "rejected_ids": [54, 55]},
+]
+
+
+@pytest.mark.parametrize("rows, row_tokens, expected_rows", [
+    (ROWS[:4], 2048, 1),  # one row: the six common tokens once
+    (ROWS[:4], 12, 3),  # a small budget splits the groups over rows, each with the common part
+    (ROWS, 2048, 1),  # nothing in common but the empty prefix
+    (ROWS[:1], 2048, 1),
+])
+def test_packed_scores_equal_one_forward_pass_per_answer(tiny_model_dir, rows, row_tokens, expected_rows):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    batch = PrefixSharingCollator(pad_token_id=0, row_tokens=row_tokens)(rows)
+    assert batch["input_ids"].shape[0] == expected_rows
+    with torch.no_grad():
+        scored = answer_logps(model, batch)
+    for i, row in enumerate(rows):
+        assert float(scored.chosen[i]) == pytest.approx(plain_logp(model, row["prompt_ids"], row["chosen_ids"]), abs=1e-4)
+        assert float(scored.rejected[i]) == pytest.approx(plain_logp(model, row["prompt_ids"], row["rejected_ids"]), abs=1e-4)
+
+
+def test_the_common_prefix_is_counted_once_per_row():
+    batch = PrefixSharingCollator(pad_token_id=0)(ROWS[:4])
+    distinct_answers = 3 + 1 + 4 + 2 + 2 + 1 + 2  # [20,21,22] once for the two pairs of the first prompt
+    assert int(batch["num_tokens"]) == len(COMMON) + 2 + 1 + 3 + distinct_answers
+    assert batch["input_ids"][0, : len(COMMON)].tolist() == COMMON
