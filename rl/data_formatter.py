@@ -6,7 +6,11 @@ Rules (each has a test in tests/test_data_formatter.py):
 - Widget pair: an up and a down entry of the SAME scenario whose widgets differ.
 - Fixture pair: an up and a down entry of the same scenario and widget whose fixtures differ.
 - Correction pair: a rating's corrected pick is chosen, the entry it rated is rejected.
-- Per scenario and kind at most `max_pairs_per_scenario` pairs, spread so no entry dominates.
+- Per scenario and kind at most `max_pairs_per_scenario` pairs, spread so no entry dominates. With
+  `hard_widget_negatives`, a widget pair's rejected widget is, among those equally spread, the one most often
+  up-rated elsewhere with the chosen pick's fixtures: the widget the same data could have been shown with, which
+  only the question's wording rules out (a trend against a current value of one sensor), not one the data already
+  excludes (an alarm list of a temperature).
 - Exact duplicate pairs, pairs whose chosen equals rejected, and pairs whose chosen fixtures are not offered by the
   prompt's fixture shortlist are dropped and counted.
 - Entries with a verdict that appear in no pair become KTO rows {prompt, completion, label}.
@@ -16,7 +20,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -91,16 +95,19 @@ def entry_verdicts(entries: Iterable[RatedEntry], stats: FormatterStats | None =
 
 
 def _balanced(
-    candidates: list[tuple[RatedEntry, RatedEntry]], cap: int, rng: random.Random
+    candidates: list[tuple[RatedEntry, RatedEntry]], cap: int, rng: random.Random,
+    hardness: Callable[[tuple[RatedEntry, RatedEntry]], float] = lambda combo: 0.0,
 ) -> list[tuple[RatedEntry, RatedEntry]]:
-    """Up to `cap` of the (chosen, rejected) candidates, each time taking the one whose entries were used least."""
+    """Up to `cap` of the (chosen, rejected) candidates, each time taking the one whose entries were used least, and
+    among those the hardest."""
     combos = list(candidates)
     rng.shuffle(combos)
     used: Counter = Counter()
     picked = []
     while combos and len(picked) < cap:
         best = min(range(len(combos)), key=lambda i: (max(used[combos[i][0].entry_id], used[combos[i][1].entry_id]),
-                                                      used[combos[i][0].entry_id] + used[combos[i][1].entry_id]))
+                                                      used[combos[i][0].entry_id] + used[combos[i][1].entry_id],
+                                                      -hardness(combos[i])))
         good, bad = combos.pop(best)
         used[good.entry_id] += 1
         used[bad.entry_id] += 1
@@ -119,6 +126,13 @@ def _row(scenario_id: str, scenario: ScenarioText, catalog: Catalog, chosen: Pic
     }
 
 
+def widget_fixture_counts(entries: Iterable[RatedEntry], verdicts: Mapping[str, str]) -> Counter:
+    """(fixture, widget) -> in how many scenarios an up-rated pick shows that fixture with that widget."""
+    shown = {(entry.scenario_id, fixture, entry.pick.widget) for entry in entries if verdicts.get(entry.entry_id) == "up"
+             for fixture in entry.pick.fixtures}
+    return Counter((fixture, widget) for _scenario, fixture, widget in shown)
+
+
 def _pairs_of_kind(
     kind: str,
     entries: list[RatedEntry],
@@ -127,8 +141,15 @@ def _pairs_of_kind(
     verdicts: Mapping[str, str],
     max_pairs_per_scenario: int,
     seed: int,
+    hard_negatives: bool = False,
 ) -> list[dict]:
     rng = random.Random(seed)
+    shown_with = widget_fixture_counts(entries, verdicts) if hard_negatives else Counter()
+
+    def hardness(combo: tuple[RatedEntry, RatedEntry]) -> float:
+        good, bad = combo
+        return sum(shown_with[(fixture, bad.pick.widget)] for fixture in good.pick.fixtures)
+
     by_scenario: dict[str, list[RatedEntry]] = {}
     for entry in entries:
         if entry.entry_id in verdicts:
@@ -142,7 +163,7 @@ def _pairs_of_kind(
             candidates = [(u, d) for u in ups for d in downs if u.pick.widget != d.pick.widget]
         else:
             candidates = [(u, d) for u in ups for d in downs if u.pick.widget == d.pick.widget and u.pick.fixtures != d.pick.fixtures]
-        for good, bad in _balanced(candidates, max_pairs_per_scenario, rng):
+        for good, bad in _balanced(candidates, max_pairs_per_scenario, rng, hardness):
             rows.append(_row(scenario_id, all_scenarios[scenario_id], catalog, good.pick, bad.pick, kind, "ratings"))
     return rows
 
@@ -155,10 +176,12 @@ def build_widget_dpo_pairs(
     verdicts: Mapping[str, str] | None = None,
     max_pairs_per_scenario: int = DEFAULT_MAX_PAIRS_PER_SCENARIO,
     seed: int = 0,
+    hard_negatives: bool = False,
 ) -> list[dict]:
-    """Pairs of an up-rated and a down-rated pick with different widgets, within one scenario."""
+    """Pairs of an up-rated and a down-rated pick with different widgets, within one scenario; with `hard_negatives`
+    the rejected widgets are preferably those the chosen fixtures are often shown with elsewhere."""
     verdicts = verdicts if verdicts is not None else entry_verdicts(entries)
-    return _pairs_of_kind("widget", entries, all_scenarios, catalog, verdicts, max_pairs_per_scenario, seed)
+    return _pairs_of_kind("widget", entries, all_scenarios, catalog, verdicts, max_pairs_per_scenario, seed, hard_negatives)
 
 
 def build_fixture_dpo_pairs(
@@ -203,6 +226,7 @@ def format_preferences(
     kind: str = "both",
     max_pairs_per_scenario: int = DEFAULT_MAX_PAIRS_PER_SCENARIO,
     seed: int = 0,
+    hard_widget_negatives: bool = False,
 ) -> FormattedPreferences:
     """All the rules above, applied in order: verdicts, pairs of each kind, corrections, filters, KTO rows."""
     stats = FormatterStats()
@@ -210,7 +234,8 @@ def format_preferences(
     candidates: list[dict] = []
     if kind in ("widget", "both"):
         candidates += build_widget_dpo_pairs(entries, all_scenarios, catalog, verdicts=verdicts,
-                                             max_pairs_per_scenario=max_pairs_per_scenario, seed=seed)
+                                             max_pairs_per_scenario=max_pairs_per_scenario, seed=seed,
+                                             hard_negatives=hard_widget_negatives)
     if kind in ("fixture", "both"):
         candidates += build_fixture_dpo_pairs(entries, all_scenarios, catalog, verdicts=verdicts,
                                               max_pairs_per_scenario=max_pairs_per_scenario, seed=seed)

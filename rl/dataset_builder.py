@@ -248,6 +248,7 @@ def prepare_training_dataset(
     kind: str = "both",
     rater: str | None = None,
     max_pairs_per_scenario: int = DEFAULT_MAX_PAIRS_PER_SCENARIO,
+    hard_widget_negatives: bool = False,
     tokenizer: Any = None,
     until: datetime | str | None = None,
 ) -> PreparedDataset:
@@ -266,7 +267,8 @@ def prepare_training_dataset(
     snapshot = load_snapshot(source, data_path, ratings_path, rater, until)
 
     formatted: FormattedPreferences = format_preferences(
-        snapshot.entries, snapshot.scenarios, snapshot.catalog, kind=kind, max_pairs_per_scenario=max_pairs_per_scenario, seed=seed
+        snapshot.entries, snapshot.scenarios, snapshot.catalog, kind=kind, max_pairs_per_scenario=max_pairs_per_scenario, seed=seed,
+        hard_widget_negatives=hard_widget_negatives,
     )
     f = formatted.stats
     n_pairs = len(formatted.pairs)

@@ -71,7 +71,8 @@ def build_dataset(config: TrainingConfig, data: dict[str, Any], tokenizer: Any =
     prepared = prepare_training_dataset(
         data["source"], data.get("data_path"), data.get("ratings_path"),
         min_samples=config.min_samples, eval_fraction=config.eval_fraction, seed=config.seed, kind=config.kind,
-        rater=data.get("rater"), max_pairs_per_scenario=config.max_pairs_per_scenario, tokenizer=tokenizer,
+        rater=data.get("rater"), max_pairs_per_scenario=config.max_pairs_per_scenario,
+        hard_widget_negatives=config.hard_widget_negatives, tokenizer=tokenizer,
         until=data.get("until"),
     )
     if config.max_train_scenarios or config.balance_widgets:

@@ -50,6 +50,23 @@ def test_the_pairs_per_scenario_cap_spreads_over_entries():
     assert {p["widget"] for p in picks(rows, "rejected")} == {"kpi_card", "table"}
 
 
+def test_hard_widget_negatives_reject_the_widgets_the_same_fixture_is_shown_with_elsewhere():
+    # s1 asks for chiller 1's trend; in s2 chiller 1 power was rightly shown as a KPI card and as a gauge.
+    s1 = [entry("a", "s1", "line_chart", ("chiller_1_kw",), vote("up"))] + [
+        entry(f"d{i}", "s1", widget, ("chiller_1_kw",), vote("down"))
+        for i, widget in enumerate(["table", "alarm_list", "kpi_card", "pie_chart", "gauge", "status_grid"])
+    ]
+    s2 = [entry("k", "s2", "kpi_card", ("chiller_1_kw",), vote("up")), entry("g", "s2", "gauge", ("chiller_1_kw",), vote("up")),
+          entry("t", "s2", "table", ("chiller_1_kw",), vote("down"))]
+    for seed in range(5):
+        rows = [r for r in build_widget_dpo_pairs(s1 + s2, SCENARIOS, CATALOG, max_pairs_per_scenario=2, seed=seed, hard_negatives=True)
+                if r["scenario_id"] == "s1"]
+        assert {p["widget"] for p in picks(rows, "rejected")} == {"kpi_card", "gauge"}
+    plain = [{p["widget"] for p in picks([r for r in build_widget_dpo_pairs(s1 + s2, SCENARIOS, CATALOG, max_pairs_per_scenario=2, seed=seed)
+                                           if r["scenario_id"] == "s1"], "rejected")} for seed in range(5)]
+    assert any(widgets != {"kpi_card", "gauge"} for widgets in plain)  # without the option the negatives are random
+
+
 def test_a_fixture_pair_keeps_scenario_and_widget_and_shows_fixture_descriptions():
     entries = [
         entry("a", "s1", "line_chart", ("chiller_1_kw",), vote("up")),
