@@ -1,13 +1,13 @@
 """DPO with each prompt computed once per batch instead of twice per pair, and the batch's common prefix once.
 
 The pairs of a batch that share a prompt (the same scenario) become one group `[prompt | answer_1 | answer_2 | ...]`
-holding every distinct answer once, and the groups are packed into rows after the prefix that all the batch's prompts
-share (on this task the system prompt and the widget catalog, about half of each prompt):
-`[common | rest of prompt 1 | answers 1 | rest of prompt 2 | answers 2 | ...]`. Position ids follow each prompt's own
-positions, and a 4D attention mask lets the rest of a prompt see only the common part and itself, and an answer only
-its prompt and itself, so each answer is scored exactly as if it followed its prompt alone. A pair costs a fraction
-of the compute and activation memory of TRL's `[prompt | chosen]` + `[prompt | rejected]` rows. A sampler keeps a
-scenario's pairs together in batches, and the LM head runs only on answer positions.
+holding every distinct answer once. The prefix that all the batch's prompts share (on this task the system prompt
+and the widget catalog, about half of each prompt) is computed once: run alone, its keys and values are reused by
+every group's row (or, under gradient checkpointing, which turns that cache off, the groups are packed into rows after
+one copy of it). Position ids follow each prompt's own positions, and a 4D attention mask lets an answer see only its
+prompt and itself, so each answer is scored exactly as if it followed its prompt alone. A pair costs a fraction of the
+compute and activation memory of TRL's `[prompt | chosen]` + `[prompt | rejected]` rows. A sampler keeps a scenario's
+pairs together in batches, and the LM head runs only on answer positions.
 """
 from __future__ import annotations
 
@@ -29,19 +29,22 @@ from rl.prompts import decision_length
 class PrefixSharingCollator:
     """TRL-tokenized preference rows (prompt_ids, chosen_ids, rejected_ids) -> shared-prefix batches.
 
-    A prompt group is one prompt and its distinct answers. The groups of a batch are packed into rows
-    `[common | rest of prompt 1 | answers 1 | rest of prompt 2 | answers 2 | ...]`, where `common` is the prefix all
-    the batch's prompts share (the task's system prompt and widget catalog), so it is computed once per row instead
-    of once per prompt. A row takes groups until it would pass `row_tokens` (it always takes at least one), which
-    bounds attention's quadratic cost. `score_index[r, j]` is the position whose hidden state predicts
-    `score_target[r, j]`, a token of answer `score_answer[r, j]` (-1: padding). Pair b's answers are
-    `pair_chosen[b]` and `pair_rejected[b]`.
+    A prompt group is one prompt and its distinct answers. `common` is the prefix all the batch's prompts share (the
+    task's system prompt and widget catalog), computed once per batch:
+    - with `prefix_cache` (the default) it is returned as `prefix_ids`, run once, and its keys and values serve every
+      row (`answer_logps`); each row holds one group `[rest of prompt | answers]`, so no attention is spent between
+      groups. Not with gradient checkpointing, which turns the cache off inside the layers;
+    - without, the groups are packed into rows `[common | rest of prompt 1 | answers 1 | rest of prompt 2 | ...]`,
+      a row taking groups until it would pass `row_tokens` (always at least one).
+    `score_index[r, j]` is the row position whose hidden state predicts `score_target[r, j]`, a token of answer
+    `score_answer[r, j]` (-1: padding). Pair b's answers are `pair_chosen[b]` and `pair_rejected[b]`.
     """
 
     pad_token_id: int
     eager_attention: bool = False
     # Weight of a chosen answer's tokens after its decision (the title) in the SFT term; decision tokens weigh 1.
     title_weight: float = 1.0
+    prefix_cache: bool = True
     row_tokens: int = 2048
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -66,13 +69,16 @@ class PrefixSharingCollator:
 
         # At least one token of each prompt stays out of the common part, so a group never has an empty prompt.
         common = min(_common_prefix_length(list(groups)), min(len(p) for p in groups) - 1) if len(groups) > 1 else 0
+        cached = self.prefix_cache and common > 0
+        cache_len = common if cached else 0  # key/value positions ahead of each row's own: the cached prefix
+        in_row = 0 if cached else common  # tokens of the common part inside each row
         rows: list[list[tuple[int, ...]]] = []
         row_lengths: list[int] = []
         for prompt, answers in groups.items():
             size = len(prompt) - common + sum(len(a) for a in answers)
-            if not rows or row_lengths[-1] + size > self.row_tokens:
+            if cached or not rows or row_lengths[-1] + size > self.row_tokens:
                 rows.append([])
-                row_lengths.append(common)
+                row_lengths.append(in_row)
             rows[-1].append(prompt)
             row_lengths[-1] += size
 
@@ -80,26 +86,29 @@ class PrefixSharingCollator:
         n_scored = max(sum(len(a) for p in row for a in groups[p]) for row in rows)
         input_ids = torch.full((n_rows, width), self.pad_token_id, dtype=torch.long)
         position_ids = torch.zeros((n_rows, width), dtype=torch.long)
-        allowed = torch.zeros((n_rows, width, width), dtype=torch.bool)
+        # Key columns: the cached prefix's positions first (if any), then the row's own.
+        allowed = torch.zeros((n_rows, width, cache_len + width), dtype=torch.bool)
+        own = slice(cache_len, cache_len + width)
         score_index = torch.zeros((n_rows, n_scored), dtype=torch.long)
         score_target = torch.zeros((n_rows, n_scored), dtype=torch.long)
         score_answer = torch.full((n_rows, n_scored), -1, dtype=torch.long)
         score_weight = torch.zeros((n_rows, n_scored), dtype=torch.float32)
         causal = torch.ones((width, width), dtype=torch.bool).tril()
         for r, row in enumerate(rows):
-            if common:
-                input_ids[r, :common] = torch.tensor(row[0][:common])
-                position_ids[r, :common] = torch.arange(common)
-                allowed[r, :common, :common] = causal[:common, :common]
-            start, scored = common, 0
+            keys = allowed[r, :, own]
+            if in_row:
+                input_ids[r, :in_row] = torch.tensor(row[0][:in_row])
+                position_ids[r, :in_row] = torch.arange(in_row)
+                keys[:in_row, :in_row] = causal[:in_row, :in_row]
+            start, scored = in_row, 0
             for prompt in row:
                 # The rest of the prompt sees the common part and itself; each answer sees the whole prompt and itself.
                 p, rest = len(prompt), len(prompt) - common
-                prompt_end = start + rest
-                input_ids[r, start:prompt_end] = torch.tensor(prompt[common:])
-                position_ids[r, start:prompt_end] = torch.arange(common, p)
-                allowed[r, start:prompt_end, :common] = True
-                allowed[r, start:prompt_end, start:prompt_end] = causal[:rest, :rest]
+                prompt_start, prompt_end = start, start + rest
+                input_ids[r, prompt_start:prompt_end] = torch.tensor(prompt[common:])
+                position_ids[r, prompt_start:prompt_end] = torch.arange(common, p)
+                allowed[r, prompt_start:prompt_end, :common] = True  # the cache's columns, or the row's common part
+                keys[prompt_start:prompt_end, prompt_start:prompt_end] = causal[:rest, :rest]
                 start = prompt_end
                 for answer in groups[prompt]:
                     n = len(answer)
@@ -107,8 +116,8 @@ class PrefixSharingCollator:
                     input_ids[r, start:end] = torch.tensor(answer)
                     position_ids[r, start:end] = torch.arange(p, p + n)
                     allowed[r, start:end, :common] = True
-                    allowed[r, start:end, prompt_end - rest : prompt_end] = True
-                    allowed[r, start:end, start:end] = causal[:n, :n]
+                    keys[start:end, prompt_start:prompt_end] = True
+                    keys[start:end, start:end] = causal[:n, :n]
                     score_index[r, scored : scored + n] = torch.cat([torch.tensor([prompt_end - 1]), torch.arange(start, end - 1)])
                     score_target[r, scored : scored + n] = torch.tensor(answer)
                     score_answer[r, scored : scored + n] = answer_ids[(prompt, answer)]
@@ -116,7 +125,7 @@ class PrefixSharingCollator:
                     score_weight[r, scored : scored + n] = torch.tensor([1.0 if i < decision else self.title_weight for i in range(n)])
                     start, scored = end, scored + n
             pad = torch.arange(start, width)
-            allowed[r, pad, pad] = True  # padding rows see themselves only, so no row is fully masked (NaN in SDPA)
+            keys[pad, pad] = True  # padding rows see themselves only, so no row is fully masked (NaN in SDPA)
         mask = allowed.unsqueeze(1)
         if self.eager_attention:
             mask = torch.zeros(mask.shape, dtype=torch.float32).masked_fill(~mask, torch.finfo(torch.float32).min)
@@ -124,8 +133,10 @@ class PrefixSharingCollator:
             "input_ids": input_ids, "position_ids": position_ids, "attention_mask": mask,
             "score_index": score_index, "score_target": score_target, "score_answer": score_answer, "score_weight": score_weight,
             "pair_chosen": torch.tensor(pair_chosen), "pair_rejected": torch.tensor(pair_rejected),
-            "num_answers": torch.tensor(len(answer_ids)), "num_tokens": torch.tensor(sum(row_lengths)),
+            "num_answers": torch.tensor(len(answer_ids)), "num_tokens": torch.tensor(cache_len + sum(row_lengths)),
         }
+        if cached:
+            out["prefix_ids"] = torch.tensor([next(iter(groups))[:common]])
         for key in ("ref_chosen_logps", "ref_rejected_logps", "label"):
             if key in examples[0]:
                 out[key] = torch.tensor([e[key] for e in examples])
@@ -152,8 +163,18 @@ class AnswerLogps:
 def answer_logps(causal_lm: Any, batch: dict[str, torch.Tensor]) -> AnswerLogps:
     """Log-probs of every answer in a shared-prefix batch, per token and summed per pair side."""
     backbone = getattr(causal_lm, causal_lm.base_model_prefix)
+    cache = None
+    if "prefix_ids" in batch:
+        prefix = batch["prefix_ids"]
+        positions = torch.arange(prefix.size(1), device=prefix.device).unsqueeze(0)
+        cache = backbone(input_ids=prefix, position_ids=positions, use_cache=True).past_key_values
+        if cache is None or cache.get_seq_length() != prefix.size(1):
+            raise RuntimeError("The model returned no key/value cache for the shared prefix (gradient checkpointing turns it "
+                               "off): build the collator with prefix_cache=False.")
+        cache.batch_repeat_interleave(batch["input_ids"].size(0))
     hidden = backbone(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"], use_cache=False
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"],
+        past_key_values=cache, use_cache=cache is not None,
     ).last_hidden_state
     index = batch["score_index"].unsqueeze(-1).expand(-1, -1, hidden.size(-1))
     logits = causal_lm.get_output_embeddings()(hidden.gather(1, index)).float()

@@ -283,7 +283,9 @@ class CommandCenterDPOTrainer:
         from rl.prefix_sharing import PrefixSharingCollator
 
         eager = getattr(self.model.config, "_attn_implementation", "sdpa") == "eager"
-        return PrefixSharingCollator(self.tokenizer.pad_token_id, eager_attention=eager, title_weight=self.config.title_weight)
+        # Gradient checkpointing turns the key/value cache off inside the layers: the common prefix is packed instead.
+        return PrefixSharingCollator(self.tokenizer.pad_token_id, eager_attention=eager, title_weight=self.config.title_weight,
+                                     prefix_cache=not self.config.gradient_checkpointing)
 
     def _dpo_trainer(self, train_dataset: Any, eval_dataset: Any, output_dir: Path) -> Any:
         from trl import DPOConfig

@@ -25,18 +25,21 @@ ROWS = [
 ]
 
 
-@pytest.mark.parametrize("rows, row_tokens, expected_rows", [
-    (ROWS[:4], 2048, 1),  # one row: the six common tokens once
-    (ROWS[:4], 12, 3),  # a small budget splits the groups over rows, each with the common part
-    (ROWS, 2048, 1),  # nothing in common but the empty prefix
-    (ROWS[:1], 2048, 1),
+@pytest.mark.parametrize("rows, prefix_cache, row_tokens, expected_rows, expected_cache", [
+    (ROWS[:4], True, 2048, 3, True),  # the six common tokens run once as a cache, one row per prompt
+    (ROWS[:4], False, 2048, 1, False),  # packed: one row, the six common tokens once
+    (ROWS[:4], False, 12, 3, False),  # a small budget splits the groups over rows, each with the common part
+    (ROWS, True, 2048, 1, False),  # nothing in common: packed, no cache
+    (ROWS[:1], True, 2048, 1, False),
 ])
-def test_packed_scores_equal_one_forward_pass_per_answer(tiny_model_dir, rows, row_tokens, expected_rows):
+def test_shared_prefix_scores_equal_one_forward_pass_per_answer(tiny_model_dir, rows, prefix_cache, row_tokens, expected_rows,
+                                                                expected_cache):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
-    batch = PrefixSharingCollator(pad_token_id=0, row_tokens=row_tokens)(rows)
+    batch = PrefixSharingCollator(pad_token_id=0, prefix_cache=prefix_cache, row_tokens=row_tokens)(rows)
     assert batch["input_ids"].shape[0] == expected_rows
+    assert ("prefix_ids" in batch) == expected_cache
     with torch.no_grad():
         scored = answer_logps(model, batch)
     for i, row in enumerate(rows):
@@ -44,8 +47,36 @@ def test_packed_scores_equal_one_forward_pass_per_answer(tiny_model_dir, rows, r
         assert float(scored.rejected[i]) == pytest.approx(plain_logp(model, row["prompt_ids"], row["rejected_ids"]), abs=1e-4)
 
 
-def test_the_common_prefix_is_counted_once_per_row():
-    batch = PrefixSharingCollator(pad_token_id=0)(ROWS[:4])
+@pytest.mark.parametrize("prefix_cache", [True, False])
+def test_the_common_prefix_is_computed_once(prefix_cache):
+    batch = PrefixSharingCollator(pad_token_id=0, prefix_cache=prefix_cache)(ROWS[:4])
     distinct_answers = 3 + 1 + 4 + 2 + 2 + 1 + 2  # [20,21,22] once for the two pairs of the first prompt
     assert int(batch["num_tokens"]) == len(COMMON) + 2 + 1 + 3 + distinct_answers
-    assert batch["input_ids"][0, : len(COMMON)].tolist() == COMMON
+    if prefix_cache:
+        assert batch["prefix_ids"].tolist() == [COMMON]
+        assert COMMON[0] not in batch["input_ids"].tolist()[0]
+    else:
+        assert batch["input_ids"][0, : len(COMMON)].tolist() == COMMON
+
+
+def test_training_through_the_cached_prefix_gives_the_gradient_of_plain_rows(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    def gradient(model, loss_of):
+        model.zero_grad()
+        loss_of(model).backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    batch = PrefixSharingCollator(pad_token_id=0)(ROWS[:4])
+    assert "prefix_ids" in batch
+    cached = gradient(model, lambda m: answer_logps(m, batch).chosen.sum())
+
+    def plain(m):
+        total = 0
+        for row in ROWS[:4]:
+            ids = torch.tensor([row["prompt_ids"] + row["chosen_ids"]])
+            logps = torch.log_softmax(m(ids).logits[0].float(), dim=-1)
+            total = total + sum(logps[len(row["prompt_ids"]) - 1 + i, t] for i, t in enumerate(row["chosen_ids"]))
+        return total
+    assert torch.allclose(cached, gradient(model, plain), atol=1e-4)

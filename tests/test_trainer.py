@@ -28,6 +28,17 @@ def test_training_lowers_the_dpo_loss_on_its_pairs(demo_db, tiny_model_dir, tmp_
     assert outcome.eval_metrics["eval_rewards/accuracies"] > 0.5
 
 
+@pytest.mark.parametrize("gradient_checkpointing", [False, True])
+def test_the_shared_prefix_is_cached_or_packed_and_training_learns_either_way(demo_db, tiny_model_dir, tmp_path, gradient_checkpointing):
+    prepared = prepare_training_dataset("db", min_samples=10)
+    train = prepared.dataset["train"].select(range(16))
+    trainer = CommandCenterDPOTrainer("cpu", **{**FAST, "base_model": str(tiny_model_dir), "max_steps": 10, "learning_rate": 1e-2,
+                                                "loss_type": "sigmoid", "gradient_checkpointing": gradient_checkpointing})
+    outcome = trainer.train(train, train, output_dir=tmp_path)
+    assert trainer._prefix_sharing_collator().prefix_cache is not gradient_checkpointing
+    assert outcome.eval_metrics["eval_loss"] < 0.6931 - 0.01
+
+
 def test_the_sft_term_raises_the_likelihood_of_chosen_answers(demo_db, tiny_model_dir, tmp_path):
     prepared = prepare_training_dataset("db", min_samples=10)
     train = prepared.dataset["train"].select(range(16))
