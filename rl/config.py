@@ -135,7 +135,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "high_quality": {**RECIPE, "bf16": True, "lora_rank": 64, "lora_alpha": 128, "epochs": 5.0, "learning_rate": 2e-5,
                      "batch_size": 8, "gradient_accumulation_steps": 2, "eval_steps": 100, "pick_eval_scenarios": 96},
     # No GPU (these machines, the demo): SmolLM2-135M, bf16 autocast where the CPU has native bfloat16; variant E of
-    # docs/training-recipe.md (about 13 minutes on 2 cores).
+    # docs/training-recipe.md (train_dpo about 13 to 14.5 minutes on 2 cores).
     "cpu": {**RECIPE, "bf16": True, "batch_size": 8, "epochs": 3.0, "max_steps": -1, "learning_rate": 1e-3, "lora_rank": 16, "lora_alpha": 32,
             "lora_target_modules": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
             "max_train_scenarios": 100, "logging_steps": 5, "eval_steps": 45, "save_steps": 60, "max_eval_pairs": 16,
