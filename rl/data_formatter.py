@@ -40,6 +40,11 @@ class Vote:
     tags: tuple[str, ...] = ()
     trusted: bool = True
     corrected: Pick | None = None
+    updated_at: datetime | None = None  # when the rater last changed it; None: never (files carry only created_at)
+
+    @property
+    def changed_at(self) -> datetime:
+        return self.updated_at or self.created_at
 
     @property
     def usable(self) -> bool:

@@ -143,7 +143,7 @@ def load_snapshot_from_db(rater: str | None = None, until: datetime | None = Non
     for entry in entries:
         votes = tuple(
             Vote(
-                rater=r.rater.username, value=r.value, created_at=r.created_at, tags=tuple(r.tags),
+                rater=r.rater.username, value=r.value, created_at=r.created_at, updated_at=r.updated_at, tags=tuple(r.tags),
                 trusted=r.rater.username not in untrusted,
                 corrected=Pick(r.corrected_widget.slug, tuple(f.slug for f in r.corrected_fixtures.all()), "") if r.corrected_widget else None,
             )

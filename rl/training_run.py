@@ -93,11 +93,12 @@ def build_dataset(config: TrainingConfig, data: dict[str, Any], tokenizer: Any =
 
 
 def rated_since(snapshot: Any, since: datetime | str | None) -> set[str]:
-    """The scenarios with a rating newer than `since` (none when `since` is empty)."""
+    """The scenarios with a rating given or changed after `since` (none when `since` is empty): what the online
+    learner's buffer counted, which reads `updated_at`."""
     if not since:
         return set()
     since = datetime.fromisoformat(since) if isinstance(since, str) else since
-    return {entry.scenario_id for entry in snapshot.entries if any(vote.created_at > since for vote in entry.votes)}
+    return {entry.scenario_id for entry in snapshot.entries if any(vote.changed_at > since for vote in entry.votes)}
 
 
 def chosen_widget(row: dict[str, Any]) -> str:

@@ -73,6 +73,25 @@ def test_newly_rated_scenarios_are_taken_first_and_older_ones_fill_the_rest():
     assert not new <= without  # the preference, not chance, put them in
 
 
+def test_a_rating_changed_after_the_last_run_counts_as_new_like_in_the_buffer():
+    from datetime import datetime, timedelta, timezone
+    from types import SimpleNamespace
+
+    from rl.data_formatter import RatedEntry, Vote
+    from rl.training_run import rated_since
+
+    watermark = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    before, after = watermark - timedelta(days=3), watermark + timedelta(hours=1)
+    pick = Pick("gauge", ("f",), "t")
+    snapshot = SimpleNamespace(entries=[
+        RatedEntry("e1", "changed", pick, (Vote("ann", "down", before, updated_at=after),)),
+        RatedEntry("e2", "old", pick, (Vote("ann", "up", before, updated_at=before),)),
+        RatedEntry("e3", "new", pick, (Vote("bob", "up", after),)),  # from a file: no updated_at
+    ])
+    assert rated_since(snapshot, watermark.isoformat()) == {"changed", "new"}
+    assert rated_since(snapshot, None) == set()
+
+
 class ScriptedScores:
     """Stands in for generation: the held-out pick scores a run would see at its evaluations, in order."""
 
