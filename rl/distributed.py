@@ -55,3 +55,16 @@ def share_adapter_from_main(model: Any) -> None:
     weights = {name: tensor.detach().clone().contiguous() for name, tensor in get_peft_model_state_dict(model).items()}
     with torch.no_grad():
         set_peft_model_state_dict(model, broadcast(weights, from_process=0))
+
+
+def finish_processes() -> None:
+    """End a run of several processes cleanly: wait for all, then take down the process group. Without it gloo's
+    threads can still be running when the interpreter exits, and a process dies with SIGABRT ("terminate called
+    without an active exception") after its work is done, failing the launch. With one process: nothing."""
+    import torch.distributed
+
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+

@@ -25,7 +25,7 @@ from transformers import TrainerCallback  # noqa: E402
 
 from rl import trainer as trainer_module  # noqa: E402
 from rl.dataset_builder import prepare_training_dataset  # noqa: E402
-from rl.distributed import training_state  # noqa: E402
+from rl.distributed import finish_processes, training_state  # noqa: E402
 
 
 def pair_key(example: dict) -> str:
@@ -76,6 +76,7 @@ def main() -> None:
               "reference_keys": recorder.reference_keys, "reference": recorder.reference, "pairs": n_pairs,
               "final_dir": str(outcome.final_dir)}
     (out_dir / f"record-{state.process_index}{'-resumed' if resume else ''}.json").write_text(json.dumps(record))
+    finish_processes()
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ class Command(BaseCommand):
         add_config_flags(parser, TrainingConfig, title="training settings (override the preset)")
 
     def handle(self, *args, **options) -> None:
+        from rl.distributed import finish_processes
         from rl.pipeline import train_then_export
         from rl.training_run import dry_run
 
@@ -59,6 +60,7 @@ class Command(BaseCommand):
             )
         except (DatasetError, BaseModelError, ConfigError) as exc:
             raise CommandError(str(exc)) from exc
+        finish_processes()
         if not result.is_main_process:
             if result.status != "succeeded":
                 raise CommandError(f"Run {result.run_name} {result.status} on this process: {result.error}")
