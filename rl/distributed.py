@@ -61,10 +61,9 @@ def finish_processes() -> None:
     """End a run of several processes cleanly: wait for all, then take down the process group. Without it gloo's
     threads can still be running when the interpreter exits, and a process dies with SIGABRT ("terminate called
     without an active exception") after its work is done, failing the launch. With one process: nothing."""
-    import torch.distributed
-
-    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+    state = training_state()
+    if state.num_processes == 1:
         return
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
+    state.wait_for_everyone()
+    state.destroy_process_group()
 

@@ -12,6 +12,7 @@ pairs together in batches, and the LM head runs only on answer positions.
 from __future__ import annotations
 
 import math
+import os
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -68,7 +69,7 @@ class PrefixSharingCollator:
                 decision_tokens[(prompt, tuple(example["chosen_ids"]))] = int(example["chosen_decision_tokens"])
 
         # At least one token of each prompt stays out of the common part, so a group never has an empty prompt.
-        common = min(_common_prefix_length(list(groups)), min(len(p) for p in groups) - 1) if len(groups) > 1 else 0
+        common = min(len(os.path.commonprefix(list(groups))), min(len(p) for p in groups) - 1) if len(groups) > 1 else 0
         cached = self.prefix_cache and common > 0
         cache_len = common if cached else 0  # key/value positions ahead of each row's own: the cached prefix
         in_row = 0 if cached else common  # tokens of the common part inside each row
@@ -141,14 +142,6 @@ class PrefixSharingCollator:
             if key in examples[0]:
                 out[key] = torch.tensor([e[key] for e in examples])
         return out
-
-
-def _common_prefix_length(sequences: list[tuple[int, ...]]) -> int:
-    first, length = sequences[0], min(len(s) for s in sequences)
-    for i in range(length):
-        if any(s[i] != first[i] for s in sequences[1:]):
-            return i
-    return length
 
 
 @dataclass
