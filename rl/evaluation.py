@@ -204,24 +204,35 @@ class TorchBackend:
         return [results[i] for i in range(len(pairs))]
 
     def generate(self, prompts: list[tuple[int, ...]], max_new_tokens: int, schemas: list[dict] | None = None) -> list[str]:
+        """Greedy answers in batches. The prefix a batch's prompts share (the system prompt and widget catalog) is run
+        once and its keys and values serve every row, which then holds `[prefix | padding | rest of its prompt]`:
+        positions follow the attention mask, so each answer is the one its prompt alone would get."""
         import torch
+
+        from rl.prefix_sharing import shared_prefix_length
 
         outputs: list[str] = []
         pad = self.tokenizer.pad_token_id
         grammars = SchemaGrammars(self.tokenizer, self._causal_lm().config.vocab_size) if schemas is not None else None
         mode = "constrained" if schemas is not None else "free"
+        device = self.model.device
         with self._mode():
             for start in tqdm(range(0, len(prompts), self.batch_size), desc=f"{self.name}: generating ({mode})", leave=False):
                 chunk = prompts[start : start + self.batch_size]
-                width = max(len(p) for p in chunk)
-                ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in chunk], device=self.model.device)
-                mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=self.model.device)
+                common = shared_prefix_length(chunk)
+                width = max(len(p) for p in chunk) - common
+                ids = torch.tensor([list(p[:common]) + [pad] * (width - len(p) + common) + list(p[common:]) for p in chunk], device=device)
+                mask = torch.tensor([[1] * common + [0] * (width - len(p) + common) + [1] * (len(p) - common) for p in chunk], device=device)
+                cache = None
+                if common:
+                    cache = self.model(input_ids=ids[:1, :common], use_cache=True).past_key_values
+                    cache.batch_repeat_interleave(len(chunk))
                 processors = [grammars.logits_processor(schemas[start : start + len(chunk)])] if grammars is not None else None
                 generated = self.model.generate(
-                    input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                    input_ids=ids, attention_mask=mask, past_key_values=cache, max_new_tokens=max_new_tokens, do_sample=False,
                     eos_token_id=_stop_ids(self.tokenizer), pad_token_id=pad, logits_processor=processors,
                 )
-                outputs += self.tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
+                outputs += self.tokenizer.batch_decode(generated[:, ids.size(1):], skip_special_tokens=True)
         return outputs
 
 

@@ -26,6 +26,14 @@ from trl import DPOTrainer
 from rl.prompts import decision_length
 
 
+def shared_prefix_length(prompts: list[tuple[int, ...]]) -> int:
+    """How many leading tokens all of `prompts` share, leaving at least one token of each out (so no prompt's own
+    part is empty); 0 for fewer than two distinct prompts."""
+    if len(set(prompts)) < 2:
+        return 0
+    return min(len(os.path.commonprefix(prompts)), min(len(p) for p in prompts) - 1)
+
+
 @dataclass
 class PrefixSharingCollator:
     """TRL-tokenized preference rows (prompt_ids, chosen_ids, rejected_ids) -> shared-prefix batches.
@@ -68,8 +76,7 @@ class PrefixSharingCollator:
             if "chosen_decision_tokens" in example:
                 decision_tokens[(prompt, tuple(example["chosen_ids"]))] = int(example["chosen_decision_tokens"])
 
-        # At least one token of each prompt stays out of the common part, so a group never has an empty prompt.
-        common = min(len(os.path.commonprefix(list(groups))), min(len(p) for p in groups) - 1) if len(groups) > 1 else 0
+        common = shared_prefix_length(list(groups))
         cached = self.prefix_cache and common > 0
         cache_len = common if cached else 0  # key/value positions ahead of each row's own: the cached prefix
         in_row = 0 if cached else common  # tokens of the common part inside each row

@@ -83,3 +83,17 @@ def test_constrained_answers_under_bf16_autocast_stay_valid(tiny):
     scenarios, cases = _cases(tokenizer)
     backend = TorchBackend("tiny", model, tokenizer, bf16_autocast=True)
     _check_constrained(backend.generate([c.prompt_ids for c in cases], 60, [c.schema for c in cases]), scenarios)
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_a_batch_sharing_its_prompt_prefix_answers_as_each_prompt_alone(tiny, constrained):
+    from rl.prefix_sharing import shared_prefix_length
+
+    model, tokenizer = tiny
+    _scenarios, cases = _cases(tokenizer)
+    prompts = [c.prompt_ids for c in cases]
+    schemas = [c.schema for c in cases] if constrained else None
+    assert shared_prefix_length(prompts[:4]) > 20 and len({len(p) for p in prompts[:4]}) > 1  # shared prefix, then padding
+    batched = TorchBackend("tiny", model, tokenizer, batch_size=4, bf16_autocast=False).generate(prompts, 30, schemas)
+    alone = TorchBackend("tiny", model, tokenizer, batch_size=1, bf16_autocast=False)
+    assert batched == [alone.generate([p], 30, None if schemas is None else [s])[0] for p, s in zip(prompts, schemas or [None] * len(prompts))]
