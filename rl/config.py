@@ -82,7 +82,7 @@ class TrainingConfig(SettingsBase):
     precompute_ref_log_probs: bool = _f(True, "Compute the reference model's log-probs once before training instead of every step.")
     warmup_ratio: float = _f(0.1, "Share of steps for learning-rate warmup.")
     logging_steps: int = _f(5, "Log metrics every N steps.")
-    eval_steps: int = _f(0, "Evaluate every N steps (0: at the end of each epoch).")
+    eval_steps: float = _f(0, "Evaluate every N steps; below 1, every such share of the training steps (0.25: four evaluations, the last one at the end); 0: at the end of each epoch.")
     save_steps: int = _f(50, "Save a resumable checkpoint every N steps.")
     max_eval_pairs: int = _f(64, "Evaluate during training on at most this many eval pairs (0: all).")
     pick_eval_scenarios: int = _f(0, "At each evaluation, generate constrained answers for this many held-out scenarios and keep the adapter with the best widget + fixture accuracy instead of the last (0: keep the last).")
@@ -98,6 +98,8 @@ class TrainingConfig(SettingsBase):
         super().validate()
         if not 0 <= self.title_weight <= 1:
             raise ConfigError(f"title_weight must be between 0 and 1, got {self.title_weight}.")
+        if self.eval_steps < 0 or (self.eval_steps > 1 and self.eval_steps != int(self.eval_steps)):
+            raise ConfigError(f"eval_steps must be 0, a share of the training steps below 1, or a whole number of steps; got {self.eval_steps}.")
         for name in ("lora_rank", "lora_alpha", "batch_size", "gradient_accumulation_steps", "max_length"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}.")
@@ -134,12 +136,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 24 GB+ GPU: larger rank, more epochs, lower learning rate.
     "high_quality": {**RECIPE, "bf16": True, "lora_rank": 64, "lora_alpha": 128, "epochs": 5.0, "learning_rate": 2e-5,
                      "batch_size": 8, "gradient_accumulation_steps": 2, "eval_steps": 100, "pick_eval_scenarios": 96},
-    # No GPU (these machines, the demo): SmolLM2-135M, bf16 autocast where the CPU has native bfloat16; variant E of
-    # docs/training-recipe.md (train_dpo about 13 to 14.5 minutes on 2 cores).
-    "cpu": {**RECIPE, "bf16": True, "batch_size": 8, "epochs": 3.0, "max_steps": -1, "learning_rate": 1e-3, "lora_rank": 16, "lora_alpha": 32,
+    # No GPU (these machines, the demo): SmolLM2-135M, bf16 autocast where the CPU has native bfloat16; variant J of
+    # docs/training-recipe.md: many scenarios, one pair of each kind per scenario, two epochs (train_dpo about 16
+    # minutes on 2 cores).
+    "cpu": {**RECIPE, "bf16": True, "batch_size": 8, "epochs": 2.0, "max_steps": -1, "learning_rate": 1e-3, "lora_rank": 16, "lora_alpha": 32,
             "lora_target_modules": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
-            "max_train_scenarios": 100, "logging_steps": 5, "eval_steps": 45, "save_steps": 60, "max_eval_pairs": 16,
-            "pick_eval_scenarios": 24, "warmup_ratio": 0.05},
+            "max_train_scenarios": 250, "max_pairs_per_scenario": 1, "logging_steps": 5, "eval_steps": 0.25, "save_steps": 60,
+            "max_eval_pairs": 16, "pick_eval_scenarios": 24, "warmup_ratio": 0.05},
 }
 
 

@@ -8,14 +8,15 @@ pytestmark = pytest.mark.integration
 
 
 def test_a_few_dpo_steps_on_smollm2_run_and_save_an_adapter(demo_db, checkpoints):
-    config = training_config("cpu", max_steps=2, batch_size=4, max_train_pairs=8, max_eval_pairs=4, min_samples=10,
-                             logging_steps=1, save_steps=100, loss_type="sigmoid,sft", sft_weight=1.0, eval_steps=1,
+    config = training_config("cpu", max_steps=4, batch_size=4, max_train_pairs=8, max_eval_pairs=4, min_samples=10,
+                             logging_steps=1, save_steps=100, loss_type="sigmoid,sft", sft_weight=1.0, eval_steps=0.5,
                              pick_eval_scenarios=3)
     result = run_training(config, {"source": "db"}, preset="cpu", run_name="smollm2-steps")
     assert result.status == "succeeded", result.error
     assert (checkpoints / "smollm2-steps" / "final" / "adapter_model.safetensors").is_file()
     assert 0.0 <= result.metrics["eval_rewards/accuracies"] <= 1.0
-    # The best-pick callback scored the adapter (constrained answers to 3 held-out scenarios) at each evaluation.
+    # The best-pick callback scored the adapter (constrained answers to 3 held-out scenarios) at each evaluation:
+    # eval_steps 0.5 is every half of the 4 steps.
     history = result.metrics["best_pick"]["history"]
-    assert [row["step"] for row in history] == [1, 2]
+    assert [row["step"] for row in history] == [2, 4]
     assert all(0.0 <= row["pick/widget_accuracy"] <= 1.0 for row in history)

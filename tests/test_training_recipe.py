@@ -40,6 +40,13 @@ def test_a_title_weight_outside_0_to_1_is_refused():
         training_config("cpu", title_weight=2.0)
 
 
+@pytest.mark.parametrize("eval_steps", [-0.5, 2.5])
+def test_eval_steps_must_be_a_share_below_1_or_whole_steps(eval_steps):
+    with pytest.raises(ConfigError, match="eval_steps"):
+        training_config("cpu", eval_steps=eval_steps)
+    assert training_config("cpu", eval_steps=0.25).eval_steps == 0.25
+
+
 def _pair_rows(widgets_per_scenario):
     from datasets import Dataset
 
