@@ -225,7 +225,7 @@ class TorchBackend:
                 mask = torch.tensor([[1] * common + [0] * (width - len(p) + common) + [1] * (len(p) - common) for p in chunk], device=device)
                 cache = None
                 if common:
-                    cache = self.model(input_ids=ids[:1, :common], use_cache=True).past_key_values
+                    cache = self.model(input_ids=ids[:1, :common], use_cache=True, logits_to_keep=1).past_key_values
                     cache.batch_repeat_interleave(len(chunk))
                 processors = [grammars.logits_processor(schemas[start : start + len(chunk)])] if grammars is not None else None
                 generated = self.model.generate(

@@ -86,10 +86,16 @@ def test_constrained_answers_under_bf16_autocast_stay_valid(tiny):
 
 
 @pytest.mark.parametrize("constrained", [False, True])
-def test_a_batch_sharing_its_prompt_prefix_answers_as_each_prompt_alone(tiny, constrained):
+def test_a_batch_sharing_its_prompt_prefix_answers_as_each_prompt_alone(tiny, tiny_model_dir, constrained):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
     from rl.prefix_sharing import shared_prefix_length
 
-    model, tokenizer = tiny
+    _model, tokenizer = tiny
+    # As evaluation and the pick checks run it: base + LoRA adapter (non-zero, so the adapter is in the prefix's cache).
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=2, target_modules=["q_proj", "v_proj"],
+                                                                                           init_lora_weights=False))
     _scenarios, cases = _cases(tokenizer)
     prompts = [c.prompt_ids for c in cases]
     schemas = [c.schema for c in cases] if constrained else None
