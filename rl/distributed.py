@@ -66,4 +66,3 @@ def finish_processes() -> None:
         return
     state.wait_for_everyone()
     state.destroy_process_group()
-

@@ -209,7 +209,7 @@ class TorchBackend:
         positions follow the attention mask, so each answer is the one its prompt alone would get."""
         import torch
 
-        from rl.prefix_sharing import shared_prefix_length
+        from rl.prefix_sharing import prefix_cache, shared_prefix_length
 
         outputs: list[str] = []
         pad = self.tokenizer.pad_token_id
@@ -221,12 +221,10 @@ class TorchBackend:
                 chunk = prompts[start : start + self.batch_size]
                 common = shared_prefix_length(chunk)
                 width = max(len(p) for p in chunk) - common
-                ids = torch.tensor([list(p[:common]) + [pad] * (width - len(p) + common) + list(p[common:]) for p in chunk], device=device)
-                mask = torch.tensor([[1] * common + [0] * (width - len(p) + common) + [1] * (len(p) - common) for p in chunk], device=device)
-                cache = None
-                if common:
-                    cache = self.model(input_ids=ids[:1, :common], use_cache=True, logits_to_keep=1).past_key_values
-                    cache.batch_repeat_interleave(len(chunk))
+                pads = [width - (len(p) - common) for p in chunk]
+                ids = torch.tensor([list(p[:common]) + [pad] * n + list(p[common:]) for p, n in zip(chunk, pads)], device=device)
+                mask = torch.tensor([[1] * common + [0] * n + [1] * (len(p) - common) for p, n in zip(chunk, pads)], device=device)
+                cache = prefix_cache(self._causal_lm(), ids[:1, :common], len(chunk)) if common else None
                 processors = [grammars.logits_processor(schemas[start : start + len(chunk)])] if grammars is not None else None
                 generated = self.model.generate(
                     input_ids=ids, attention_mask=mask, past_key_values=cache, max_new_tokens=max_new_tokens, do_sample=False,

@@ -160,18 +160,23 @@ class AnswerLogps:
     chosen_token_mask: torch.Tensor  # (groups, n_scored) tokens of answers that are some pair's chosen one
 
 
+def prefix_cache(causal_lm: Any, prefix_ids: torch.Tensor, rows: int) -> Any:
+    """The keys and values of `prefix_ids` (one row), computed once by the model's backbone (no LM head) and repeated
+    for `rows` rows, so every row of a batch continues from the same prefix."""
+    backbone = getattr(causal_lm, causal_lm.base_model_prefix)
+    positions = torch.arange(prefix_ids.size(1), device=prefix_ids.device).unsqueeze(0)
+    cache = backbone(input_ids=prefix_ids, position_ids=positions, use_cache=True).past_key_values
+    if cache is None or cache.get_seq_length() != prefix_ids.size(1):
+        raise RuntimeError("The model returned no key/value cache for the shared prefix (gradient checkpointing turns it "
+                           "off): build the collator with prefix_cache=False.")
+    cache.batch_repeat_interleave(rows)
+    return cache
+
+
 def answer_logps(causal_lm: Any, batch: dict[str, torch.Tensor]) -> AnswerLogps:
     """Log-probs of every answer in a shared-prefix batch, per token and summed per pair side."""
     backbone = getattr(causal_lm, causal_lm.base_model_prefix)
-    cache = None
-    if "prefix_ids" in batch:
-        prefix = batch["prefix_ids"]
-        positions = torch.arange(prefix.size(1), device=prefix.device).unsqueeze(0)
-        cache = backbone(input_ids=prefix, position_ids=positions, use_cache=True).past_key_values
-        if cache is None or cache.get_seq_length() != prefix.size(1):
-            raise RuntimeError("The model returned no key/value cache for the shared prefix (gradient checkpointing turns it "
-                               "off): build the collator with prefix_cache=False.")
-        cache.batch_repeat_interleave(batch["input_ids"].size(0))
+    cache = prefix_cache(causal_lm, batch["prefix_ids"], batch["input_ids"].size(0)) if "prefix_ids" in batch else None
     hidden = backbone(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"],
         past_key_values=cache, use_cache=cache is not None,

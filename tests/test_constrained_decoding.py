@@ -87,19 +87,23 @@ def test_constrained_answers_under_bf16_autocast_stay_valid(tiny):
 
 @pytest.mark.parametrize("constrained", [False, True])
 def test_a_batch_sharing_its_prompt_prefix_answers_as_each_prompt_alone(tiny, tiny_model_dir, constrained):
+    import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     from rl.prefix_sharing import shared_prefix_length
 
     _model, tokenizer = tiny
-    # As evaluation and the pick checks run it: base + LoRA adapter (non-zero, so the adapter is in the prefix's cache).
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=2, target_modules=["q_proj", "v_proj"],
-                                                                                           init_lora_weights=False))
+    # Larger random weights than the tiny fixture's, whose greedy answer is the same for every prompt, so an answer
+    # depends on its prompt and its positions; as evaluation and the pick checks run it: base + non-zero LoRA adapter.
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tiny_model_dir, initializer_range=0.2))
+    model = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     _scenarios, cases = _cases(tokenizer)
     prompts = [c.prompt_ids for c in cases]
     schemas = [c.schema for c in cases] if constrained else None
     assert shared_prefix_length(prompts[:4]) > 20 and len({len(p) for p in prompts[:4]}) > 1  # shared prefix, then padding
     batched = TorchBackend("tiny", model, tokenizer, batch_size=4, bf16_autocast=False).generate(prompts, 30, schemas)
+    assert len(set(batched)) == len(prompts)  # the answers read their prompts
     alone = TorchBackend("tiny", model, tokenizer, batch_size=1, bf16_autocast=False)
     assert batched == [alone.generate([p], 30, None if schemas is None else [s])[0] for p, s in zip(prompts, schemas or [None] * len(prompts))]
