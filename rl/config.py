@@ -61,6 +61,7 @@ class TrainingConfig(SettingsBase):
     lora_alpha: int = _f(32, "LoRA scaling alpha.")
     lora_dropout: float = _f(0.05, "LoRA dropout.")
     lora_target_modules: str = _f("all-linear", "Modules that get adapters: 'all-linear' or comma separated names (q_proj,v_proj,...).")
+    lora_layer_share: float = _f(1.0, "Share of the transformer layers, counted from the top, that get adapters (1: all). The layers below stay frozen and the backward pass stops at the lowest adapted one: 0.5 makes a training step about a third cheaper.")
     learning_rate: float = _f(5e-5, "Peak learning rate.")
     beta: float = _f(0.1, "DPO/KTO beta: how far the policy may move from the reference (lower = stronger preferences).")
     # Measured on the demo (SmolLM2, cpu preset): DPO alone 0% valid JSON answers; with the SFT term 100% valid JSON,
@@ -96,6 +97,8 @@ class TrainingConfig(SettingsBase):
 
     def validate(self) -> None:
         super().validate()
+        if not 0 < self.lora_layer_share <= 1:
+            raise ConfigError(f"lora_layer_share must be above 0 and at most 1, got {self.lora_layer_share}.")
         if not 0 <= self.title_weight <= 1:
             raise ConfigError(f"title_weight must be between 0 and 1, got {self.title_weight}.")
         if self.eval_steps < 0 or (self.eval_steps > 1 and self.eval_steps != int(self.eval_steps)):

@@ -154,8 +154,18 @@ class CommandCenterDPOTrainer:
         return LoraConfig(
             r=self.config.lora_rank, lora_alpha=self.config.lora_alpha, lora_dropout=self.config.lora_dropout,
             target_modules=modules if modules == "all-linear" else [m.strip() for m in modules.split(",") if m.strip()],
-            task_type="CAUSAL_LM",
+            layers_to_transform=self.adapted_layers(), task_type="CAUSAL_LM",
         )
+
+    def adapted_layers(self) -> list[int] | None:
+        """The indices of the top `lora_layer_share` of the loaded model's layers (at least one); None for all."""
+        if self.config.lora_layer_share >= 1:
+            return None
+        if self.model is None:
+            raise RuntimeError("Load the base model before building its LoRA config: lora_layer_share needs its layer count.")
+        n_layers = self.model.config.get_text_config().num_hidden_layers
+        first = n_layers - max(1, round(n_layers * self.config.lora_layer_share))
+        return list(range(first, n_layers))
 
     def choose_algo(self, n_pairs: int, n_kto_rows: int) -> str:
         """With algo `auto`: DPO when preference pairs are plenty and outnumber the thumbs on questions that have no
