@@ -47,6 +47,12 @@ def test_eval_steps_must_be_a_share_below_1_or_whole_steps(eval_steps):
     assert training_config("cpu", eval_steps=0.25).eval_steps == 0.25
 
 
+@pytest.mark.parametrize("share", [0.0, 1.5])
+def test_a_lora_layer_share_outside_0_to_1_is_refused(share):
+    with pytest.raises(ConfigError, match="lora_layer_share"):
+        training_config("cpu", lora_layer_share=share)
+
+
 def _pair_rows(widgets_per_scenario):
     from datasets import Dataset
 
