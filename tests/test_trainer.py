@@ -39,14 +39,15 @@ def test_the_shared_prefix_is_cached_or_packed_and_training_learns_either_way(de
     assert outcome.eval_metrics["eval_loss"] < 0.6931 - 0.01
 
 
-def test_lora_layer_share_adapts_only_the_top_layers_and_training_still_learns(demo_db, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize(("share", "layers"), [(0.5, {"1"}), (1.0, {"0", "1"})])
+def test_lora_layer_share_adapts_only_the_top_layers_and_training_still_learns(demo_db, tiny_model_dir, tmp_path, share, layers):
     prepared = prepare_training_dataset("db", min_samples=10)
     train = prepared.dataset["train"].select(range(16))
     trainer = CommandCenterDPOTrainer("cpu", **{**FAST, "base_model": str(tiny_model_dir), "max_steps": 20, "learning_rate": 1e-2,
-                                                "loss_type": "sigmoid", "lora_layer_share": 0.5})
+                                                "loss_type": "sigmoid", "lora_layer_share": share})
     outcome = trainer.train(train, train, output_dir=tmp_path)
     adapted = {name.split(".layers.")[1].split(".")[0] for name in _adapter_weights(outcome.final_dir)}
-    assert adapted == {"1"}  # the top one of the tiny model's two layers
+    assert adapted == layers  # of the tiny model's two layers, the top share
     assert outcome.eval_metrics["eval_loss"] < 0.6931 - 0.01
 
 
