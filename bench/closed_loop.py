@@ -1,21 +1,25 @@
 """The loop on its own traffic (a benchmark, not a test): does the live model get better from the ratings of its
 own answers, and does the gate keep a bad candidate out?
 
-Round 0 trains the first model (online_learn, gated against the base) and makes it live. Each round then:
+The loop starts where a new installation starts: with few ratings. The demo generator's first --seed-scenarios
+questions (default 120 of the demo's 480), rated exhaustively by the SIMULATED rater, are all the feedback there is.
+Round 0 trains the first model on them (online_learn, gated against the base) and makes it live. Each round then:
   1. new operator questions from the demo generator with another seed (none of them in the training data),
   2. the live model answers each through serving (rl/serving.py -> Ollama /api/chat; here the SIMULATED Ollama,
      which runs the live GGUF through llama.cpp with the answer schema as a grammar),
   3. the SIMULATED rater rates each answer (the demo's rule: thumbs up when widget and fixtures are right, 5% noise,
      a correction on 30% of the thumbs down),
-  4. online_learn retrains on everything (forced, the buffer being small), gates against the live model, and deploys
-     a candidate that passed.
-Printed per round: the live version, its up-rate on that round's questions with a 95% Wilson interval, and the gate
-decision. At the end a candidate trained on FLIPPED ratings is gated against the live model on the natural set and
+  4. online_learn retrains on everything (forced, the buffer being small) with the cpu preset as cron would run it
+     (warm start from the live adapter, 1.5 epochs over the newest ratings first; --max-steps caps it), gates the
+     candidate against the live model on the production gate sets (the whole held-out split and the natural set), and
+     deploys a candidate that passed.
+Printed per round: the live version, its up-rate on that round's questions with a 95% Wilson interval (and how many
+answers were right before the rater's noise), what the retrain trained on, and the gate decision. At the end a candidate trained on FLIPPED ratings is gated against the live model on the natural set and
 must be rejected, and every deployment is checked to be of a version that passed its gate.
 
 Everything lives in --workdir (its own SQLite database and run folders); the project's database is not touched.
 
-    .venv/bin/python bench/closed_loop.py --rounds 3 --questions 30 --max-steps 40
+    .venv/bin/python bench/closed_loop.py --rounds 3 --questions 80
 """
 from __future__ import annotations
 
@@ -34,9 +38,11 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--questions", type=int, default=30, help="new questions served and rated per round")
-    parser.add_argument("--max-steps", type=int, default=40, help="training steps per retrain (the cpu preset's recipe otherwise)")
-    parser.add_argument("--gate-eval-limit", type=int, default=24, help="held-out pairs/scenarios the round gates score")
+    parser.add_argument("--questions", type=int, default=80, help="new questions served and rated per round")
+    parser.add_argument("--seed-scenarios", type=int, default=120, help="demo questions (rated by the simulated rater) the loop starts from")
+    parser.add_argument("--max-steps", type=int, default=0, help="cap on training steps per retrain (0: the cpu preset's 1.5 epochs)")
+    parser.add_argument("--gate-sets", default="held_out,natural", help="the round gates' sets (the online learner's default)")
+    parser.add_argument("--gate-eval-limit", type=int, default=0, help="held-out pairs/scenarios the round gates score (0: all)")
     parser.add_argument("--workdir", default=str(ROOT / "bench_output" / "closed_loop"))
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--skip-flipped", action="store_true", help="leave out the flipped-ratings candidate")
@@ -52,9 +58,10 @@ def main() -> None:
         (work / "db.sqlite3").unlink(missing_ok=True)
     os.environ.update({
         "DJANGO_SETTINGS_MODULE": "backend.settings", "DATABASE_URL": f"sqlite:///{work / 'db.sqlite3'}",
-        "RL_CHECKPOINT_DIR": str(work / "runs"), "RL_TRAINING_OVERRIDES": json.dumps({"max_steps": args.max_steps}),
-        "ENABLE_ONLINE_LEARNING": "true",
+        "RL_CHECKPOINT_DIR": str(work / "runs"), "ENABLE_ONLINE_LEARNING": "true",
     })
+    if args.max_steps > 0:
+        os.environ["RL_TRAINING_OVERRIDES"] = json.dumps({"max_steps": args.max_steps})
     import django
 
     django.setup()
@@ -76,10 +83,10 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     if not Scenario.objects.exists():
-        call_command("seed_demo", verbosity=0)
+        call_command("seed_demo", scenarios=args.seed_scenarios, verbosity=0)
     rater, _ = get_user_model().objects.get_or_create(username="closed-loop-operator")
     rng = random.Random(args.seed)
-    learner = init_online_learner(min_samples=1, auto_deploy=True, gate_sets="held_out", gate_eval_limit=args.gate_eval_limit,
+    learner = init_online_learner(min_samples=1, auto_deploy=True, gate_sets=args.gate_sets, gate_eval_limit=args.gate_eval_limit,
                                   heartbeat_seconds=60, stale_after_minutes=180)
     summary = []
     with SimulatedOllama() as ollama:
@@ -102,7 +109,7 @@ def main() -> None:
                 break
             known = {q.lower() for q in Scenario.objects.values_list("query", flat=True)}
             questions = fresh_questions(args.seed * 1000 + round_number, args.questions, known)
-            ups = served = failed = 0
+            ups = right = served = failed = 0
             started = time.time()
             for question in questions:
                 record = question.record
@@ -117,16 +124,19 @@ def main() -> None:
                     verdict.value, ["corrected"] if verdict.corrected_widget else [], "", verdict.corrected_widget, list(verdict.corrected_fixtures)))
                 served += 1
                 ups += verdict.value == "up"
+                right += answer.pick.widget in question.good_widgets and sorted(answer.pick.fixtures) == sorted(question.fixtures)
             rate = UpRate(live.ollama_name, ups, served)
             serve_seconds = time.time() - started
             started = time.time()
             result = learner.tick(force=True)
             run = OnlineRun.objects.filter(pk=result.run_id).first() if result.run_id else None
             reasons = "; ".join((run.gate or {}).get("reasons", [])) if run else ""
-            line = (f"round {round_number}: live {live.ollama_name}: up-rate on {served} new questions {rate} "
-                    f"({failed} not served, {serve_seconds:.0f} s serving) | retrain: {result.action} ({time.time() - started:.0f} s): {reasons}")
+            trained = training_summary(run.training_run if run else None)
+            line = (f"round {round_number}: live {live.ollama_name}: up-rate on {served} new questions {rate}, right {right} "
+                    f"({failed} not served, {serve_seconds:.0f} s serving) | retrain ({trained}): {result.action} "
+                    f"({time.time() - started:.0f} s): {reasons}")
             print(line, flush=True)
-            summary.append({"round": round_number, "live": live.ollama_name, "ups": ups, "n": served, "low": rate.interval[0],
+            summary.append({"round": round_number, "live": live.ollama_name, "ups": ups, "right": right, "n": served, "low": rate.interval[0],
                             "high": rate.interval[1], "outcome": result.action, "reasons": reasons})
 
         if not args.skip_flipped:
@@ -135,6 +145,19 @@ def main() -> None:
     print(f"deployments: {Deployment.objects.count()}, of versions that lost their gate: {len(bad)}")
     print(f"live at the end: {live_version()}; versions: {[str(v) for v in ModelVersion.objects.all()]}")
     (work / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+
+
+def training_summary(training_run) -> str:
+    """What a retrain trained on, from its TrainingRun row and metrics.jsonl."""
+    if training_run is None:
+        return "not trained"
+    stats = (training_run.data_source or {}).get("stats", {})
+    metrics_file = Path(training_run.run_dir) / "metrics.jsonl"
+    logs = [json.loads(line) for line in metrics_file.read_text().splitlines()] if metrics_file.exists() else []
+    steps = max((log.get("step", 0) for log in logs), default="?")
+    return (f"{training_run.algo or '?'} on {stats.get('train_pairs', '?')} pairs of {stats.get('train_scenarios', '?')} scenarios, "
+            f"{stats.get('correction_pairs', '?')} corrections, {steps} steps in {(training_run.metrics or {}).get('train_runtime', 0):.0f} s, "
+            f"{'warm start' if (training_run.config or {}).get('init_adapter') else 'fresh adapter'}")
 
 
 def restore_registrations(url: str) -> None:

@@ -46,7 +46,11 @@ def score_candidate_and_live(training_run: Any, cfg: OnlineLearningConfig) -> tu
 
     run_cache = (training_run.evaluation or {}).get(RUN_CACHE, {})
     base_model = run_config["config"].get("base_model") or None
-    candidate = score(GateModel(f"candidate {training_run.name}", base_model, Path(training_run.adapter_dir)), dict(run_cache.get("candidate", {})))
+    candidate_cache = dict(run_cache.get("candidate", {}))
+    candidate = score(GateModel(f"candidate {training_run.name}", base_model, Path(training_run.adapter_dir)), candidate_cache)
+    # Kept so that, once this candidate is live, the next gate reuses these scores on identical data.
+    training_run.evaluation = {**(training_run.evaluation or {}), RUN_CACHE: {**run_cache, "candidate": candidate_cache}}
+    training_run.save(update_fields=["evaluation"])
     live = live_version()
     if live is None:
         base = score(GateModel(f"base ({base_model or 'default'})", base_model), dict(run_cache.get("base", {})))
@@ -54,7 +58,8 @@ def score_candidate_and_live(training_run: Any, cfg: OnlineLearningConfig) -> tu
     if live.training_run is None or not is_adapter_folder(live.training_run.adapter_dir):
         raise RuntimeError(f"cannot re-score the live model {live.ollama_name}: its adapter is gone "
                            f"({live.training_run.adapter_dir if live.training_run else 'no training run'}); the gate needs it.")
-    cache = dict((live.evaluation or {}).get(VERSION_CACHE, {}))
+    scored_as_candidate = (live.training_run.evaluation or {}).get(RUN_CACHE, {}).get("candidate", {})
+    cache = {**scored_as_candidate, **(live.evaluation or {}).get(VERSION_CACHE, {})}
     scores = score(GateModel(f"live {live.ollama_name}", live.training_run.config.get("base_model") or None,
                              Path(live.training_run.adapter_dir)), cache)
     live.evaluation = {**(live.evaluation or {}), VERSION_CACHE: cache}

@@ -44,6 +44,20 @@ def test_a_passing_run_is_exported_registered_and_made_live(tiny_run, simulated_
     assert "is live as cc-widget-selector:live" in capsys.readouterr().out
 
 
+def test_a_live_models_scores_from_its_own_gate_are_reused_by_the_next_gate(tiny_run, simulated_ollama, settings, monkeypatch, capsys):
+    settings.OLLAMA_HOST = simulated_ollama.url
+    call_command("gate_model", "--checkpoint", "tiny", "--deploy", "--quantization", "q8_0", *QUICK, *PERMISSIVE)
+    assert ModelVersion.objects.get(status=ModelVersion.Status.ACTIVE).training_run.name == "tiny"
+
+    def no_model_loads(*args, **kwargs):
+        raise AssertionError("the gate loaded a model although identical scores were stored")
+
+    monkeypatch.setattr("rl.base_model.load_causal_lm", no_model_loads)
+    # The same adapter against itself live, on the data of its own gate: nothing to score again.
+    call_command("gate_model", "--checkpoint", "tiny", *QUICK, *PERMISSIVE)
+    assert "passed its gate" in capsys.readouterr().out
+
+
 def test_an_unknown_run_is_a_clear_error(db, checkpoints):
     with pytest.raises(CommandError, match="nope"):
         call_command("gate_model", "--checkpoint", "nope")
