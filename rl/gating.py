@@ -2,8 +2,9 @@
 
 Used by the online learner's gate stage and by `manage.py gate_model` (a run trained by hand, e.g. the demo's).
 Scores are reused where the same model was scored on identical data and settings: the live version's on its
-ModelVersion, a run's own and its base's on its TrainingRun (`evaluate_model --decoding constrained` writes them there
-too), so a gate after an evaluation costs nothing more.
+ModelVersion, a run's own and its base's on its TrainingRun (its gate and `evaluate_model --decoding constrained` write
+them there), so a gate after an evaluation costs nothing more, and a live model is not scored again on data its own
+gate scored it on (the natural set, from one retrain to the next).
 """
 from __future__ import annotations
 
