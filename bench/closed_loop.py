@@ -13,13 +13,15 @@ Round 0 trains the first model on them (online_learn, gated against the base) an
      (warm start from the live adapter, 1.5 epochs over the newest ratings first; --max-steps caps it), gates the
      candidate against the live model on the production gate sets (the whole held-out split and the natural set), and
      deploys a candidate that passed.
+The last round only serves and rates (its retrain would not be measured; --retrain-after-last adds it).
 Printed per round: the live version, its up-rate on that round's questions with a 95% Wilson interval (and how many
-answers were right before the rater's noise), what the retrain trained on, and the gate decision. At the end a candidate trained on FLIPPED ratings is gated against the live model on the natural set and
-must be rejected, and every deployment is checked to be of a version that passed its gate.
+answers were right before the rater's noise), what the retrain trained on, and the gate decision. At the end a
+candidate trained on FLIPPED ratings is gated against the live model on the natural set and must be rejected, every
+deployment is checked to be of a version that passed its gate, and the up-rates are listed round by round.
 
 Everything lives in --workdir (its own SQLite database and run folders); the project's database is not touched.
 
-    .venv/bin/python bench/closed_loop.py --rounds 3 --questions 80
+    .venv/bin/python bench/closed_loop.py --rounds 3 --questions 160 --seed-scenarios 360 --max-steps 80 --gate-eval-limit 48
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ def main() -> None:
     parser.add_argument("--gate-eval-limit", type=int, default=0, help="held-out pairs/scenarios the round gates score (0: all)")
     parser.add_argument("--workdir", default=str(ROOT / "bench_output" / "closed_loop"))
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--retrain-after-last", action="store_true", help="retrain (and gate) after the last round too")
     parser.add_argument("--skip-flipped", action="store_true", help="leave out the flipped-ratings candidate")
     parser.add_argument("--continue", dest="resume", action="store_true",
                         help="keep --workdir's database and runs (round 0 is skipped when a model is live)")
@@ -127,23 +130,31 @@ def main() -> None:
                 right += answer.pick.widget in question.good_widgets and sorted(answer.pick.fixtures) == sorted(question.fixtures)
             rate = UpRate(live.ollama_name, ups, served)
             serve_seconds = time.time() - started
-            started = time.time()
-            result = learner.tick(force=True)
-            run = OnlineRun.objects.filter(pk=result.run_id).first() if result.run_id else None
-            reasons = "; ".join((run.gate or {}).get("reasons", [])) if run else ""
-            trained = training_summary(run.training_run if run else None)
             line = (f"round {round_number}: live {live.ollama_name}: up-rate on {served} new questions {rate}, right {right} "
-                    f"({failed} not served, {serve_seconds:.0f} s serving) | retrain ({trained}): {result.action} "
-                    f"({time.time() - started:.0f} s): {reasons}")
+                    f"({failed} not served, {serve_seconds:.0f} s serving)")
+            outcome = reasons = ""
+            if round_number < args.rounds or args.retrain_after_last:
+                started = time.time()
+                result = learner.tick(force=True)
+                run = OnlineRun.objects.filter(pk=result.run_id).first() if result.run_id else None
+                outcome, reasons = result.action, "; ".join((run.gate or {}).get("reasons", [])) if run else ""
+                line += (f" | retrain ({training_summary(run.training_run if run else None)}): {outcome} "
+                         f"({time.time() - started:.0f} s): {reasons}")
             print(line, flush=True)
             summary.append({"round": round_number, "live": live.ollama_name, "ups": ups, "right": right, "n": served, "low": rate.interval[0],
-                            "high": rate.interval[1], "outcome": result.action, "reasons": reasons})
+                            "high": rate.interval[1], "outcome": outcome, "reasons": reasons})
 
         if not args.skip_flipped:
             summary.append({"flipped": flipped_candidate(work, learner.config)})
     bad = [d for d in Deployment.objects.select_related("version") if not (d.version.gate or {}).get("passed") and not (d.version.gate or {}).get("forced_by")]
     print(f"deployments: {Deployment.objects.count()}, of versions that lost their gate: {len(bad)}")
     print(f"live at the end: {live_version()}; versions: {[str(v) for v in ModelVersion.objects.all()]}")
+    rounds = [r for r in summary if "round" in r]
+    for r in rounds:
+        print(f"  round {r['round']}: {r['live']}: up {r['ups']}/{r['n']} = {r['ups'] / max(r['n'], 1):.1%} "
+              f"(95% {r['low']:.1%}-{r['high']:.1%}), right {r['right']}")
+    rates = [r["ups"] / max(r["n"], 1) for r in rounds]
+    print(f"up-rate rose from round to round: {'yes' if len(rates) > 1 and all(a < b for a, b in zip(rates, rates[1:])) else 'no'}")
     (work / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
 
 
