@@ -14,6 +14,9 @@ Round 0 trains the first model on them (online_learn, gated against the base) an
      candidate against the live model on the production gate sets (the whole held-out split and the natural set), and
      deploys a candidate that passed.
 The last round only serves and rates (its retrain would not be measured; --retrain-after-last adds it).
+With --serve-base, round 0 first serves the base model (the demo's SmolLM2 GGUF, live as in an installation before any
+tuned model) the same way; its up-rate is the loop's starting figure, and the first model is gated against that base.
+--continue --first-round N goes on with a --workdir after round N-1.
 Printed per round: the live version, its up-rate on that round's questions with a 95% Wilson interval (and how many
 answers were right before the rater's noise), what the retrain trained on, and the gate decision. At the end a
 candidate trained on FLIPPED ratings is gated against the live model on the natural set and must be rejected, every
@@ -51,6 +54,10 @@ def main() -> None:
     parser.add_argument("--skip-flipped", action="store_true", help="leave out the flipped-ratings candidate")
     parser.add_argument("--continue", dest="resume", action="store_true",
                         help="keep --workdir's database and runs (round 0 is skipped when a model is live)")
+    parser.add_argument("--first-round", type=int, default=1, help="number of the first serving round (with --continue: "
+                        "go on after the last one; each round's questions come from a seed of its own)")
+    parser.add_argument("--serve-base", action="store_true", help="round 0 serves and rates the base model's picks before the "
+                        "first model is trained (--rounds then counts the rounds after it)")
     parser.add_argument("--deploy-run", default="", help="with --continue and nothing live: round 0 gates this trained run and "
                         "deploys it if it passes (as gate_model --deploy) instead of training a new one")
     args = parser.parse_args()
@@ -92,6 +99,7 @@ def main() -> None:
     learner = init_online_learner(min_samples=1, auto_deploy=True, gate_sets=args.gate_sets, gate_eval_limit=args.gate_eval_limit,
                                   heartbeat_seconds=60, stale_after_minutes=180)
     summary = []
+    base_version = None
     with SimulatedOllama() as ollama:
         settings.OLLAMA_HOST = ollama.url
         started = time.time()
@@ -102,10 +110,13 @@ def main() -> None:
                                                    by="closed_loop bench (--deploy-run)")
             print(f"round 0: {'deployed ' + deployment.version.ollama_name if deployment else 'rejected'} "
                   f"({time.time() - started:.0f} s): " + "; ".join(decision.reasons), flush=True)
+        elif live_version() is None and args.serve_base:
+            base_version = make_base_model_live(learner.config)
         elif live_version() is None:
             first = learner.tick(force=True)
             print(f"round 0: {first.action}: {first.message} ({time.time() - started:.0f} s)", flush=True)
-        for round_number in range(1, args.rounds + 1):
+        last_round = args.first_round + args.rounds - 1
+        for round_number in range((0 if base_version else args.first_round), last_round + 1):
             live = live_version()
             if live is None:
                 print(f"round {round_number}: no live model, stopping")
@@ -133,8 +144,11 @@ def main() -> None:
             line = (f"round {round_number}: live {live.ollama_name}: up-rate on {served} new questions {rate}, right {right} "
                     f"({failed} not served, {serve_seconds:.0f} s serving)")
             outcome = reasons = ""
-            if round_number < args.rounds or args.retrain_after_last:
+            if round_number < last_round or args.retrain_after_last:
                 started = time.time()
+                if base_version is not None:  # nothing live: the first model is gated against the base model itself
+                    ModelVersion.objects.filter(pk=base_version.pk).update(status=ModelVersion.Status.RETIRED)
+                    base_version = None
                 result = learner.tick(force=True)
                 run = OnlineRun.objects.filter(pk=result.run_id).first() if result.run_id else None
                 outcome, reasons = result.action, "; ".join((run.gate or {}).get("reasons", [])) if run else ""
@@ -155,7 +169,26 @@ def main() -> None:
               f"(95% {r['low']:.1%}-{r['high']:.1%}), right {r['right']}")
     rates = [r["ups"] / max(r["n"], 1) for r in rounds]
     print(f"up-rate rose from round to round: {'yes' if len(rates) > 1 and all(a < b for a, b in zip(rates, rates[1:])) else 'no'}")
-    (work / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    summary_name = "summary.json" if args.first_round == 1 else f"summary-rounds-{args.first_round}-{last_round}.json"
+    (work / summary_name).write_text(json.dumps(summary, indent=1, default=str))
+
+
+def make_base_model_live(config):
+    """Register the base model's GGUF with the SIMULATED Ollama and make it the live version, as Command Center has it
+    before any tuned model: round 0's picks come from it. Its record says it was put live by this bench, not by a gate."""
+    from rl.base_model import file_sha256, resolve_base_model
+    from rl.models import ModelVersion
+    from rl.registry import activate
+
+    gguf = resolve_base_model().gguf_file
+    if gguf is None:
+        raise SystemExit("--serve-base needs a GGUF base model (the demo's SmolLM2); this base model has no GGUF to serve.")
+    version = ModelVersion.objects.create(
+        name=config.model_name, tag="base", quantization=gguf.stem.rsplit(".", 1)[-1].lower(), export_dir=str(gguf.parent),
+        gguf_path=str(gguf), sha256=file_sha256(gguf), size_bytes=gguf.stat().st_size, message="The base model, live for round 0.",
+        gate={"passed": False, "forced_by": "closed_loop bench --serve-base", "reasons": ["the base model: live before any tuned model"]})
+    activate(version, by="closed_loop bench --serve-base", reason="round 0 serves the base model", alias=config.live_alias)
+    return version
 
 
 def training_summary(training_run) -> str:
