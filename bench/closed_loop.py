@@ -35,6 +35,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -116,7 +117,7 @@ def main() -> None:
             first = learner.tick(force=True)
             print(f"round 0: {first.action}: {first.message} ({time.time() - started:.0f} s)", flush=True)
         last_round = args.first_round + args.rounds - 1
-        for round_number in range((0 if base_version else args.first_round), last_round + 1):
+        for round_number in range(0 if base_version is not None else args.first_round, last_round + 1):
             live = live_version()
             if live is None:
                 print(f"round {round_number}: no live model, stopping")
@@ -173,7 +174,7 @@ def main() -> None:
     (work / summary_name).write_text(json.dumps(summary, indent=1, default=str))
 
 
-def make_base_model_live(config):
+def make_base_model_live(config: Any) -> Any:
     """Register the base model's GGUF with the SIMULATED Ollama and make it the live version, as Command Center has it
     before any tuned model: round 0's picks come from it. Its record says it was put live by this bench, not by a gate."""
     from rl.base_model import file_sha256, resolve_base_model
