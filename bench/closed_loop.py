@@ -61,6 +61,10 @@ def main() -> None:
                         "first model is trained (--rounds then counts the rounds after it)")
     parser.add_argument("--deploy-run", default="", help="with --continue and nothing live: round 0 gates this trained run and "
                         "deploys it if it passes (as gate_model --deploy) instead of training a new one")
+    parser.add_argument("--retrain-first", action="store_true", help="with --continue and a model live: retrain and gate before "
+                        "serving the first round (the retrain the previous invocation's last round did not do)")
+    parser.add_argument("--init-adapter-reference", choices=("base", "adapter"), default="",
+                        help="the warm retrains' DPO reference (TrainingConfig.init_adapter_reference; default: the preset's)")
     args = parser.parse_args()
 
     work = Path(args.workdir).resolve()
@@ -71,8 +75,11 @@ def main() -> None:
         "DJANGO_SETTINGS_MODULE": "backend.settings", "DATABASE_URL": f"sqlite:///{work / 'db.sqlite3'}",
         "RL_CHECKPOINT_DIR": str(work / "runs"), "ENABLE_ONLINE_LEARNING": "true",
     })
-    if args.max_steps > 0:
-        os.environ["RL_TRAINING_OVERRIDES"] = json.dumps({"max_steps": args.max_steps})
+    overrides = {"max_steps": args.max_steps} if args.max_steps > 0 else {}
+    if args.init_adapter_reference:
+        overrides["init_adapter_reference"] = args.init_adapter_reference
+    if overrides:
+        os.environ["RL_TRAINING_OVERRIDES"] = json.dumps(overrides)
     import django
 
     django.setup()
@@ -116,6 +123,13 @@ def main() -> None:
         elif live_version() is None:
             first = learner.tick(force=True)
             print(f"round 0: {first.action}: {first.message} ({time.time() - started:.0f} s)", flush=True)
+        elif args.resume and args.retrain_first:
+            result = learner.tick(force=True)
+            run = OnlineRun.objects.filter(pk=result.run_id).first() if result.run_id else None
+            print(f"retrain before round {args.first_round} ({training_summary(run.training_run if run else None)}): {result.action} "
+                  f"({time.time() - started:.0f} s): {'; '.join((run.gate or {}).get('reasons', [])) if run else result.message}", flush=True)
+            summary.append({"retrain_before_round": args.first_round, "outcome": result.action,
+                            "reasons": (run.gate or {}).get("reasons", []) if run else [result.message]})
         last_round = args.first_round + args.rounds - 1
         for round_number in range(0 if base_version is not None else args.first_round, last_round + 1):
             live = live_version()

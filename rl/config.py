@@ -56,7 +56,8 @@ class TrainingConfig(SettingsBase):
 
     base_model: str = _f("", "Base model: Hugging Face id (offline cache), local folder, or .gguf file. Empty: RL_BASE_MODEL or SmolLM2-135M-Instruct.")
     algo: str = _f("dpo", "dpo (preference pairs), kto (unpaired thumbs), or auto (dpo when there are enough true pairs).", choices=("dpo", "kto", "auto"))
-    init_adapter: str = _f("", "Continue training this LoRA adapter (a run's final/ folder) instead of a fresh one; its rank and modules are used and the reference stays the base model. The online learner starts from the live model's adapter this way.")
+    init_adapter: str = _f("", "Continue training this LoRA adapter (a run's final/ folder) instead of a fresh one; its rank and modules are used. The online learner starts from the live model's adapter this way.")
+    init_adapter_reference: str = _f("base", "With init_adapter, the DPO/KTO reference: 'base' (the base model, adapters off: every round optimizes the same objective) or 'adapter' (a frozen copy of the starting adapter, as TRL does when given a trained adapter: iterative DPO, each round measured against the model it improves).", choices=("base", "adapter"))
     lora_rank: int = _f(16, "LoRA rank r: higher = more capacity.")
     lora_alpha: int = _f(32, "LoRA scaling alpha.")
     lora_dropout: float = _f(0.05, "LoRA dropout.")

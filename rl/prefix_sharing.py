@@ -259,6 +259,10 @@ class PromptGroupedBatchSampler:
         return iter([order[bounds[i] : bounds[i + 1]] for i in range(count)])
 
 
+# The name TRL gives the frozen copy of a trained adapter it is asked to continue.
+REFERENCE_ADAPTER = "ref"
+
+
 class PrefixSharingDPOTrainer(DPOTrainer):
     """TRL's DPOTrainer (tokenization with the chat template, PEFT reference, logging, checkpoints) with the pair's
     forward replaced by the shared-prefix one. Metric names are TRL's."""
@@ -330,8 +334,13 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         return unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
 
     def compute_ref_log_probs(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """TRL's reference for a PEFT policy: the frozen copy of a trained starting adapter (`ref`), which TRL makes when
+        given a PeftModel, or else the base model (adapters off)."""
+        from trl.trainer.utils import use_adapter
+
         unwrapped = self.accelerator.unwrap_model(self.model)
-        with torch.no_grad(), unwrapped.disable_adapter(), self.accelerator.autocast():
+        reference = REFERENCE_ADAPTER if REFERENCE_ADAPTER in unwrapped.peft_config else None
+        with torch.no_grad(), use_adapter(unwrapped, reference), self.accelerator.autocast():
             scored = answer_logps(self._unwrapped_causal_lm(self.model), inputs)
         return scored.chosen, scored.rejected
 

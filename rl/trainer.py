@@ -157,6 +157,12 @@ class CommandCenterDPOTrainer:
             layers_to_transform=self.adapted_layers(), task_type="CAUSAL_LM",
         )
 
+    def _new_adapter_config(self) -> Any:
+        """The LoRA config for TRL to attach, or None when the model already carries its adapter."""
+        from peft import PeftModel
+
+        return None if isinstance(self.model, PeftModel) else self.lora_config()
+
     def adapted_layers(self) -> list[int] | None:
         """The indices of the top `lora_layer_share` of the loaded model's layers (at least one); None for all."""
         if self.config.lora_layer_share >= 1:
@@ -239,11 +245,19 @@ class CommandCenterDPOTrainer:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(output_dir / "tensorboard")
         began = time.perf_counter()
         try:
+            starts_as_reference = self.config.init_adapter and self.config.init_adapter_reference == "adapter"
+            if starts_as_reference:
+                # Given a PeftModel, TRL keeps a frozen copy of its adapter as the reference; it must hold the trained
+                # weights before the trainer is built, which computes the reference log-probs.
+                from peft import get_peft_model
+
+                self.model = get_peft_model(self.model, self.lora_config())
+                load_initial_adapter(self.model, self.config.init_adapter)
             if algo == "dpo":
                 trainer = self._dpo_trainer(train_dataset, eval_dataset, output_dir)
             else:
                 trainer = self._kto_trainer(train_dataset, eval_dataset, kto_dataset, output_dir)
-            if self.config.init_adapter:
+            if self.config.init_adapter and not starts_as_reference:
                 load_initial_adapter(trainer.model, self.config.init_adapter)
             trainer.remove_callback(ProgressCallback)
             trainer.add_callback(_progress_callback())
@@ -273,7 +287,12 @@ class CommandCenterDPOTrainer:
             # has since put an earlier adapter back.
             reuse = last.get("step") == trainer.state.global_step and "eval_loss" in last and not restored
             eval_metrics = {k: v for k, v in last.items() if k.startswith("eval_")} if reuse else trainer.evaluate()
+        from rl.prefix_sharing import REFERENCE_ADAPTER
+
         final_dir = output_dir / FINAL_DIR
+        unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+        if REFERENCE_ADAPTER in getattr(unwrapped, "peft_config", {}):
+            unwrapped.delete_adapter(REFERENCE_ADAPTER)  # the saved adapter is the trained one alone
         trainer.save_model(str(final_dir))
         on_main_process(lambda: self.tokenizer.save_pretrained(str(final_dir)))
         self.model = trainer.model
@@ -314,7 +333,7 @@ class CommandCenterDPOTrainer:
         return PrefixSharingDPOTrainer(
             model=self.model, args=args, train_dataset=train_dataset,
             eval_dataset=eval_dataset if eval_dataset is not None and len(eval_dataset) else None,
-            processing_class=self.tokenizer, peft_config=self.lora_config(), data_collator=self._prefix_sharing_collator(),
+            processing_class=self.tokenizer, peft_config=self._new_adapter_config(), data_collator=self._prefix_sharing_collator(),
             max_pair_tokens=cfg.max_length,
         )
 
@@ -345,6 +364,6 @@ class CommandCenterDPOTrainer:
                          precompute_ref_log_probs=cfg.precompute_ref_log_probs)
         return PrefixSharingKTOTrainer(
             model=self.model, args=args, train_dataset=split["train"], eval_dataset=split["eval"] if has_eval else None,
-            processing_class=self.tokenizer, peft_config=self.lora_config(), data_collator=self._prefix_sharing_collator(),
+            processing_class=self.tokenizer, peft_config=self._new_adapter_config(), data_collator=self._prefix_sharing_collator(),
             max_pair_tokens=cfg.max_length, desirable_weight=desirable_weight, undesirable_weight=undesirable_weight,
         )

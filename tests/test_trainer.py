@@ -70,7 +70,8 @@ def _adapter_weights(folder):
     return load_file(str(folder / "adapter_model.safetensors"))
 
 
-def test_training_can_continue_from_a_trained_adapter(demo_db, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("reference", ["base", "adapter"])
+def test_training_can_continue_from_a_trained_adapter(demo_db, tiny_model_dir, tmp_path, reference):
     import torch
 
     prepared = prepare_training_dataset("db", min_samples=10)
@@ -80,18 +81,51 @@ def test_training_can_continue_from_a_trained_adapter(demo_db, tiny_model_dir, t
     trained = _adapter_weights(first.final_dir)
     assert any(name.endswith("lora_B.weight") and tensor.abs().max() > 0 for name, tensor in trained.items())
 
-    # One step at a learning rate too small to move anything: the adapter it saves is the one it started from, and
-    # its first loss is not ln 2, because the policy already differs from the reference (the base).
-    continued = CommandCenterDPOTrainer("cpu", **{**settings_, "max_steps": 1, "learning_rate": 1e-12,
-                                                  "init_adapter": str(first.final_dir)}).train(train, output_dir=tmp_path / "second")
+    # One step at a learning rate too small to move anything: the adapter it saves is the one it started from, alone
+    # (no copy of the reference beside it). Its first loss is ln 2 exactly when the reference is that starting
+    # adapter, and differs when the reference is the base model, which the trained policy already departs from.
+    continued = CommandCenterDPOTrainer("cpu", **{**settings_, "max_steps": 1, "learning_rate": 1e-12, "init_adapter": str(first.final_dir),
+                                                  "init_adapter_reference": reference}).train(train, output_dir=tmp_path / "second")
     again = _adapter_weights(continued.final_dir)
     assert again.keys() == trained.keys()
     assert all(torch.allclose(again[name], trained[name], atol=1e-6) for name in trained)
+    assert sorted(path.name for path in continued.final_dir.iterdir() if path.is_dir()) == []
     rows = [json.loads(line) for line in (tmp_path / "second" / "metrics.jsonl").read_text().splitlines()]
-    assert abs(next(row["loss"] for row in rows if "loss" in row) - 0.6931) > 1e-3
+    first_loss = next(row["loss"] for row in rows if "loss" in row)
+    if reference == "adapter":
+        assert first_loss == pytest.approx(0.6931, abs=1e-4)
+    else:
+        assert abs(first_loss - 0.6931) > 1e-3
 
     fresh = CommandCenterDPOTrainer("cpu", **{**settings_, "max_steps": 1, "learning_rate": 1e-12}).train(train, output_dir=tmp_path / "third")
     assert all(tensor.abs().max() < 1e-6 for name, tensor in _adapter_weights(fresh.final_dir).items() if name.endswith("lora_B.weight"))
+
+
+def test_with_the_starting_adapter_as_reference_its_copy_stays_frozen_while_the_adapter_learns(demo_db, tiny_model_dir, tmp_path):
+    import torch
+
+    prepared = prepare_training_dataset("db", min_samples=10)
+    train = prepared.dataset["train"].select(range(16))
+    settings_ = {**FAST, "base_model": str(tiny_model_dir), "max_steps": 4, "learning_rate": 1e-2, "loss_type": "sigmoid"}
+    first = CommandCenterDPOTrainer("cpu", **settings_).train(train, output_dir=tmp_path / "first")
+    started = _adapter_weights(first.final_dir)
+    seen = {}
+
+    class ReferenceWatcher(TrainerCallback):
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            seen["trainable"] = sorted({name.split(".")[-2] for name, p in model.named_parameters() if p.requires_grad})
+            seen["ref"] = {name: p.detach().clone() for name, p in model.named_parameters() if ".ref." in name}
+
+    outcome = CommandCenterDPOTrainer("cpu", **{**settings_, "max_steps": 6, "init_adapter": str(first.final_dir),
+                                                "init_adapter_reference": "adapter"}).train(
+        train, train, output_dir=tmp_path / "second", callbacks=[ReferenceWatcher()])
+    assert seen["trainable"] == ["default"]
+    reference = {name.replace(".ref.", "."): tensor for name, tensor in seen["ref"].items()}
+    assert reference.keys() == started.keys()
+    assert all(torch.equal(reference[name], started[name]) for name in started)
+    learned = _adapter_weights(outcome.final_dir)
+    assert any(not torch.allclose(learned[name], started[name]) for name in started)
+    assert outcome.eval_metrics["eval_rewards/accuracies"] > 0.5
 
 
 def test_an_init_adapter_that_is_not_an_adapter_is_refused_before_anything_is_written(demo_db, tiny_model_dir, tmp_path, checkpoints):
