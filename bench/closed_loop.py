@@ -95,7 +95,7 @@ def main() -> None:
     from rl.gating import gate_and_deploy
     from rl.models import Deployment, ModelVersion, OnlineRun, TrainingRun
     from rl.online_learner import init_online_learner
-    from rl.registry import live_version
+    from rl.registry import activate, live_version
     from rl.serving import ServingError, pick_widget
     from rl.simulated_ollama import SimulatedOllama
 
@@ -161,10 +161,15 @@ def main() -> None:
             outcome = reasons = ""
             if round_number < last_round or args.retrain_after_last:
                 started = time.time()
-                if base_version is not None:  # nothing live: the first model is gated against the base model itself
-                    ModelVersion.objects.filter(pk=base_version.pk).update(status=ModelVersion.Status.RETIRED)
+                serving_base = base_version
+                if serving_base is not None:  # nothing live: the first model is gated against the base model itself
+                    ModelVersion.objects.filter(pk=serving_base.pk).update(status=ModelVersion.Status.RETIRED)
                     base_version = None
                 result = learner.tick(force=True)
+                if serving_base is not None and live_version() is None:  # the first model lost its gate: base serves on
+                    activate(serving_base, by="closed_loop bench --serve-base", reason="the first tuned model lost its gate",
+                             alias=learner.config.live_alias)
+                    base_version = serving_base
                 run = OnlineRun.objects.filter(pk=result.run_id).first() if result.run_id else None
                 outcome, reasons = result.action, "; ".join((run.gate or {}).get("reasons", [])) if run else ""
                 line += (f" | retrain ({training_summary(run.training_run if run else None)}): {outcome} "
