@@ -189,6 +189,9 @@ def main() -> None:
               f"(95% {r['low']:.1%}-{r['high']:.1%}), right {r['right']}")
     rates = [r["ups"] / max(r["n"], 1) for r in rounds]
     print(f"up-rate rose from round to round: {'yes' if len(rates) > 1 and all(a < b for a, b in zip(rates, rates[1:])) else 'no'}")
+    # Two rounds served by the same model differ only by their questions: a rise between them is noise, not learning.
+    renewed = len(rounds) > 1 and all(a["live"] != b["live"] for a, b in zip(rounds, rounds[1:]))
+    print(f"  with a newly deployed model in every round: {'yes' if renewed else 'no'}")
     summary_name = "summary.json" if args.first_round == 1 else f"summary-rounds-{args.first_round}-{last_round}.json"
     (work / summary_name).write_text(json.dumps(summary, indent=1, default=str))
 
