@@ -161,15 +161,14 @@ def main() -> None:
             outcome = reasons = ""
             if round_number < last_round or args.retrain_after_last:
                 started = time.time()
-                serving_base = base_version
-                if serving_base is not None:  # nothing live: the first model is gated against the base model itself
-                    ModelVersion.objects.filter(pk=serving_base.pk).update(status=ModelVersion.Status.RETIRED)
-                    base_version = None
+                if base_version is not None:  # nothing live: the first model is gated against the base model itself
+                    ModelVersion.objects.filter(pk=base_version.pk).update(status=ModelVersion.Status.RETIRED)
                 result = learner.tick(force=True)
-                if serving_base is not None and live_version() is None:  # the first model lost its gate: base serves on
-                    activate(serving_base, by="closed_loop bench --serve-base", reason="the first tuned model lost its gate",
+                if base_version is not None and live_version() is None:  # the first model lost its gate: base serves on
+                    activate(base_version, by="closed_loop bench --serve-base", reason="the first tuned model lost its gate",
                              alias=learner.config.live_alias)
-                    base_version = serving_base
+                elif base_version is not None:
+                    base_version = None
                 run = OnlineRun.objects.filter(pk=result.run_id).first() if result.run_id else None
                 outcome, reasons = result.action, "; ".join((run.gate or {}).get("reasons", [])) if run else ""
                 line += (f" | retrain ({training_summary(run.training_run if run else None)}): {outcome} "
