@@ -65,6 +65,9 @@ def main() -> None:
                         "serving the first round (the retrain the previous invocation's last round did not do)")
     parser.add_argument("--init-adapter-reference", choices=("base", "adapter"), default="",
                         help="the warm retrains' DPO reference (TrainingConfig.init_adapter_reference; default: the preset's)")
+    parser.add_argument("--warm-start-learning-rate-scale", type=float, default=0.0,
+                        help="the warm retrains' learning rate as a share of the preset's (the online learner's "
+                        "warm_start_learning_rate_scale; default: its setting)")
     args = parser.parse_args()
 
     work = Path(args.workdir).resolve()
@@ -104,8 +107,9 @@ def main() -> None:
         call_command("seed_demo", scenarios=args.seed_scenarios, verbosity=0)
     rater, _ = get_user_model().objects.get_or_create(username="closed-loop-operator")
     rng = random.Random(args.seed)
+    scale = {"warm_start_learning_rate_scale": args.warm_start_learning_rate_scale} if args.warm_start_learning_rate_scale else {}
     learner = init_online_learner(min_samples=1, auto_deploy=True, gate_sets=args.gate_sets, gate_eval_limit=args.gate_eval_limit,
-                                  heartbeat_seconds=60, stale_after_minutes=180)
+                                  heartbeat_seconds=60, stale_after_minutes=180, **scale)
     summary = []
     base_version = None
     with SimulatedOllama() as ollama:

@@ -180,6 +180,7 @@ class OnlineLearningConfig(SettingsBase):
     auto_deploy: bool = _f(False, "Make an exported, verified candidate that passed its gate the live model (Ollama alias).")
     preset: str = _f("cpu", "Training preset for retraining (RL_TRAINING_OVERRIDES applies on top).")
     warm_start: bool = _f(True, "Retrain from the live model's adapter (continue training it) rather than from a fresh one; a fresh adapter when nothing trained is live. Either way the scenarios rated since the last run are trained first, older ones fill the preset's max_train_scenarios.")
+    warm_start_learning_rate_scale: float = _f(1.0, "A warm-started retrain's learning rate is the preset's times this (in (0, 1]): an adapter that already learned the picks is moved in smaller steps than a fresh one, so it keeps what it knows while it learns from new ratings.")
     algo: str = _f("auto", "dpo, kto, or auto: DPO on preference pairs, or KTO on pairs and unpaired thumbs together when unpaired thumbs are a large share.", choices=("dpo", "kto", "auto"))
     gate_sets: str = _f("held_out,natural", "Evaluation sets the gate compares on, comma separated: held_out (the candidate's eval split) and/or natural (evalsets/natural).")
     gate_eval_limit: int = _f(0, "Score at most this many pairs and scenarios of the held-out split (0: all); the natural set (86 questions) is always scored whole. The same data for candidate and live model.")
@@ -202,6 +203,8 @@ class OnlineLearningConfig(SettingsBase):
         unknown_sets = set(self.gate_set_names) - {"held_out", "natural"}
         if unknown_sets or not self.gate_set_names:
             raise ConfigError(f"gate_sets must name held_out and/or natural, got {self.gate_sets!r}.")
+        if not 0 < self.warm_start_learning_rate_scale <= 1:
+            raise ConfigError(f"warm_start_learning_rate_scale must be in (0, 1], got {self.warm_start_learning_rate_scale}.")
         if self.preset not in PRESETS:
             raise ConfigError(f"Unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}.")
         if self.heartbeat_seconds <= 0 or self.stale_after_minutes * 60 <= 2 * self.heartbeat_seconds:

@@ -383,12 +383,13 @@ class _OnlineRunStages:
         cfg = self.config
         training = training_config(cfg.preset, algo=cfg.algo)
         if cfg.warm_start and (adapter := warm_start_adapter(training)):
-            training = training.replace(init_adapter=adapter)
+            training = training.replace(init_adapter=adapter, learning_rate=training.learning_rate * cfg.warm_start_learning_rate_scale)
         name = f"online-{self.run.pk}-{timezone.now().strftime('%Y%m%d-%H%M%S')}"
         previous = trained_watermark()
         self._stage("train", f"run {name}, preset {cfg.preset}, algo {cfg.algo}, ratings up to {self.run.watermark.isoformat()}, "
                     f"new since {previous.isoformat() if previous else '(first run)'} first, "
-                    f"from {'the live adapter ' + training.init_adapter if training.init_adapter else 'a fresh adapter'}")
+                    f"from {'the live adapter ' + training.init_adapter if training.init_adapter else 'a fresh adapter'}, "
+                    f"learning rate {training.learning_rate:g}")
         data = {"source": "db", "data_path": None, "ratings_path": None, "rater": None, "until": self.run.watermark.isoformat(),
                 "rated_since": previous.isoformat() if previous else None}
         result = run_training(training, data, preset=cfg.preset, run_name=name)

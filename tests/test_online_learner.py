@@ -176,7 +176,7 @@ def test_the_loop_deploys_what_passes_keeps_live_what_fails_and_retries_a_pendin
     # Ollama down at deploy time: the candidate is exported, not deployed; the previous model stays live.
     OnlineLearner().add_feedback({"entry_id": entry.external_id, "rating": "up"}, rater="r1")
     settings.OLLAMA_HOST = closed_port_url()
-    second = learner(auto_export=True, auto_deploy=True, **PERMISSIVE).tick()
+    second = learner(auto_export=True, auto_deploy=True, warm_start_learning_rate_scale=0.5, **PERMISSIVE).tick()
     assert second.exit_code == ExitCode.DEPLOY_PENDING and second.action == "deploy_pending"
     candidate = ModelVersion.objects.get(online_runs__pk=second.run_id)
     assert candidate.pending_deploy and candidate.status == "exported"
@@ -184,6 +184,7 @@ def test_the_loop_deploys_what_passes_keeps_live_what_fails_and_retries_a_pendin
     first_run, second_run = OnlineRun.objects.get(pk=first.run_id), OnlineRun.objects.get(pk=second.run_id)
     assert first_run.training_run.config["init_adapter"] == ""
     assert second_run.training_run.config["init_adapter"] == live.training_run.adapter_dir
+    assert second_run.training_run.config["learning_rate"] == pytest.approx(first_run.training_run.config["learning_rate"] / 2)
     assert second_run.training_run.data_source["rated_since"] == first_run.watermark.isoformat()
     assert ModelVersion.objects.get(status="active") == live
     assert simulated_ollama.models[ALIAS]["digest"] == f"sha256:{live.sha256}"
@@ -229,3 +230,5 @@ def test_online_learn_command_status_dry_run_and_disabled(online, capsys, settin
         call_command("online_learn", "--set", "min_samples=3")
     with pytest.raises(CommandError, match="max_buffer_size at least"):
         call_command("online_learn", "--set", "min_samples_to_retrain=50", "--set", "max_buffer_size=10")
+    with pytest.raises(CommandError, match=r"warm_start_learning_rate_scale must be in \(0, 1\]"):
+        call_command("online_learn", "--set", "warm_start_learning_rate_scale=0")
