@@ -22,6 +22,9 @@ answers were right before the rater's noise), what the retrain trained on, and t
 candidate trained on FLIPPED ratings is gated against the live model on the natural set and must be rejected, every
 deployment is checked to be of a version that passed its gate, and the up-rates are listed round by round.
 
+With --probe N, every version that was ever deployed then answers the same N fresh questions (not stored, not
+rated into the database): the rounds' own up-rates are each on other questions, this compares the models alone.
+
 Everything lives in --workdir (its own SQLite database and run folders); the project's database is not touched.
 
     .venv/bin/python bench/closed_loop.py --rounds 3 --questions 160 --seed-scenarios 360 --max-steps 80 --gate-eval-limit 48
@@ -68,6 +71,8 @@ def main() -> None:
     parser.add_argument("--warm-start-learning-rate-scale", type=float, default=0.0,
                         help="the warm retrains' learning rate as a share of the preset's (the online learner's "
                         "warm_start_learning_rate_scale; default: its setting)")
+    parser.add_argument("--probe", type=int, default=0, help="at the end, ask every version that was ever deployed the same N "
+                        "fresh questions (none in the database; ratings not stored) and compare their up-rates on them")
     args = parser.parse_args()
 
     work = Path(args.workdir).resolve()
@@ -183,6 +188,9 @@ def main() -> None:
 
         if not args.skip_flipped:
             summary.append({"flipped": flipped_candidate(work, learner.config)})
+        if args.probe:
+            probed = probe_deployed_versions(ollama.url, args.probe, args.seed * 1000 + 999, rng_seed=args.seed)
+            (work / "probe.json").write_text(json.dumps(probed, indent=1))
     bad = [d for d in Deployment.objects.select_related("version") if not (d.version.gate or {}).get("passed") and not (d.version.gate or {}).get("forced_by")]
     print(f"deployments: {Deployment.objects.count()}, of versions that lost their gate: {len(bad)}")
     print(f"live at the end: {live_version()}; versions: {[str(v) for v in ModelVersion.objects.all()]}")
@@ -215,6 +223,44 @@ def make_base_model_live(config: Any) -> Any:
         gate={"passed": False, "forced_by": "closed_loop bench --serve-base", "reasons": ["the base model: live before any tuned model"]})
     activate(version, by="closed_loop bench --serve-base", reason="round 0 serves the base model", alias=config.live_alias)
     return version
+
+
+def probe_deployed_versions(url: str, count: int, seed: int, rng_seed: int) -> list[dict]:
+    """Every version ever deployed, in the order it went live, answers the same `count` fresh questions through Ollama
+    with serving's prompt and schema; the SIMULATED rater judges them with a random stream of the same seed. Nothing is stored:
+    the questions stay fresh for a later round. Each round's up-rate is on questions of its own, so between two rounds
+    the questions differ as well as the model; here only the model does."""
+    from feedback.demo import fresh_questions, simulated_verdict
+    from feedback.models import Scenario
+    from rl.ab_results import UpRate
+    from rl.export import register_version
+    from rl.models import Deployment, ModelVersion
+    from rl.prompts import ScenarioText, answer_schema, build_messages, parse_pick
+    from rl.config import serving_config
+    from rl.serving import ask_ollama, current_catalog
+
+    versions = list(dict.fromkeys(d.version for d in Deployment.objects.select_related("version").order_by("created_at", "pk")))
+    known = {q.lower() for q in Scenario.objects.values_list("query", flat=True)}
+    questions = fresh_questions(seed, count, known)
+    catalog, config, results = current_catalog(), serving_config(), []
+    for version in versions:
+        if version.status not in (ModelVersion.Status.REGISTERED, ModelVersion.Status.ACTIVE):
+            status, version.ollama_host = version.status, url
+            register_version(version)
+            ModelVersion.objects.filter(pk=version.pk).update(status=status)
+        rng, ups, right, started = random.Random(rng_seed), 0, 0, time.time()
+        for question in questions:
+            record = question.record
+            text = ScenarioText(record.query, record.site, record.role, record.time_range)
+            pick = parse_pick(ask_ollama(version.ollama_name, build_messages(text, catalog), answer_schema(text, catalog), config, url), catalog)
+            ups += simulated_verdict(question, pick.widget, pick.fixtures, rng).value == "up"
+            right += pick.widget in question.good_widgets and sorted(pick.fixtures) == sorted(question.fixtures)
+        rate = UpRate(version.ollama_name, ups, len(questions))
+        print(f"probe: {version.ollama_name}: up-rate on the same {len(questions)} fresh questions {rate}, right {right} "
+              f"({time.time() - started:.0f} s)", flush=True)
+        results.append({"version": version.ollama_name, "ups": ups, "right": right, "n": len(questions),
+                        "low": rate.interval[0], "high": rate.interval[1]})
+    return results
 
 
 def training_summary(training_run) -> str:
