@@ -27,7 +27,8 @@ rated into the database): the rounds' own up-rates are each on other questions, 
 
 Everything lives in --workdir (its own SQLite database and run folders); the project's database is not touched.
 
-    .venv/bin/python bench/closed_loop.py --rounds 3 --questions 160 --seed-scenarios 360 --max-steps 80 --gate-eval-limit 48
+    .venv/bin/python bench/closed_loop.py --serve-base --rounds 3 --questions 160 --seed-scenarios 360 --max-steps 80 \
+        --gate-eval-limit 0 --warm-start-learning-rate-scale 0.15 --probe 160
 """
 from __future__ import annotations
 
