@@ -234,7 +234,6 @@ def probe_deployed_versions(url: str, count: int, seed: int, rng_seed: int) -> l
     from feedback.demo import fresh_questions, simulated_verdict
     from feedback.models import Scenario
     from rl.ab_results import UpRate
-    from rl.export import register_version
     from rl.models import Deployment, ModelVersion
     from rl.prompts import ScenarioText, answer_schema, build_messages, parse_pick
     from rl.config import serving_config
@@ -246,9 +245,7 @@ def probe_deployed_versions(url: str, count: int, seed: int, rng_seed: int) -> l
     catalog, config, results = current_catalog(), serving_config(), []
     for version in versions:
         if version.status not in (ModelVersion.Status.REGISTERED, ModelVersion.Status.ACTIVE):
-            status, version.ollama_host = version.status, url
-            register_version(version)
-            ModelVersion.objects.filter(pk=version.pk).update(status=status)
+            register_again(version, url)
         rng, ups, right, started = random.Random(rng_seed), 0, 0, time.time()
         for question in questions:
             record = question.record
@@ -280,18 +277,25 @@ def training_summary(training_run) -> str:
 def restore_registrations(url: str) -> None:
     """The SIMULATED Ollama keeps no models between runs (a real one keeps them on disk): with --continue, register
     again every version the database says Ollama has, and point the live alias at the live one."""
-    from rl.export import register_version
     from rl.models import ModelVersion
     from rl.ollama_registry import point_alias
     from rl.registry import live_alias, live_version
 
     for version in ModelVersion.objects.filter(status__in=[ModelVersion.Status.REGISTERED, ModelVersion.Status.ACTIVE]):
-        status, version.ollama_host = version.status, url
-        register_version(version)
-        ModelVersion.objects.filter(pk=version.pk).update(status=status, ollama_host=url)
+        register_again(version, url)
     live = live_version()
     if live is not None:
         point_alias(url, live.ollama_name, live_alias())
+
+
+def register_again(version: Any, url: str) -> None:
+    """Register `version`'s GGUF with the SIMULATED Ollama at `url`, keeping the status the database gives it."""
+    from rl.export import register_version
+    from rl.models import ModelVersion
+
+    status, version.ollama_host = version.status, url
+    register_version(version)
+    ModelVersion.objects.filter(pk=version.pk).update(status=status, ollama_host=url)
 
 
 def flipped_candidate(work: Path, config) -> dict:
