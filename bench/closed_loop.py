@@ -5,7 +5,7 @@ The loop starts where a new installation starts: with few ratings. The demo gene
 questions (default 120 of the demo's 480), rated exhaustively by the SIMULATED rater, are all the feedback there is.
 Round 0 trains the first model on them (online_learn, gated against the base) and makes it live. Each round then:
   1. new operator questions from the demo generator with another seed (none of them in the training data),
-  2. the live model answers each through serving (rl/serving.py -> Ollama /api/chat; here the SIMULATED Ollama,
+  2. the live model answers each through serving (rl/serving/picks.py -> Ollama /api/chat; here the SIMULATED Ollama,
      which runs the live GGUF through llama.cpp with the answer schema as a grammar),
   3. the SIMULATED rater rates each answer (the demo's rule: thumbs up when widget and fixtures are right, 5% noise,
      a correction on 30% of the thumbs down),
@@ -100,13 +100,14 @@ def main() -> None:
     from feedback.models import Scenario
     from feedback.services import rating_submit
     from feedback.validation import clean_rating
-    from rl.ab_results import UpRate
-    from rl.gating import gate_and_deploy
+    from rl.deploy.gating import gate_training_run
+    from rl.deploy.promote import promote
+    from rl.deploy.registry import live_version
+    from rl.evaluation.ab_results import UpRate
+    from rl.loop.online_learner import init_online_learner
     from rl.models import Deployment, ModelVersion, OnlineRun, TrainingRun
-    from rl.online_learner import init_online_learner
-    from rl.registry import activate, live_version
-    from rl.serving import ServingError, pick_widget
-    from rl.simulated_ollama import SimulatedOllama
+    from rl.serving.picks import ServingError, pick_widget
+    from rl.simulated.ollama import SimulatedOllama
 
     call_command("migrate", verbosity=0)
     if not Scenario.objects.exists():
@@ -124,10 +125,9 @@ def main() -> None:
         if args.resume:
             restore_registrations(ollama.url)
         if args.resume and live_version() is None and args.deploy_run:
-            decision, deployment = gate_and_deploy(TrainingRun.objects.get(name=args.deploy_run), learner.config, deploy=True,
-                                                   by="closed_loop bench (--deploy-run)")
-            print(f"round 0: {'deployed ' + deployment.version.ollama_name if deployment else 'rejected'} "
-                  f"({time.time() - started:.0f} s): " + "; ".join(decision.reasons), flush=True)
+            decision, gate = gate_training_run(TrainingRun.objects.get(name=args.deploy_run), learner.config)
+            promotion = promote(TrainingRun.objects.get(name=args.deploy_run), gate, learner.config, by="closed_loop bench (--deploy-run)")
+            print(f"round 0: {promotion.message} ({time.time() - started:.0f} s): " + "; ".join(decision.reasons), flush=True)
         elif live_version() is None and args.serve_base:
             base_version = make_base_model_live(learner.config)
         elif live_version() is None:
@@ -163,7 +163,7 @@ def main() -> None:
                     verdict.value, ["corrected"] if verdict.corrected_widget else [], "", verdict.corrected_widget, list(verdict.corrected_fixtures)))
                 served += 1
                 ups += verdict.value == "up"
-                right += answer.pick.widget in question.good_widgets and sorted(answer.pick.fixtures) == sorted(question.fixtures)
+                right += question.is_right(answer.pick.widget, answer.pick.fixtures)
             rate = UpRate(live.ollama_name, ups, served)
             serve_seconds = time.time() - started
             line = (f"round {round_number}: live {live.ollama_name}: up-rate on {served} new questions {rate}, right {right} "
@@ -175,8 +175,7 @@ def main() -> None:
                     ModelVersion.objects.filter(pk=base_version.pk).update(status=ModelVersion.Status.RETIRED)
                 result = learner.tick(force=True)
                 if base_version is not None and live_version() is None:  # the first model lost its gate: base serves on
-                    activate(base_version, by="closed_loop bench --serve-base", reason="the first tuned model lost its gate",
-                             alias=learner.config.live_alias)
+                    promote(base_version, base_version.gate, learner.config, by="closed_loop bench --serve-base (the first tuned model lost its gate)")
                 elif base_version is not None:
                     base_version = None
                 run = OnlineRun.objects.filter(pk=result.run_id).first() if result.run_id else None
@@ -211,9 +210,9 @@ def main() -> None:
 def make_base_model_live(config: Any) -> Any:
     """Register the base model's GGUF with the SIMULATED Ollama and make it the live version, as Command Center has it
     before any tuned model: round 0's picks come from it. Its record says it was put live by this bench, not by a gate."""
-    from rl.base_model import file_sha256, resolve_base_model
+    from rl.core.base_model import file_sha256, resolve_base_model
+    from rl.deploy.promote import promote
     from rl.models import ModelVersion
-    from rl.registry import activate
 
     gguf = resolve_base_model().gguf_file
     if gguf is None:
@@ -222,7 +221,7 @@ def make_base_model_live(config: Any) -> Any:
         name=config.model_name, tag="base", quantization=gguf.stem.rsplit(".", 1)[-1].lower(), export_dir=str(gguf.parent),
         gguf_path=str(gguf), sha256=file_sha256(gguf), size_bytes=gguf.stat().st_size, message="The base model, live for round 0.",
         gate={"passed": False, "forced_by": "closed_loop bench --serve-base", "reasons": ["the base model: live before any tuned model"]})
-    activate(version, by="closed_loop bench --serve-base", reason="round 0 serves the base model", alias=config.live_alias)
+    promote(version, version.gate, config, by="closed_loop bench --serve-base")
     return version
 
 
@@ -233,16 +232,15 @@ def probe_deployed_versions(url: str, count: int, seed: int, rng_seed: int) -> l
     the questions differ as well as the model; here only the model does."""
     from feedback.demo import fresh_questions, simulated_verdict
     from feedback.models import Scenario
-    from rl.ab_results import UpRate
+    from rl.core.prompts import ScenarioText
+    from rl.evaluation.ab_results import UpRate
     from rl.models import Deployment, ModelVersion
-    from rl.prompts import ScenarioText, answer_schema, build_messages, parse_pick
-    from rl.config import serving_config
-    from rl.serving import ask_ollama, current_catalog
+    from rl.serving.picks import ask_pick, current_catalog
 
     versions = list(dict.fromkeys(d.version for d in Deployment.objects.select_related("version").order_by("created_at", "pk")))
     known = {q.lower() for q in Scenario.objects.values_list("query", flat=True)}
     questions = fresh_questions(seed, count, known)
-    catalog, config, results = current_catalog(), serving_config(), []
+    catalog, results = current_catalog(), []
     for version in versions:
         if version.status not in (ModelVersion.Status.REGISTERED, ModelVersion.Status.ACTIVE):
             register_again(version, url)
@@ -250,9 +248,9 @@ def probe_deployed_versions(url: str, count: int, seed: int, rng_seed: int) -> l
         for question in questions:
             record = question.record
             text = ScenarioText(record.query, record.site, record.role, record.time_range)
-            pick = parse_pick(ask_ollama(version.ollama_name, build_messages(text, catalog), answer_schema(text, catalog), config, url), catalog)
+            pick = ask_pick(text, version.ollama_name, host=url, catalog=catalog).pick
             ups += simulated_verdict(question, pick.widget, pick.fixtures, rng).value == "up"
-            right += pick.widget in question.good_widgets and sorted(pick.fixtures) == sorted(question.fixtures)
+            right += question.is_right(pick.widget, pick.fixtures)
         rate = UpRate(version.ollama_name, ups, len(questions))
         print(f"probe: {version.ollama_name}: up-rate on the same {len(questions)} fresh questions {rate}, right {right} "
               f"({time.time() - started:.0f} s)", flush=True)
@@ -277,9 +275,9 @@ def training_summary(training_run) -> str:
 def restore_registrations(url: str) -> None:
     """The SIMULATED Ollama keeps no models between runs (a real one keeps them on disk): with --continue, register
     again every version the database says Ollama has, and point the live alias at the live one."""
+    from rl.deploy.ollama_registry import point_alias
+    from rl.deploy.registry import live_alias, live_version
     from rl.models import ModelVersion
-    from rl.ollama_registry import point_alias
-    from rl.registry import live_alias, live_version
 
     for version in ModelVersion.objects.filter(status__in=[ModelVersion.Status.REGISTERED, ModelVersion.Status.ACTIVE]):
         register_again(version, url)
@@ -290,7 +288,7 @@ def restore_registrations(url: str) -> None:
 
 def register_again(version: Any, url: str) -> None:
     """Register `version`'s GGUF with the SIMULATED Ollama at `url`, keeping the status the database gives it."""
-    from rl.export import register_version
+    from rl.deploy.registration import register_version
     from rl.models import ModelVersion
 
     status, version.ollama_host = version.status, url
@@ -303,10 +301,10 @@ def flipped_candidate(work: Path, config) -> dict:
     set, whose answers no rater can flip."""
     from feedback.files import write_json
     from feedback.selectors import feedback_data_export, feedback_ratings_export
-    from rl.config import training_config
-    from rl.gating import gate_training_run
+    from rl.core.config import training_config
+    from rl.deploy.gating import gate_training_run
     from rl.models import TrainingRun
-    from rl.training_run import run_training
+    from rl.training.run import run_training
 
     ratings = feedback_ratings_export()
     flipped = ratings.model_copy(update={"ratings": [

@@ -27,13 +27,13 @@ def main() -> None:
     import django
 
     django.setup()
-    from rl.base_model import resolve_base_model
-    from rl.evaluation import tokenize_prompt
-    from rl.export import _verification_prompts, merge_adapter
-    from rl.export_verify import argmax_agreement
-    from rl.gguf_convert import convert_hf_to_gguf, convert_with_llama_cpp
-    from rl.quantize import quantize_gguf
-    from rl.training_run import resolve_checkpoint
+    from rl.core.base_model import resolve_base_model
+    from rl.core.runs import resolve_checkpoint
+    from rl.evaluation.evalset import tokenize_prompt
+    from rl.export.exporter import merge_adapter, verification_prompts
+    from rl.export.gguf_convert import convert_hf_to_gguf, convert_with_llama_cpp
+    from rl.export.quantize import quantize_gguf
+    from rl.export.verify import argmax_agreement
 
     adapter_dir, run_config = resolve_checkpoint(args.checkpoint)
     base = (run_config or {}).get("config", {}).get("base_model") or None
@@ -58,7 +58,7 @@ def main() -> None:
         rows.append((f"quantize {quantization}", time.perf_counter() - began,
                      f"{report.size_bytes / 1e6:.1f} MB; {report.note or 'no fallbacks'}"))
 
-    prompts = _verification_prompts(run_config, count=5).prompts
+    prompts = verification_prompts(run_config, count=5).prompts
     sequences = [tokenize_prompt(tokenizer, p) for p in prompts]
     for name in ["model-f16.gguf"] + [f"model-{q}.gguf" for q in args.quantizations.split(",")]:
         agreement, positions = argmax_agreement(model, work / name, sequences)

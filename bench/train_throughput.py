@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 def _dataset(args: argparse.Namespace):
     from feedback.demo import build_demo
     from feedback.files import write_json
-    from rl.dataset_builder import prepare_training_dataset
-    from rl.training_run import spread_over_scenarios
+    from rl.data.dataset_builder import prepare_training_dataset
+    from rl.data.selection import spread_over_scenarios
 
     folder = Path(tempfile.mkdtemp(prefix="ccrl-bench-"))
     data, ratings = build_demo()
@@ -59,7 +59,7 @@ def run_one(args: argparse.Namespace) -> dict:
     django.setup()
     import torch
 
-    from rl.trainer import CommandCenterDPOTrainer
+    from rl.training.trainer import CommandCenterDPOTrainer
 
     torch.manual_seed(args.seed)
     train, evaluation, unpaired = _dataset(args)
@@ -109,8 +109,8 @@ def run_one(args: argparse.Namespace) -> dict:
 def _run_kto(args: argparse.Namespace, train, unpaired) -> dict:
     from datasets import DatasetDict
 
-    from rl.kto import kto_class_weights, kto_rows
-    from rl.trainer import CommandCenterDPOTrainer
+    from rl.training.kto import kto_class_weights, kto_rows
+    from rl.training.trainer import CommandCenterDPOTrainer
 
     overrides = dict(
         algo="kto", batch_size=args.batch_size, max_steps=args.steps, learning_rate=args.learning_rate, beta=0.1, lora_rank=16,

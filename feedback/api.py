@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from feedback.models import Entry, Fixture, Rating, Scenario, Widget
-from feedback.services import entry_create, rating_submit
+from feedback.services import entry_create, feedback_submit, rating_submit
 from feedback.throttling import WriteRateThrottle
 from feedback.validation import FeedbackValidationError, clean_rating
 
@@ -179,7 +179,8 @@ class FeedbackView(APIView):
 
     @extend_schema(request=FeedbackSerializer, responses={200: RatingSerializer, 201: RatingSerializer})
     def post(self, request: Request) -> Response:
-        serializer = FeedbackSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        rating, created = serializer.save_for(request.user)
+        try:
+            rating, created = feedback_submit(rater=request.user, feedback=request.data)
+        except FeedbackValidationError as exc:
+            raise serializers.ValidationError({exc.field: [exc.message]}) from exc
         return Response(RatingSerializer(rating).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

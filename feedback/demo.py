@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -313,6 +314,10 @@ class DemoScenario:
     fixtures: tuple[str, ...]
     title: str
 
+    def is_right(self, widget: str, fixtures: Iterable[str]) -> bool:
+        """The demo's rule for a right pick: one of the good widgets, showing exactly the scenario's fixtures."""
+        return widget in self.good_widgets and sorted(fixtures) == sorted(self.fixtures)
+
 
 def _typo(rng: random.Random, text: str) -> str:
     """Swap two adjacent letters in one word, as a hurried operator might."""
@@ -421,7 +426,7 @@ def simulated_verdict(scenario: DemoScenario, widget: str, fixtures: tuple[str, 
                       correction_rate: float = 0.3) -> SimulatedVerdict:
     """How the SIMULATED rater judges a pick for `scenario`: up when the widget is a right one and the fixtures are the
     right ones (the demo's rule), flipped with probability `noise`; a down carries the right pick with `correction_rate`."""
-    is_good = widget in scenario.good_widgets and tuple(sorted(fixtures)) == tuple(sorted(scenario.fixtures))
+    is_good = scenario.is_right(widget, fixtures)
     value = "up" if is_good != (rng.random() < noise) else "down"
     if value == "down" and not is_good and correction_rate > 0 and rng.random() < correction_rate:
         return SimulatedVerdict(value, scenario.good_widgets[0], tuple(scenario.fixtures))

@@ -1,4 +1,4 @@
-"""Reads of the feedback domain: what a rater sees next, progress, and the database as import files."""
+"""Reads of the feedback domain: usable ratings, what a rater sees next, progress, and the database as import files."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
@@ -11,7 +11,16 @@ from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 from feedback.files import (
     EntryRecord, FeedbackData, FeedbackRatings, FixtureRecord, RaterRecord, RatingRecord, ScenarioRecord, WidgetRecord,
 )
-from feedback.models import Entry, Fixture, Rating, RaterProfile, Scenario, Widget
+from feedback.models import Entry, Fixture, RaterProfile, Rating, Scenario, Widget
+from feedback.validation import rating_is_usable
+
+
+def usable_ratings(ratings: QuerySet[Rating] | None = None) -> QuerySet[Rating]:
+    """The ratings that train models and count in served up-rates (`rating_is_usable`), of `ratings` (default: all)."""
+    ratings = (Rating.objects.all() if ratings is None else ratings).exclude(rater__rater_profile__trusted=False)
+    # tags is a JSON list and SQLite has no JSON `contains`, so the tag half of the rule runs here.
+    low_confidence = [pk for pk, tags in ratings.values_list("pk", "tags") if not rating_is_usable(trusted=True, tags=tags)]
+    return ratings.exclude(pk__in=low_confidence) if low_confidence else ratings
 
 
 def entries_unrated_by(rater: AbstractBaseUser) -> QuerySet[Entry]:

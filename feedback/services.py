@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,10 +12,12 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from feedback.files import FeedbackData, FeedbackRatings, check_references
-from feedback.models import Entry, Fixture, Rating, RaterProfile, Scenario, Widget
-from feedback.validation import FeedbackValidationError, RatingInput
+from feedback.models import Entry, Fixture, RaterProfile, Rating, Scenario, Widget
+from feedback.validation import FeedbackValidationError, RatingInput, clean_rating
 
 logger = logging.getLogger(__name__)
+
+FEEDBACK_FIELDS = ("entry_id", "rating", "tags", "notes", "corrected_widget", "corrected_fixtures")
 
 
 def _resolve_correction(rating_input: RatingInput) -> tuple[Widget | None, list[Fixture]]:
@@ -51,6 +53,27 @@ def rating_submit(*, entry: Entry, rater: AbstractBaseUser, rating_input: Rating
     )
     rating.corrected_fixtures.set(corrected_fixtures)
     return rating, created
+
+
+@transaction.atomic
+def feedback_submit(*, rater: AbstractBaseUser, feedback: Mapping[str, Any]) -> tuple[Rating, bool]:
+    """A verdict in the production app's shape (`{entry_id, rating, tags, notes, corrected_widget, corrected_fixtures}`),
+    as `POST /api/feedback/` and the online learner's `add_feedback` send it. Bad input raises FeedbackValidationError
+    naming the field, and stores nothing."""
+    if not isinstance(feedback, Mapping):
+        raise FeedbackValidationError("feedback", f"must be a mapping with {', '.join(FEEDBACK_FIELDS[:4])}, got {type(feedback).__name__}")
+    unknown = sorted(set(feedback) - set(FEEDBACK_FIELDS))
+    if unknown:
+        raise FeedbackValidationError(unknown[0], f"unknown field; expected some of {', '.join(FEEDBACK_FIELDS)}")
+    entry_id = feedback.get("entry_id")
+    if not isinstance(entry_id, str) or not entry_id:
+        raise FeedbackValidationError("entry_id", f"must be an entry's id, got {entry_id!r}")
+    entry = Entry.objects.filter(external_id=entry_id).first()
+    if entry is None:
+        raise FeedbackValidationError("entry_id", f"no entry with id {entry_id!r}")
+    rating_input = clean_rating(feedback.get("rating"), feedback.get("tags"), feedback.get("notes"),
+                                feedback.get("corrected_widget"), feedback.get("corrected_fixtures"))
+    return rating_submit(entry=entry, rater=rater, rating_input=rating_input)
 
 
 @transaction.atomic

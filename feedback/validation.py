@@ -1,6 +1,7 @@
 """The rules a rating must follow, wherever it comes from (rating UI, API, imported file)."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,6 +10,12 @@ MAX_NOTES_CHARS = 5_000
 MAX_TAGS = 20
 MAX_TAG_CHARS = 50
 LOW_CONFIDENCE_TAG = "low_confidence"
+
+
+def rating_is_usable(*, trusted: bool, tags: Iterable[str] | None) -> bool:
+    """The one rule for which ratings train models and count in served up-rates: a trusted rater's, not tagged
+    low_confidence."""
+    return trusted and LOW_CONFIDENCE_TAG not in (tags or ())
 
 
 class FeedbackValidationError(ValueError):

@@ -20,7 +20,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     @admin.display(description="up-rate on served picks")
     def served_up_rate(self, version: ModelVersion) -> str:
-        from rl.ab_results import up_rate
+        from rl.evaluation.ab_results import up_rate
 
         return str(up_rate(version.ollama_name))
 

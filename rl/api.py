@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 
 from feedback.models import Scenario
 from feedback.throttling import WriteRateThrottle
-from rl.serving import ServingError, pick_widget
+from rl.serving.picks import ServingError, pick_widget
 
 
 class CanServePicks(permissions.BasePermission):

@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rl import charts
-
-logger = logging.getLogger(__name__)
 
 CURVES = {"loss": ("loss", "eval_loss"), "reward accuracy": ("rewards/accuracies", "eval_rewards/accuracies")}
 EVALUATION_METRICS = (
@@ -92,7 +89,7 @@ class VersionView:
 
 
 def version_views(limit: int = 20) -> list[VersionView]:
-    from rl.ab_results import up_rates
+    from rl.evaluation.ab_results import up_rates
     from rl.models import ModelVersion
 
     versions = list(ModelVersion.objects.select_related("training_run")[:limit])
@@ -107,9 +104,9 @@ def up_rate_chart(versions: list[VersionView]) -> str:
 
 
 def dashboard_context() -> dict[str, Any]:
-    from rl.config import serving_config
+    from rl.core.config import serving_config
+    from rl.loop.online_learner import get_online_learner
     from rl.models import OnlineRun
-    from rl.online_learner import get_online_learner
 
     versions = version_views()
     return {

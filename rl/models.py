@@ -1,8 +1,12 @@
 """Records of the learning side: training runs, model versions, deployments, and the online learner's runs."""
 from __future__ import annotations
 
-from django.db import models
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, models, transaction
 from django.db.models import Q
+from django.utils import timezone
 
 
 class TrainingRun(models.Model):
@@ -36,6 +40,15 @@ class TrainingRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.status})"
+
+    def restart(self) -> None:
+        """Running again (a resumed run)."""
+        self.status, self.error, self.finished_at = self.Status.RUNNING, "", None
+        self.save()
+
+    def finish(self, status: str, error: str = "") -> None:
+        self.status, self.error, self.finished_at = status, error, timezone.now()
+        self.save()
 
 
 class ModelVersion(models.Model):
@@ -81,6 +94,26 @@ class ModelVersion(models.Model):
     @property
     def ollama_name(self) -> str:
         return f"{self.name}:{self.tag}"
+
+    def mark_pending(self, message: str) -> None:
+        """Passed its gate, but the engine was down: a later online_learn tick deploys it."""
+        self.pending_deploy, self.message = True, message
+        self.save(update_fields=["pending_deploy", "message"])
+
+    def drop_pending(self, message: str) -> None:
+        self.pending_deploy, self.message = False, message
+        self.save(update_fields=["pending_deploy", "message"])
+
+    def become_active(self) -> ModelVersion | None:
+        """Record this version as the live one and the one live before as merely registered; returns that one. Call in a
+        transaction: the database allows one active version, so a concurrent activation raises IntegrityError."""
+        previous = type(self).objects.select_for_update().filter(status=self.Status.ACTIVE).exclude(pk=self.pk).first()
+        if previous is not None:
+            previous.status = self.Status.REGISTERED
+            previous.save(update_fields=["status"])
+        self.status, self.activated_at, self.pending_deploy = self.Status.ACTIVE, timezone.now(), False
+        self.save(update_fields=["status", "activated_at", "pending_deploy"])
+        return previous
 
 
 class Deployment(models.Model):
@@ -143,3 +176,38 @@ class OnlineRun(models.Model):
 
     def __str__(self) -> str:
         return f"online run {self.pk} ({self.status}{', ' + self.outcome if self.outcome else ''})"
+
+    @classmethod
+    def claim(cls, *, watermark: datetime, buffer_size: int, forced: bool, worker: str) -> OnlineRun | None:
+        """This process's running run, or None when another run holds the claim (the database allows one running run)."""
+        try:
+            with transaction.atomic():
+                return cls.objects.create(watermark=watermark, buffer_size=buffer_size, forced=forced, heartbeat_at=timezone.now(),
+                                          worker=worker)
+        except IntegrityError:
+            return None
+
+    @classmethod
+    def beat(cls, pk: int) -> None:
+        cls.objects.filter(pk=pk, status=cls.Status.RUNNING).update(heartbeat_at=timezone.now())
+
+    def _update_while_running(self, **fields: Any) -> bool:
+        """Write `fields` only if this run still holds its claim; False when it was marked failed meanwhile."""
+        for key, value in fields.items():
+            setattr(self, key, value)
+        return bool(type(self).objects.filter(pk=self.pk, status=self.Status.RUNNING).update(**fields))
+
+    def enter_stage(self, stage: str, **fields: Any) -> bool:
+        return self._update_while_running(stage=stage, heartbeat_at=timezone.now(), **fields)
+
+    def finish(self, outcome: str, **fields: Any) -> bool:
+        return self._update_while_running(status=self.Status.SUCCEEDED, outcome=outcome, finished_at=timezone.now(), **fields)
+
+    def fail(self, error: str) -> bool:
+        return self._update_while_running(status=self.Status.FAILED, error=error, finished_at=timezone.now())
+
+    @classmethod
+    def fail_if_silent_since(cls, pk: int, heartbeat_at: datetime, error: str) -> bool:
+        """Mark a running run failed if its heartbeat is still `heartbeat_at` (its process died); False if it beat since."""
+        return bool(cls.objects.filter(pk=pk, status=cls.Status.RUNNING, heartbeat_at=heartbeat_at).update(
+            status=cls.Status.FAILED, error=error, finished_at=timezone.now()))

@@ -4,7 +4,7 @@
 # (answers constrained to the answer schema, as served), export a verified q4_k_m GGUF with its Modelfile, register
 # it with Ollama, put it through the deploy gate (against the live model, or the base when nothing is live) and, if
 # it passes, make it live and serve a few new questions through Ollama's /api/chat.
-# Ollama: the one at OLLAMA_HOST if it answers; otherwise the SIMULATED Ollama (rl/simulated_ollama.py, which runs
+# Ollama: the one at OLLAMA_HOST if it answers; otherwise the SIMULATED Ollama (rl/simulated/ollama.py, which runs
 # the GGUF through llama.cpp) is started for the demo on a free loopback port and stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +24,7 @@ answers() { $PY -c "import sys, httpx; httpx.get(sys.argv[1] + '/api/tags', time
 export OLLAMA_HOST=${OLLAMA_HOST:-http://127.0.0.1:11434}
 if ! answers "$OLLAMA_HOST"; then
   port=$($PY -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
-  $PY -m rl.simulated_ollama --port "$port" --seconds 7200 > "$OUT/simulated-ollama.log" 2>&1 &
+  $PY -m rl.simulated.ollama --port "$port" --seconds 7200 > "$OUT/simulated-ollama.log" 2>&1 &
   simulated=$!
   trap 'kill $simulated 2>/dev/null || true' EXIT
   export OLLAMA_HOST=http://127.0.0.1:$port

@@ -10,7 +10,6 @@ from feedback.demo import build_demo
 from feedback.files import FeedbackData, FeedbackRatings
 from feedback.services import feedback_import
 
-
 DATABASE_FIXTURES = {"db", "transactional_db", "django_db_setup", "live_server"}
 
 
@@ -82,7 +81,7 @@ def tiny_model_dir(tmp_path_factory):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from rl.base_model import load_tokenizer
+    from rl.core.base_model import load_tokenizer
 
     tokenizer = load_tokenizer()
     torch.manual_seed(0)
@@ -105,7 +104,7 @@ def checkpoints(settings, tmp_path):
 
 @pytest.fixture
 def tiny_run(demo_db, tiny_model_dir, checkpoints):
-    from rl.training_run import run_training
+    from rl.training.run import run_training
     from tests.rl_cases import data, tiny_config
 
     result = run_training(tiny_config(tiny_model_dir, max_steps=2), data(), preset="cpu", run_name="tiny")
@@ -125,7 +124,7 @@ def closed_port_url() -> str:
 @pytest.fixture
 def simulated_ollama():
     """The SIMULATED Ollama server (rl/simulated_ollama.py) on loopback."""
-    from rl.simulated_ollama import SimulatedOllama
+    from rl.simulated.ollama import SimulatedOllama
 
     with SimulatedOllama() as server:
         yield server
@@ -134,11 +133,11 @@ def simulated_ollama():
 @pytest.fixture
 def served_versions(demo_db, simulated_ollama, settings):
     """The SmolLM2 GGUF registered with the SIMULATED Ollama twice, as the live version and as a registered candidate."""
-    from rl.base_model import default_base_model
-    from rl.modelfile import CHATML, ollama_parameters
+    from rl.core.base_model import default_base_model
+    from rl.core.prompts import SYSTEM_PROMPT
+    from rl.deploy.ollama_registry import register_gguf
+    from rl.export.modelfile import CHATML, ollama_parameters
     from rl.models import ModelVersion
-    from rl.ollama_registry import register_gguf
-    from rl.prompts import SYSTEM_PROMPT
 
     settings.OLLAMA_HOST = simulated_ollama.url
     settings.RL_SERVING = {}

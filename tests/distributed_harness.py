@@ -23,9 +23,9 @@ django.setup()
 
 from transformers import TrainerCallback  # noqa: E402
 
-from rl import trainer as trainer_module  # noqa: E402
-from rl.dataset_builder import prepare_training_dataset  # noqa: E402
-from rl.distributed import finish_processes, training_state  # noqa: E402
+from rl.data.dataset_builder import prepare_training_dataset
+from rl.training import trainer as trainer_module  # noqa: E402
+from rl.training.distributed import finish_processes, training_state
 
 
 def pair_key(example: dict) -> str:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from rl.config import TrainingConfig, training_config
-from rl.data_formatter import RatedEntry, Vote
-from rl.prompts import Catalog, CatalogItem, Pick, ScenarioText
+from rl.core.config import TrainingConfig, training_config
+from rl.core.prompts import Catalog, CatalogItem, Pick, ScenarioText
+from rl.data.data_formatter import RatedEntry, Vote
 
 T0 = datetime(2026, 10, 1, tzinfo=timezone.utc)
 

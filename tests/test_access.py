@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from rest_framework.test import APIClient
 
-from feedback.models import Entry, Rating, RaterProfile
+from feedback.models import Entry, RaterProfile, Rating
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLES = ("anonymous", "rater", "app", "staff")
@@ -95,8 +95,8 @@ def django_client_for(api_client: APIClient):
 
 
 def test_an_untrusted_rater_s_votes_change_no_pair(demo_db):
-    from rl.data_formatter import format_preferences
-    from rl.dataset_builder import load_snapshot_from_db
+    from rl.data.data_formatter import format_preferences
+    from rl.data.snapshot import load_snapshot_from_db
 
     def pairs():
         snapshot = load_snapshot_from_db()

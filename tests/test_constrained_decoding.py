@@ -2,9 +2,11 @@
 fixtures, in both backends (xgrammar for PyTorch, llama.cpp's JSON-schema grammar for the GGUF)."""
 import pytest
 
-from rl.evaluation import GenerationCase, LlamaCppBackend, TorchBackend, generation_metrics, tokenize_prompt
-from rl.gguf_convert import convert_hf_to_gguf
-from rl.prompts import Pick, ScenarioText, answer_schema, build_messages, parse_pick
+from rl.core.prompts import Pick, ScenarioText, answer_schema, build_messages, parse_pick
+from rl.evaluation.backends import LlamaCppBackend, TorchBackend
+from rl.evaluation.evalset import GenerationCase, tokenize_prompt
+from rl.evaluation.metrics import generation_metrics
+from rl.export.gguf_convert import convert_hf_to_gguf
 from tests.rl_cases import CATALOG
 
 QUESTIONS = ["How has chiller 1 power trended this week?", "Which work orders are open?", "Outdoor air temperature now?",
@@ -61,20 +63,20 @@ def test_llama_cpp_constrained_answers_only_name_catalog_widgets_and_shortlist_f
 def test_pytorch_evaluation_precision_follows_the_setting_and_the_cpu(tiny, settings, monkeypatch):
     import torch
 
-    from rl.evaluation import evaluation_precision
-    from rl.gate_scoring import data_key
+    from rl.evaluation.backends import evaluation_precision
+    from rl.evaluation.score_cache import data_key
 
     model, tokenizer = tiny
     _scenarios, cases = _cases(tokenizer)
     evalset = type("Set", (), {"pairs": [], "cases": cases})()
-    monkeypatch.setattr("rl.base_model.cpu_has_bf16", lambda: True)
+    monkeypatch.setattr("rl.core.base_model.cpu_has_bf16", lambda: True)
     settings.RL_EVALUATION_BF16 = False
     assert evaluation_precision() == "fp32" and not TorchBackend("tiny", model, tokenizer).bf16_autocast
     fp32_key = data_key(evalset, 40)
     settings.RL_EVALUATION_BF16 = True
     assert evaluation_precision() == ("fp32" if torch.cuda.is_available() else "bf16")
     assert data_key(evalset, 40) != fp32_key  # a gate never reuses a score made at another precision
-    monkeypatch.setattr("rl.base_model.cpu_has_bf16", lambda: False)
+    monkeypatch.setattr("rl.core.base_model.cpu_has_bf16", lambda: False)
     assert evaluation_precision() == "fp32"
 
 
@@ -91,7 +93,7 @@ def test_a_batch_sharing_its_prompt_prefix_answers_as_each_prompt_alone(tiny, ti
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from rl.prefix_sharing import shared_prefix_length
+    from rl.core.shared_prefix import shared_prefix_length
 
     _model, tokenizer = tiny
     # Larger random weights than the tiny fixture's, whose greedy answer is the same for every prompt, so an answer

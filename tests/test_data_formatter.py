@@ -1,10 +1,10 @@
 import dataclasses
 import json
 
-from rl.data_formatter import (
+from rl.core.prompts import Pick
+from rl.data.data_formatter import (
     build_correction_pairs, build_fixture_dpo_pairs, build_widget_dpo_pairs, entry_verdicts, format_preferences,
 )
-from rl.prompts import Pick
 from tests.rl_cases import CATALOG, SCENARIOS, entry, vote
 
 

@@ -1,7 +1,8 @@
 import pytest
 from django.core.management import CommandError, call_command
 
-from rl.dataset_builder import DatasetError, InsufficientDataError, prepare_training_dataset, split_scenarios
+from rl.data.dataset_builder import InsufficientDataError, prepare_training_dataset, split_scenarios
+from rl.data.snapshot import DatasetError
 
 
 def test_the_file_and_db_sources_give_identical_datasets(demo_db, demo_paths):

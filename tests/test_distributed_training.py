@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from accelerate.data_loader import BatchSamplerShard
 
-from rl.prefix_sharing import PromptGroupedBatchSampler
+from rl.training.sampler import PromptGroupedBatchSampler
 from tests.databases import query_database, seed_demo_database
 
 ROOT = Path(__file__).resolve().parent.parent

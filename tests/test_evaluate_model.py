@@ -4,7 +4,7 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from rl.gguf_convert import convert_hf_to_gguf
+from rl.export.gguf_convert import convert_hf_to_gguf
 from rl.models import TrainingRun
 
 REQUIRED = {"preference_accuracy", "valid_json_rate", "widget_accuracy", "fixture_accuracy", "n_pairs", "n_scenarios", "model"}

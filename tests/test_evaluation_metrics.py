@@ -1,7 +1,8 @@
 import pytest
 
-from rl.evaluation import EvaluationError, GenerationCase, build_eval_set, generation_metrics, preference_metrics
-from rl.prompts import Pick
+from rl.core.prompts import Pick
+from rl.evaluation.evalset import EvaluationError, GenerationCase, build_eval_set
+from rl.evaluation.metrics import generation_metrics, preference_metrics
 from tests.rl_cases import CATALOG
 
 

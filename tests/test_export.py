@@ -6,18 +6,19 @@ import ollama
 import pytest
 from django.core.management import CommandError, call_command
 
-from rl.export import ExportError, export_to_ollama
-from rl.modelfile import CHATML, LLAMA3, TemplateError, chat_format, modelfile_text, render_go_template, template_parity
+from rl.core.prompts import SYSTEM_PROMPT, ScenarioText, build_messages
+from rl.core.runs import CheckpointError
+from rl.deploy.registration import export_and_register
+from rl.export.exporter import ExportError, export_to_ollama
+from rl.export.modelfile import CHATML, LLAMA3, TemplateError, chat_format, modelfile_text, render_go_template, template_parity
+from rl.export.quantize import QuantizationError
 from rl.models import ModelVersion
-from rl.prompts import SYSTEM_PROMPT, ScenarioText, build_messages
-from rl.quantize import QuantizationError
-from rl.training_run import CheckpointError
 from tests.conftest import closed_port_url
 from tests.rl_cases import CATALOG
 
 
 def test_an_export_is_verified_and_registered_with_its_blob_digest(tiny_run, simulated_ollama, checkpoints):
-    result = export_to_ollama(tiny_run, quantization="q8_0", register=True, ollama_host=simulated_ollama.url, check_pick=False)
+    result = export_and_register(tiny_run, quantization="q8_0", ollama_host=simulated_ollama.url, check_pick=False)
     assert result.status == "registered", result.message
     assert result.verification["argmax_agreement"] >= 0.95 and result.verification["template_parity"] is True
     gguf_file = checkpoints / "tiny" / "exports" / "q8_0" / "model-q8_0.gguf"
@@ -36,7 +37,7 @@ def test_an_export_is_verified_and_registered_with_its_blob_digest(tiny_run, sim
 
 
 def test_ollama_down_keeps_the_export_and_register_only_retries(tiny_run, simulated_ollama):
-    result = export_to_ollama(tiny_run, quantization="f16", register=True, ollama_host=closed_port_url(), check_pick=False)
+    result = export_and_register(tiny_run, quantization="f16", ollama_host=closed_port_url(), check_pick=False)
     assert result.status == "exported"
     assert "unreachable" in result.message and "--register-only" in result.message
     call_command("export_model", "--checkpoint", tiny_run, "--quantization", "f16", "--register-only", "--ollama-host", simulated_ollama.url)
@@ -46,7 +47,7 @@ def test_ollama_down_keeps_the_export_and_register_only_retries(tiny_run, simula
 
 def test_a_failed_verification_rejects_the_export_and_registers_nothing(tiny_run, simulated_ollama, tmp_path):
     # A TEMPLATE that drops the newline after each role renders prompts unlike the chat template: the parity check fails.
-    from rl.modelfile import CHATML
+    from rl.export.modelfile import CHATML
 
     wrong = tmp_path / "wrong.tmpl"
     wrong.write_text(CHATML.template.replace("{{ .Role }}\n", "{{ .Role }}"))
@@ -56,7 +57,7 @@ def test_a_failed_verification_rejects_the_export_and_registers_nothing(tiny_run
     assert ModelVersion.objects.get(tag="tiny").status == "rejected"
     assert simulated_ollama.models == {} and simulated_ollama.blobs == {}
     with pytest.raises(ExportError, match="failed verification"):
-        from rl.export import register_version
+        from rl.deploy.registration import register_version
 
         register_version(ModelVersion.objects.get(tag="tiny"))
 
@@ -70,7 +71,7 @@ def test_unknown_quantization_or_missing_checkpoint_changes_nothing(tiny_run, si
 
 
 def test_the_quantized_gguf_reports_k_quant_fallbacks(tiny_run, simulated_ollama):
-    result = export_to_ollama(tiny_run, quantization="q4_k_m", register=False, check_pick=False)
+    result = export_to_ollama(tiny_run, quantization="q4_k_m", check_pick=False)
     assert result.status == "exported"
     # hidden size 64 is not a multiple of 256: llama.cpp stores those tensors in legacy types instead of K-quants
     assert result.quantize["fallback_tensors"] > 0 and "not a multiple of 256" in result.quantize["note"]
@@ -106,7 +107,7 @@ MESSAGES = build_messages(ScenarioText("How has chiller 1 power trended this wee
 
 
 def test_the_chatml_template_renders_exactly_like_smollm2_s_chat_template():
-    from rl.base_model import load_tokenizer
+    from rl.core.base_model import load_tokenizer
 
     tokenizer = load_tokenizer()
     assert chat_format(tokenizer) is CHATML
@@ -152,7 +153,7 @@ def test_train_dpo_export_registers_nothing_when_verification_fails(demo_db, tin
                                                                     monkeypatch):
     settings.OLLAMA_HOST = simulated_ollama.url
     # Ask for more agreement than is possible, so the real llama.cpp-vs-PyTorch check reports a failed conversion.
-    monkeypatch.setattr("rl.export_verify.MIN_ARGMAX_AGREEMENT", 1.01)
+    monkeypatch.setattr("rl.export.verify.MIN_ARGMAX_AGREEMENT", 1.01)
     with pytest.raises(CommandError, match="export failed verification"):
         call_command("train_dpo", "--config", "cpu", "--base-model", str(tiny_model_dir), "--max-steps", "1", "--min-samples", "10",
                      "--max-train-pairs", "8", "--max-eval-pairs", "4", "--pick-eval-scenarios", "0", "--run-name", "tiny-export", "--export",
@@ -165,7 +166,7 @@ def test_train_dpo_export_registers_nothing_when_verification_fails(demo_db, tin
 
 
 def test_the_simulated_ollama_copies_shows_and_deletes_like_ollama(tiny_run, simulated_ollama):
-    export_to_ollama(tiny_run, quantization="f16", register=True, ollama_host=simulated_ollama.url, check_pick=False)
+    export_and_register(tiny_run, quantization="f16", ollama_host=simulated_ollama.url, check_pick=False)
     client = ollama.Client(host=simulated_ollama.url)
     client.copy("cc-widget-selector:tiny", "cc-widget-selector:active")
     assert {m.model for m in client.list().models} == {"cc-widget-selector:tiny", "cc-widget-selector:active"}
@@ -177,9 +178,9 @@ def test_the_simulated_ollama_copies_shows_and_deletes_like_ollama(tiny_run, sim
 
 def test_the_pick_check_decodes_under_the_answer_schema_as_served(tiny_run, checkpoints):
     # Free decoding, a tiny random model answers garbage; under the schema (as Ollama is asked) it must give a pick.
-    from rl.prompts import parse_pick
-    from rl.serving import current_catalog
+    from rl.core.prompts import parse_pick
+    from rl.serving.picks import current_catalog
 
-    result = export_to_ollama(tiny_run, quantization="q8_0", register=False, check_pick=True)
+    result = export_to_ollama(tiny_run, quantization="q8_0", check_pick=True)
     assert result.verification["pick_parsed"] is True, result.verification
     assert parse_pick(result.verification["pick_answer"], current_catalog()).widget

@@ -10,14 +10,14 @@ PERMISSIVE = ["--set", "gate_min_widget_gain=-1", "--set", "gate_fixture_toleran
 
 
 def test_the_gate_reuses_scores_evaluate_model_made_on_the_same_data(tiny_run, monkeypatch, capsys):
-    from rl.evaluation_run import evaluate_model
+    from rl.evaluation.evaluation_run import evaluate_model
 
     evaluate_model(checkpoint="tiny", compare_base=True, limit=2, max_new_tokens=24, decodings=("constrained",))
 
     def no_model_loads(*args, **kwargs):
         raise AssertionError("the gate loaded a model although identical scores were stored")
 
-    monkeypatch.setattr("rl.base_model.load_causal_lm", no_model_loads)
+    monkeypatch.setattr("rl.core.base_model.load_causal_lm", no_model_loads)
     call_command("gate_model", "--checkpoint", "tiny", *QUICK, *PERMISSIVE)
     assert "passed its gate" in capsys.readouterr().out
     # other data (a larger limit) is not in the cache, so it must be scored
@@ -52,7 +52,7 @@ def test_a_live_models_scores_from_its_own_gate_are_reused_by_the_next_gate(tiny
     def no_model_loads(*args, **kwargs):
         raise AssertionError("the gate loaded a model although identical scores were stored")
 
-    monkeypatch.setattr("rl.base_model.load_causal_lm", no_model_loads)
+    monkeypatch.setattr("rl.core.base_model.load_causal_lm", no_model_loads)
     # The same adapter against itself live, on the data of its own gate: nothing to score again.
     call_command("gate_model", "--checkpoint", "tiny", *QUICK, *PERMISSIVE)
     assert "passed its gate" in capsys.readouterr().out

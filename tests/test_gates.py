@@ -1,5 +1,5 @@
 """The deploy gate as a pure function: numbers in, a decision with reasons out."""
-from rl.gates import GateThresholds, gate_decision
+from rl.deploy.gates import GateThresholds, gate_decision
 
 
 def metrics(widget: float, fixture: float = 0.7, preference: float = 0.8, valid: float = 1.0, n_pairs: int = 10) -> dict:

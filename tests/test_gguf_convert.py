@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from rl.evaluation import LlamaCppBackend, TokenizedPair, TorchBackend
-from rl.export_verify import argmax_agreement
-from rl.gguf_convert import ConversionError, convert_hf_to_gguf, convert_with_llama_cpp
+from rl.evaluation.backends import LlamaCppBackend, TorchBackend
+from rl.evaluation.evalset import TokenizedPair
+from rl.export.gguf_convert import ConversionError, convert_hf_to_gguf, convert_with_llama_cpp
+from rl.export.verify import argmax_agreement
 
 LLAMA_CPP_DIR = Path(os.environ.get("LLAMA_CPP_DIR", Path(__file__).resolve().parent.parent / ".cache" / "llama.cpp"))
 

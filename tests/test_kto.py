@@ -1,7 +1,7 @@
 """KTO rows, their KL rows and class weights; the shared-prompt KTO loss against a plain computation."""
 import pytest
 
-from rl.kto import TARGET_BALANCE, kto_class_weights, kto_rows
+from rl.training.kto import TARGET_BALANCE, kto_class_weights, kto_rows
 
 
 def message(text: str) -> list[dict]:
@@ -50,7 +50,7 @@ def test_the_shared_prompt_kto_loss_equals_trls_formula_on_separate_rows(tiny_mo
     import torch
     from transformers import AutoModelForCausalLM
 
-    from rl.prefix_sharing import PrefixSharingCollator, answer_logps
+    from rl.core.shared_prefix import PrefixSharingCollator, answer_logps
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     prompt, completion, kl_completion = [5, 6, 7, 8], [9, 10, 11], [12, 13]

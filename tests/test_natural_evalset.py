@@ -4,7 +4,7 @@ import re
 
 from feedback.demo import PHRASINGS, build_demo
 from feedback.files import read_data_file, read_ratings_file
-from rl.evalsets import NATURAL_DATA_FILE, NATURAL_RATINGS_FILE, build_natural_evalset, load_questions
+from rl.data.evalsets import NATURAL_DATA_FILE, NATURAL_RATINGS_FILE, build_natural_evalset, load_questions
 
 # Measured when the set was written: 1.5% of its word 4-grams occur in some generated demo question (mostly fixture
 # names such as "data hall 1 humidity"), 0.15% in the phrasing templates. The bound leaves room for a few edits.

@@ -7,12 +7,13 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from feedback.models import Entry, Rating, RaterProfile
+from feedback.models import Entry, RaterProfile, Rating
 from feedback.validation import FeedbackValidationError
+from rl.loop.online_learner import OnlineLearner, init_online_learner
+from rl.loop.stages import ExitCode
 from rl.models import ModelVersion, OnlineRun, TrainingRun
-from rl.online_learner import ExitCode, OnlineLearner, init_online_learner
-from tests.rl_cases import FAST
 from tests.conftest import closed_port_url
+from tests.rl_cases import FAST
 
 ALIAS = "cc-widget-selector:live"
 # Small and fast: gate on 3 held-out scenarios with short answers; a heartbeat that never fires in-process.
@@ -95,18 +96,18 @@ def test_max_buffer_size_moves_the_runs_watermark_back_and_the_rest_waits(online
 
 # ----- runs, claims, heartbeats ------------------------------------------------------------------------------------
 def test_feedback_arriving_during_a_run_lands_in_the_next_buffer_once(online, monkeypatch):
-    import rl.training_run
+    import rl.loop.stages
 
     learner_ = learner(**PERMISSIVE)
     before = learner_.buffer_size()
     entry = some_entry()
-    real_run_training = rl.training_run.run_training
+    real_run_training = rl.loop.stages.run_training
 
     def run_training_while_feedback_arrives(*args, **kwargs):
         learner_.add_feedback({"entry_id": entry.external_id, "rating": "down", "notes": "arrived mid-run"}, rater="late-rater")
         return real_run_training(*args, **kwargs)
 
-    monkeypatch.setattr(rl.training_run, "run_training", run_training_while_feedback_arrives)
+    monkeypatch.setattr(rl.loop.stages, "run_training", run_training_while_feedback_arrives)
     result = learner_.tick()
     assert result.exit_code == ExitCode.OK, result.message
     run = OnlineRun.objects.get()
@@ -140,11 +141,11 @@ def test_a_run_whose_heartbeat_stopped_is_marked_failed_and_the_next_tick_starts
 def test_the_heartbeat_thread_keeps_a_running_run_fresh():
     import time
 
-    from rl.online_learner import _Heartbeat
+    from rl.loop.heartbeat import Heartbeat
 
     stamp = timezone.now() - timedelta(hours=1)
     run = OnlineRun.objects.create(watermark=timezone.now(), heartbeat_at=stamp)
-    with _Heartbeat(run.pk, 0.05):
+    with Heartbeat(run.pk, 0.05):
         time.sleep(0.4)
     run.refresh_from_db()
     assert run.heartbeat_at > stamp + timedelta(minutes=59)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from rl.prefix_sharing import PrefixSharingCollator, answer_logps
+from rl.core.shared_prefix import PrefixSharingCollator, answer_logps
 
 
 def plain_logp(model, prompt: list[int], answer: list[int]) -> float:

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from rl.prompts import (
-    SYSTEM_PROMPT, Catalog, CatalogItem, Pick, PickParseError, ScenarioText, answer_schema, build_messages, decision_length, parse_pick,
-    render_pick,
+from rl.core.prompts import (
+    SYSTEM_PROMPT, Catalog, CatalogItem, Pick, PickParseError, ScenarioText, answer_schema, build_messages,
+    decision_length, parse_pick, render_pick,
 )
 from tests.rl_cases import CATALOG
 

@@ -5,9 +5,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, transaction
 
+from rl.deploy.ollama_registry import OllamaUnavailable
+from rl.deploy.registry import RegistryError, activate, find_version, live_version, rollback
 from rl.models import Deployment, ModelVersion
-from rl.ollama_registry import OllamaUnavailable
-from rl.registry import RegistryError, activate, find_version, live_version, rollback
 from tests.conftest import closed_port_url
 
 ALIAS = "cc-widget-selector:live"

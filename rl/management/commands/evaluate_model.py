@@ -2,10 +2,12 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from rl.base_model import BaseModelError
-from rl.dataset_builder import DatasetError
-from rl.evaluation import DECODINGS, DEFAULT_MAX_NEW_TOKENS, EvaluationError, comparison_rows
-from rl.training_run import CheckpointError
+from rl.core.base_model import BaseModelError
+from rl.core.runs import CheckpointError
+from rl.data.snapshot import DatasetError
+from rl.evaluation.backends import DECODINGS, DEFAULT_MAX_NEW_TOKENS
+from rl.evaluation.evalset import EvaluationError
+from rl.evaluation.metrics import comparison_rows
 
 
 class Command(BaseCommand):
@@ -33,9 +35,8 @@ class Command(BaseCommand):
         parser.add_argument("--output", help="Write results JSON here (default: the run folder's evaluation.json).")
 
     def handle(self, *args, **options) -> None:
-        from rl.evaluation_run import evaluate_model
-
-        from rl.evalsets import NATURAL_DATA_FILE, NATURAL_RATINGS_FILE
+        from rl.data.evalsets import NATURAL_DATA_FILE, NATURAL_RATINGS_FILE
+        from rl.evaluation.evaluation_run import evaluate_model
 
         if options["limit"] is not None and options["limit"] <= 0:
             raise CommandError("--limit must be positive.")

@@ -1,11 +1,11 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from rl.base_model import BaseModelError
-from rl.dataset_builder import DatasetError
-from rl.gguf_convert import ConversionError
-from rl.modelfile import TemplateError
-from rl.quantize import QUANTIZATIONS, QuantizationError
-from rl.training_run import CheckpointError
+from rl.core.base_model import BaseModelError
+from rl.core.runs import CheckpointError
+from rl.data.snapshot import DatasetError
+from rl.export.gguf_convert import ConversionError
+from rl.export.modelfile import TemplateError
+from rl.export.quantize import QUANTIZATIONS, QuantizationError
 
 
 class Command(BaseCommand):
@@ -28,7 +28,8 @@ class Command(BaseCommand):
         parser.add_argument("--skip-pick-check", action="store_true", help="Do not require the quantized model to answer with a parseable pick.")
 
     def handle(self, *args, **options) -> None:
-        from rl.export import ExportError, export_to_ollama, register_version
+        from rl.deploy.registration import export_and_register, register_version
+        from rl.export.exporter import ExportError
         from rl.models import ModelVersion
 
         try:
@@ -39,9 +40,9 @@ class Command(BaseCommand):
                 if version.status != ModelVersion.Status.REGISTERED:
                     raise CommandError(version.message)
                 return
-            result = export_to_ollama(
-                options["checkpoint"], options["model_name"], options["quantization"], options["register"],
-                template_file=options["template_file"], llama_cpp_dir=options["llama_cpp_dir"],
+            result = export_and_register(
+                options["checkpoint"], register=options["register"], model_name=options["model_name"],
+                quantization=options["quantization"], template_file=options["template_file"], llama_cpp_dir=options["llama_cpp_dir"],
                 ollama_host=options["ollama_host"], check_pick=not options["skip_pick_check"],
             )
         except (ExportError, CheckpointError, QuantizationError, ConversionError, TemplateError, BaseModelError, DatasetError) as exc:
@@ -60,10 +61,10 @@ class Command(BaseCommand):
             raise CommandError(result.message)
 
     def _version_for(self, options: dict, model_version: type):
-        from rl.training_run import resolve_checkpoint
+        from rl.core.runs import EXPORTS_DIR, resolve_checkpoint
 
         adapter_dir, run_config = resolve_checkpoint(options["checkpoint"])
-        versions = model_version.objects.filter(export_dir__startswith=str(adapter_dir.parent / "exports"),
+        versions = model_version.objects.filter(export_dir__startswith=str(adapter_dir.parent / EXPORTS_DIR),
                                                 quantization=options["quantization"].lower())
         version = versions.order_by("-created_at").first()
         if version is None:

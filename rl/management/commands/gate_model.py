@@ -2,8 +2,8 @@ import getpass
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from rl.config import ConfigError, OnlineLearningConfig, config_field_help
-from rl.management.commands.online_learn import parse_overrides
+from rl.core.cli import parse_overrides
+from rl.core.config import ConfigError, OnlineLearningConfig, config_field_help
 
 
 class Command(BaseCommand):
@@ -24,12 +24,13 @@ class Command(BaseCommand):
                                  + "; ".join(f"{k}: {v}" for k, v in config_field_help(OnlineLearningConfig).items()))
 
     def handle(self, *args, checkpoint: str, deploy: bool, quantization: str | None, set: list[str], **options) -> None:
-        from rl.config import online_learning_config
-        from rl.gating import gate_and_deploy
+        from rl.core.config import online_learning_config
+        from rl.core.runs import CheckpointError, resolve_checkpoint
+        from rl.deploy.gating import gate_training_run
+        from rl.deploy.ollama_registry import RegistrationError
+        from rl.deploy.promote import Outcome, promote, record_gate
+        from rl.deploy.registry import RegistryError
         from rl.models import TrainingRun
-        from rl.ollama_registry import OllamaUnavailable, RegistrationError
-        from rl.registry import RegistryError
-        from rl.training_run import CheckpointError, resolve_checkpoint
 
         try:
             cfg = online_learning_config(**parse_overrides(set))
@@ -39,15 +40,19 @@ class Command(BaseCommand):
         training_run = TrainingRun.objects.filter(name=(run_config or {}).get("run", "")).first()
         if training_run is None:
             raise CommandError(f"{checkpoint!r} has no training run record in this database (gate_model needs the run's data split).")
-        try:
-            decision, deployment = gate_and_deploy(training_run, cfg, deploy=deploy, by=f"gate_model ({getpass.getuser()})", quantization=quantization)
-        except (RegistryError, OllamaUnavailable, RegistrationError) as exc:
-            raise CommandError(f"{training_run.name} passed its gate but was not deployed: {exc}") from exc
+        decision, gate = gate_training_run(training_run, cfg)
         for reason in decision.reasons:
             self.stdout.write(f"  {reason}")
-        if not decision.passed:
-            raise CommandError(f"{training_run.name} rejected by the gate; the live model is unchanged.", returncode=1)
-        if deployment is not None:
-            self.stdout.write(f"{training_run.name} passed its gate: {deployment.version.ollama_name} is live as {deployment.alias}.")
-        else:
-            self.stdout.write(f"{training_run.name} passed its gate." + ("" if deploy else " Deploy it with --deploy."))
+        if not deploy or not decision.passed:
+            record_gate(training_run, gate)
+            if not decision.passed:
+                raise CommandError(f"{training_run.name} rejected by the gate; the live model is unchanged.", returncode=1)
+            self.stdout.write(f"{training_run.name} passed its gate. Deploy it with --deploy.")
+            return
+        try:
+            promotion = promote(training_run, gate, cfg, by=f"gate_model ({getpass.getuser()})", quantization=quantization)
+        except (RegistryError, RegistrationError) as exc:
+            raise CommandError(f"{training_run.name} passed its gate but was not deployed: {exc}") from exc
+        if promotion.outcome != Outcome.DEPLOYED:
+            raise CommandError(f"{training_run.name} passed its gate but was not deployed: {promotion.message}")
+        self.stdout.write(f"{training_run.name} passed its gate: {promotion.message}.")

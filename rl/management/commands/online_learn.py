@@ -3,7 +3,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from rl.config import ConfigError, OnlineLearningConfig, config_field_help
+from rl.core.cli import parse_overrides
+from rl.core.config import ConfigError, OnlineLearningConfig, config_field_help
 
 
 class Command(BaseCommand):
@@ -28,7 +29,7 @@ class Command(BaseCommand):
                                  "Fields: " + "; ".join(f"{k}: {v}" for k, v in config_field_help(OnlineLearningConfig).items()))
 
     def handle(self, *args, status: bool, dry_run: bool, force: bool, force_deploy: bool, set: list[str], **options) -> None:
-        from rl.online_learner import init_online_learner
+        from rl.loop.online_learner import init_online_learner
 
         try:
             learner = init_online_learner(**parse_overrides(set))
@@ -42,17 +43,3 @@ class Command(BaseCommand):
         if result.exit_code:
             raise CommandError(result.message, returncode=result.exit_code)
 
-
-def parse_overrides(pairs: list[str]) -> dict:
-    overrides = {}
-    types = {name: type(value) for name, value in OnlineLearningConfig().to_dict().items()}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        if not sep or name not in types:
-            raise CommandError(f"--set expects FIELD=VALUE with a field of: {', '.join(types)}; got {pair!r}.")
-        kind = types[name]
-        try:
-            overrides[name] = text.lower() in ("1", "true", "yes", "on") if kind is bool else kind(text)
-        except ValueError as exc:
-            raise CommandError(f"--set {name}: expected a {kind.__name__}, got {text!r}.") from exc
-    return overrides

@@ -18,7 +18,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, query: str, site: str, role: str, time_range: str, **options) -> None:
         from feedback.models import Scenario
-        from rl.serving import ServingError, pick_widget
+        from rl.serving.picks import ServingError, pick_widget
 
         if not query.strip():
             raise CommandError("The question is empty.")

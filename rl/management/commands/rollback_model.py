@@ -14,8 +14,8 @@ class Command(BaseCommand):
         parser.add_argument("--reason", default="", help="Why, for the deployment record.")
 
     def handle(self, *args, ollama_host: str | None, reason: str, **options) -> None:
-        from rl.ollama_registry import OllamaUnavailable, RegistrationError
-        from rl.registry import RegistryError, rollback
+        from rl.deploy.ollama_registry import OllamaUnavailable, RegistrationError
+        from rl.deploy.registry import RegistryError, rollback
 
         try:
             deployment = rollback(by=getpass.getuser(), reason=reason, host=ollama_host)

@@ -2,10 +2,10 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from rl.base_model import BaseModelError
-from rl.cli import add_config_flags, config_overrides
-from rl.config import PRESETS, ConfigError, TrainingConfig, training_config
-from rl.dataset_builder import DatasetError
+from rl.core.base_model import BaseModelError
+from rl.core.cli import add_config_flags, config_overrides
+from rl.core.config import PRESETS, ConfigError, TrainingConfig, training_config
+from rl.data.snapshot import DatasetError
 
 
 class Command(BaseCommand):
@@ -32,9 +32,9 @@ class Command(BaseCommand):
         add_config_flags(parser, TrainingConfig, title="training settings (override the preset)")
 
     def handle(self, *args, **options) -> None:
-        from rl.distributed import finish_processes
-        from rl.pipeline import train_then_export
-        from rl.training_run import dry_run
+        from rl.data.dry_run import dry_run
+        from rl.loop.pipeline import train_then_export
+        from rl.training.distributed import finish_processes
 
         try:
             config = training_config(options["config"], **config_overrides(options))

@@ -1,0 +1,252 @@
+"""Training presets, online-learning and serving settings, as dataclasses whose fields carry their help text once.
+
+`train_dpo`'s flags are generated from these fields, so a flag, its help and its preset default cannot drift apart.
+Django settings can override a preset field with RL_TRAINING_OVERRIDES = {"field": value}.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from rl.core.runs import is_adapter_folder
+
+
+def _f(default: Any, help: str, **kwargs: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class SettingsBase:
+    """`replace` with checked names and `validate` of `choices`, shared by the settings dataclasses."""
+
+    KIND = "setting"
+
+    def replace(self, **overrides: Any) -> Any:
+        known = {f.name for f in fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ConfigError(f"Unknown {self.KIND}(s): {', '.join(sorted(unknown))}. Known: {', '.join(sorted(known))}.")
+        config = dataclasses.replace(self, **overrides)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, got {getattr(self, f.name)!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainingConfig(SettingsBase):
+    """One training run's settings. Presets below change some fields; flags change any."""
+
+    KIND = "training setting"
+
+    base_model: str = _f("", "Base model: Hugging Face id (offline cache), local folder, or .gguf file. Empty: RL_BASE_MODEL or SmolLM2-135M-Instruct.")
+    algo: str = _f("dpo", "dpo (preference pairs), kto (unpaired thumbs), or auto (dpo when there are enough true pairs).", choices=("dpo", "kto", "auto"))
+    init_adapter: str = _f("", "Continue training this LoRA adapter (a run's final/ folder) instead of a fresh one; its rank and modules are used. The online learner starts from the live model's adapter this way.")
+    init_adapter_reference: str = _f("base", "With init_adapter, the DPO/KTO reference: 'base' (the base model, adapters off: every round optimizes the same objective) or 'adapter' (a frozen copy of the starting adapter, as TRL does when given a trained adapter: iterative DPO, each round measured against the model it improves).", choices=("base", "adapter"))
+    lora_rank: int = _f(16, "LoRA rank r: higher = more capacity.")
+    lora_alpha: int = _f(32, "LoRA scaling alpha.")
+    lora_dropout: float = _f(0.05, "LoRA dropout.")
+    lora_target_modules: str = _f("all-linear", "Modules that get adapters: 'all-linear' or comma separated names (q_proj,v_proj,...).")
+    lora_layer_share: float = _f(1.0, "Share of the transformer layers, counted from the top, that get adapters (1: all). The layers below stay frozen and the backward pass stops at the lowest adapted one: 0.5 makes a training step about a third cheaper.")
+    learning_rate: float = _f(5e-5, "Peak learning rate.")
+    beta: float = _f(0.1, "DPO/KTO beta: how far the policy may move from the reference (lower = stronger preferences).")
+    # Measured on the demo (SmolLM2, cpu preset): DPO alone 0% valid JSON answers; with the SFT term 100% valid JSON,
+    # 39% widget and 78% fixture accuracy, at about the same held-out preference accuracy (0.84 vs 0.85).
+    loss_type: str = _f("sigmoid,sft", "DPO loss(es), comma separated: 'sigmoid' alone, or 'sigmoid,sft' to add an SFT term on chosen answers.")
+    sft_weight: float = _f(1.0, "Weight of the 'sft' loss when loss_type includes it (the sigmoid loss has weight 1).")
+    title_weight: float = _f(1.0, "Weight of the answer's title tokens in the 'sft' loss; the decision tokens (widget, fixtures) weigh 1.")
+    epochs: float = _f(3.0, "Training epochs (ignored when max_steps > 0).")
+    max_steps: int = _f(-1, "Stop after this many optimizer steps (-1: run the epochs).")
+    batch_size: int = _f(4, "Pairs per device per step.")
+    gradient_accumulation_steps: int = _f(1, "Steps whose gradients add up before one optimizer step.")
+    max_length: int = _f(1024, "Longest prompt+answer in tokens; pairs that do not fit are dropped and counted, never truncated.")
+    max_train_pairs: int = _f(0, "Train on at most this many pairs, spread over scenarios (0: all).")
+    max_train_scenarios: int = _f(0, "Train on the pairs of at most this many scenarios (0: all); cheaper per pair than spreading pairs thin, since a scenario's pairs share one prompt.")
+    balance_widgets: bool = _f(False, "Choose training scenarios round-robin over their right widget, so every widget is taught about equally often.")
+    load_in_4bit: bool = _f(False, "4-bit QLoRA through bitsandbytes (NVIDIA GPU only).")
+    bf16: bool = _f(False, "bfloat16 compute: bf16 weights on a GPU; autocast over fp32 weights on a CPU with native bfloat16 (AVX512-BF16/AMX), fp32 on one without.")
+    gradient_checkpointing: bool = _f(False, "Recompute activations to save memory (slower).")
+    precompute_ref_log_probs: bool = _f(True, "Compute the reference model's log-probs once before training instead of every step.")
+    warmup_ratio: float = _f(0.1, "Share of steps for learning-rate warmup.")
+    logging_steps: int = _f(5, "Log metrics every N steps.")
+    eval_steps: float = _f(0, "Evaluate every N steps; below 1, every such share of the training steps (0.25: four evaluations, the last one at the end); 0: at the end of each epoch.")
+    save_steps: int = _f(50, "Save a resumable checkpoint every N steps.")
+    max_eval_pairs: int = _f(64, "Evaluate during training on at most this many eval pairs (0: all).")
+    pick_eval_scenarios: int = _f(0, "At each evaluation, generate constrained answers for this many held-out scenarios and keep the adapter with the best widget + fixture accuracy instead of the last (0: keep the last).")
+    seed: int = _f(42, "Random seed for data order, split and adapter init.")
+    min_samples: int = _f(50, "Fewest preference pairs worth training on.")
+    eval_fraction: float = _f(0.2, "Share of scenarios held out for evaluation.")
+    kind: str = _f("both", "Which pairs: widget, fixture or both.", choices=("widget", "fixture", "both"))
+    max_pairs_per_scenario: int = _f(4, "Cap on pairs of each kind per scenario, so no scenario dominates.")
+    hard_widget_negatives: bool = _f(False, "Widget pairs reject, where there is a choice, the widgets the chosen fixtures are most often up-rated with elsewhere (a trend vs. a current value of one sensor), which only the question's wording rules out.")
+    kto_min_pairs: int = _f(50, "With algo=auto: fewer true pairs than this trains KTO on unpaired ratings instead.")
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 < self.lora_layer_share <= 1:
+            raise ConfigError(f"lora_layer_share must be above 0 and at most 1, got {self.lora_layer_share}.")
+        if not 0 <= self.title_weight <= 1:
+            raise ConfigError(f"title_weight must be between 0 and 1, got {self.title_weight}.")
+        if self.eval_steps < 0 or (self.eval_steps > 1 and self.eval_steps != int(self.eval_steps)):
+            raise ConfigError(f"eval_steps must be 0, a share of the training steps below 1, or a whole number of steps; got {self.eval_steps}.")
+        for name in ("lora_rank", "lora_alpha", "batch_size", "gradient_accumulation_steps", "max_length"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}.")
+        if self.learning_rate <= 0 or self.beta <= 0:
+            raise ConfigError("learning_rate and beta must be positive.")
+        if self.init_adapter and not is_adapter_folder(self.init_adapter):
+            raise ConfigError(f"init_adapter {self.init_adapter!r} is not a trained adapter: expected a run's final/ folder with adapter_config.json.")
+        unknown_losses = set(self.loss_types) - {"sigmoid", "sft", "ipo", "hinge", "robust", "apo_zero", "apo_down", "sppo_hard", "nca_pair"}
+        if unknown_losses:
+            raise ConfigError(f"Unknown loss type(s): {', '.join(sorted(unknown_losses))}.")
+
+    @property
+    def loss_types(self) -> list[str]:
+        return [part.strip() for part in self.loss_type.split(",") if part.strip()]
+
+    @property
+    def loss_weights(self) -> list[float]:
+        return [self.sft_weight if name == "sft" else 1.0 for name in self.loss_types]
+
+
+# The recipe of docs/training-recipe.md, chosen there by held-out pick accuracy: DPO + SFT with the title's tokens
+# down-weighted, training scenarios balanced over their right widget, the adapter with the best held-out pick accuracy kept.
+RECIPE: dict[str, Any] = {"title_weight": 0.2, "balance_widgets": True, "max_pairs_per_scenario": 2}
+
+
+# Each preset is the fields it changes from TrainingConfig's defaults.
+PRESETS: dict[str, dict[str, Any]] = {
+    # 16 GB+ GPU: a 1-8B instruct model in bf16 with LoRA on all linear layers.
+    "default": {**RECIPE, "bf16": True, "batch_size": 4, "gradient_accumulation_steps": 2, "epochs": 3.0,
+                "eval_steps": 100, "pick_eval_scenarios": 64},
+    # 8-12 GB GPU: 4-bit QLoRA, batch 1 with accumulation, gradient checkpointing; a 3B-class model such as
+    # Qwen/Qwen2.5-3B-Instruct or meta-llama/Llama-3.2-3B-Instruct (pass --base-model).
+    "small_gpu": {**RECIPE, "load_in_4bit": True, "bf16": True, "batch_size": 1, "gradient_accumulation_steps": 8,
+                  "gradient_checkpointing": True, "lora_rank": 8, "lora_alpha": 16, "eval_steps": 100, "pick_eval_scenarios": 48},
+    # 24 GB+ GPU: larger rank, more epochs, lower learning rate.
+    "high_quality": {**RECIPE, "bf16": True, "lora_rank": 64, "lora_alpha": 128, "epochs": 5.0, "learning_rate": 2e-5,
+                     "batch_size": 8, "gradient_accumulation_steps": 2, "eval_steps": 100, "pick_eval_scenarios": 96},
+    # No GPU (these machines, the demo): SmolLM2-135M, bf16 autocast where the CPU has native bfloat16; variant P of
+    # docs/training-recipe.md: every scenario (the demo's 376; the cap bounds the online learner's retrains as ratings
+    # grow), one pair of each kind per scenario, 1.5 epochs, adapters on the top half of the layers (train_dpo about
+    # 13 minutes on 2 cores).
+    "cpu": {**RECIPE, "bf16": True, "batch_size": 8, "epochs": 1.5, "max_steps": -1, "learning_rate": 1e-3, "lora_rank": 16, "lora_alpha": 32,
+            "lora_target_modules": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "lora_layer_share": 0.5,
+            "max_train_scenarios": 400, "max_pairs_per_scenario": 1, "logging_steps": 5, "eval_steps": 0.25, "save_steps": 60,
+            "max_eval_pairs": 16, "pick_eval_scenarios": 24, "warmup_ratio": 0.05},
+}
+
+
+def training_config(name: str = "default", **overrides: Any) -> TrainingConfig:
+    """The preset `name`, then Django's RL_TRAINING_OVERRIDES, then `overrides` (flags) on top."""
+    if name not in PRESETS:
+        raise ConfigError(f"Unknown preset {name!r}: choose one of {', '.join(PRESETS)}.")
+    try:
+        from django.conf import settings
+
+        from_settings = dict(getattr(settings, "RL_TRAINING_OVERRIDES", {}) or {})
+    except Exception:
+        from_settings = {}
+    return TrainingConfig().replace(**PRESETS[name]).replace(**from_settings).replace(**overrides)
+
+
+@dataclass
+class OnlineLearningConfig(SettingsBase):
+    """When the online learner retrains, how a candidate is judged, and what it may do with the result.
+
+    Django settings override fields with RL_ONLINE_LEARNING = {"field": value}; `ENABLE_ONLINE_LEARNING` switches
+    the whole learner on (cron ticks do nothing while it is off)."""
+
+    KIND = "online-learning setting"
+
+    min_samples_to_retrain: int = _f(100, "New usable ratings (since the last trained run's watermark) that make a retrain due.")
+    max_buffer_size: int = _f(10_000, "Most new ratings one run takes in: with more waiting, the run's watermark stops at the oldest this many and the rest wait for the next run (which is then due at once). Every run still trains on all earlier ratings too.")
+    retrain_interval_hours: float = _f(24.0, "A retrain is also due this long after the last trained run if any new rating waits, however few.")
+    auto_export: bool = _f(True, "Export a candidate that passed its gate to GGUF (merge, quantize, verify).")
+    auto_deploy: bool = _f(False, "Make an exported, verified candidate that passed its gate the live model (Ollama alias).")
+    preset: str = _f("cpu", "Training preset for retraining (RL_TRAINING_OVERRIDES applies on top).")
+    warm_start: bool = _f(True, "Retrain from the live model's adapter (continue training it) rather than from a fresh one; a fresh adapter when nothing trained is live. Either way the scenarios rated since the last run are trained first, older ones fill the preset's max_train_scenarios.")
+    warm_start_learning_rate_scale: float = _f(1.0, "A warm-started retrain's learning rate is the preset's times this (in (0, 1]): an adapter that already learned the picks is moved in smaller steps than a fresh one, so it keeps what it knows while it learns from new ratings.")
+    algo: str = _f("auto", "dpo, kto, or auto: DPO on preference pairs, or KTO on pairs and unpaired thumbs together when unpaired thumbs are a large share.", choices=("dpo", "kto", "auto"))
+    gate_sets: str = _f("held_out,natural", "Evaluation sets the gate compares on, comma separated: held_out (the candidate's eval split) and/or natural (evalsets/natural).")
+    gate_eval_limit: int = _f(0, "Score at most this many pairs and scenarios of the held-out split (0: all); the natural set (86 questions) is always scored whole. The same data for candidate and live model.")
+    gate_min_widget_gain: float = _f(0.02, "The candidate's constrained widget accuracy must beat the live model's by at least this, on every gate set.")
+    gate_fixture_tolerance: float = _f(0.02, "Constrained fixture accuracy may fall at most this far below the live model's.")
+    gate_preference_tolerance: float = _f(0.02, "Preference accuracy on held-out pairs may fall at most this far below the live model's.")
+    gate_min_valid_rate: float = _f(0.95, "Share of constrained answers that must parse to a pick from the prompt's catalog and shortlist.")
+    max_new_tokens: int = _f(96, "Answer length limit when generating picks for the gate.")
+    quantization: str = _f("q4_k_m", "GGUF quantization of an exported candidate.")
+    verify_pick: bool = _f(True, "Export verification requires the quantized model to answer a test question with a parseable pick.")
+    model_name: str = _f("cc-widget-selector", "Ollama model name of candidates (tagged with their run name).")
+    live_alias: str = _f("cc-widget-selector:live", "The Ollama name Command Center asks; activation points it at the live version.")
+    heartbeat_seconds: float = _f(30.0, "How often a running online run records that it is alive.")
+    stale_after_minutes: float = _f(30.0, "A running online run whose heartbeat is older than this is taken for dead and marked failed.")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.min_samples_to_retrain < 1 or self.max_buffer_size < self.min_samples_to_retrain:
+            raise ConfigError("min_samples_to_retrain must be at least 1 and max_buffer_size at least min_samples_to_retrain.")
+        unknown_sets = set(self.gate_set_names) - {"held_out", "natural"}
+        if unknown_sets or not self.gate_set_names:
+            raise ConfigError(f"gate_sets must name held_out and/or natural, got {self.gate_sets!r}.")
+        if not 0 < self.warm_start_learning_rate_scale <= 1:
+            raise ConfigError(f"warm_start_learning_rate_scale must be in (0, 1], got {self.warm_start_learning_rate_scale}.")
+        if self.preset not in PRESETS:
+            raise ConfigError(f"Unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}.")
+        if self.heartbeat_seconds <= 0 or self.stale_after_minutes * 60 <= 2 * self.heartbeat_seconds:
+            raise ConfigError("stale_after_minutes must be longer than two heartbeats.")
+
+    @property
+    def gate_set_names(self) -> list[str]:
+        return [part.strip() for part in self.gate_sets.split(",") if part.strip()]
+
+
+def online_learning_config(**overrides: Any) -> OnlineLearningConfig:
+    """The defaults, then Django's RL_ONLINE_LEARNING, then `overrides`."""
+    from django.conf import settings
+
+    return OnlineLearningConfig().replace(**dict(getattr(settings, "RL_ONLINE_LEARNING", {}) or {})).replace(**overrides)
+
+
+@dataclass
+class ServingConfig(SettingsBase):
+    """How picks are served through Ollama (`rl/serving.py`, `POST /api/picks/`). Django's RL_SERVING = {"field": value}."""
+
+    KIND = "serving setting"
+
+    ab_candidate: str = _f("", "A model version (name:tag, as activate_model takes it) that answers a share of requests besides the live one; empty: no A/B.")
+    ab_share: float = _f(0.0, "Share of requests (0 to 1) the A/B candidate answers, chosen by a hash of the request, so one request always goes the same way.")
+    timeout_seconds: float = _f(30.0, "How long to wait for Ollama's answer before giving up (HTTP 504).")
+    temperature: float = _f(0.0, "Sampling temperature sent to Ollama; 0 is greedy, the same pick for the same question.")
+    max_tokens: int = _f(128, "Answer length limit (Ollama's num_predict); a pick is about 40 tokens, the longest the answer schema allows (3 fixtures, a 60-character title) about 110.")
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0.0 <= self.ab_share <= 1.0:
+            raise ConfigError(f"ab_share must be between 0 and 1, got {self.ab_share}.")
+        if self.ab_share > 0 and not self.ab_candidate:
+            raise ConfigError("ab_share is above 0 but no ab_candidate is named.")
+        if self.timeout_seconds <= 0 or self.max_tokens < 16:
+            raise ConfigError("timeout_seconds must be positive and max_tokens at least 16.")
+
+
+def serving_config(**overrides: Any) -> ServingConfig:
+    """The defaults, then Django's RL_SERVING, then `overrides`."""
+    from django.conf import settings
+
+    return ServingConfig().replace(**dict(getattr(settings, "RL_SERVING", {}) or {})).replace(**overrides)
+
+
+def config_field_help(config_class: type) -> dict[str, str]:
+    return {f.name: f.metadata.get("help", "") for f in fields(config_class)}

@@ -1,0 +1,244 @@
+"""THE definition of the widget-pick task: what the model is asked, and how its answer is written and read.
+
+Training, evaluation, export (the Modelfile's SYSTEM) and serving all call this module, so a model is trained on
+exactly the prompt it is later asked. Nothing else builds these prompts.
+
+A prompt lists the whole widget catalog and a shortlist of at most `FIXTURE_SHORTLIST_SIZE` fixtures of the
+scenario's site retrieved for the question with BM25 (a real site has thousands of points; the prompt cannot list
+them all), best match first. The answer names its fixtures before its widget: the data source decides most of the
+widget (an alarm feed is an alarm list, a per-floor breakdown a bar or pie chart), so a model that has written the
+fixtures chooses the widget knowing them. `answer_schema` is the JSON schema of a valid answer to one prompt (widget
+from the catalog, fixtures from that prompt's shortlist): evaluation decodes under it and serving passes it to Ollama
+as `format`.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+FIXTURE_SHORTLIST_SIZE = 6
+MAX_FIXTURES_PER_PICK = 3
+MAX_TITLE_CHARS = 60
+SYSTEM_PROMPT = (
+    "Pick the dashboard widget and the fixtures (data sources) that answer the operator's question. "
+    'Reply with JSON only: {"fixtures": ["<id>"], "widget": "<id>", "title": "<short title>"}'
+)
+
+
+# Matches word tokens including single characters, so "AHU-3" keeps its "3".
+_TOKEN_PATTERN = r"(?u)\b\w+\b"
+
+
+# "AHU2" and "L3" are said as often as "AHU-2" and "level 3": split letters from digits before matching.
+_LETTER_DIGIT = re.compile(r"(?<=[^\W\d_])(?=\d)|(?<=\d)(?=[^\W\d_])")
+
+
+def _retrieval_text(text: str) -> str:
+    return _LETTER_DIGIT.sub(" ", text.replace("_", " "))
+
+
+def _retrieval_tokens(texts: list[str]) -> Any:
+    """Word tokens for BM25: stopwords dropped, English stems ("temperatures" finds "temperature")."""
+    import bm25s
+    import Stemmer
+
+    return bm25s.tokenize([_retrieval_text(t) for t in texts], token_pattern=_TOKEN_PATTERN, stopwords="en",
+                          stemmer=Stemmer.Stemmer("english"), return_ids=False, show_progress=False)
+
+
+@dataclass(frozen=True)
+class CatalogItem:
+    slug: str
+    name: str
+    description: str
+    sites: tuple[str, ...] = ()  # fixtures only: the sites that have it; empty: every site
+
+    def at_site(self, site: str) -> bool:
+        return not self.sites or not site or site in self.sites
+
+
+@dataclass(frozen=True)
+class ScenarioText:
+    """What the operator asked, and the context the prompt shows."""
+
+    query: str
+    site: str = ""
+    role: str = ""
+    time_range: str = ""
+
+
+@dataclass(frozen=True)
+class Pick:
+    """A widget and the fixtures it shows, as the model answers it."""
+
+    widget: str
+    fixtures: tuple[str, ...]
+    title: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fixtures", tuple(sorted(set(self.fixtures))))
+
+    def same_choice(self, other: Pick) -> bool:
+        """Same widget and fixtures; the title is free text and does not count."""
+        return (self.widget, self.fixtures) == (other.widget, other.fixtures)
+
+
+class PickParseError(ValueError):
+    """A model's answer that is not a usable pick; `reason` is a short category for counting."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The widget and fixture catalogs, with the fixture retriever built over them once."""
+
+    widgets: tuple[CatalogItem, ...]
+    fixtures: tuple[CatalogItem, ...]
+    shortlist_size: int = FIXTURE_SHORTLIST_SIZE
+    _retriever_cache: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    @cached_property
+    def widget_slugs(self) -> frozenset[str]:
+        return frozenset(w.slug for w in self.widgets)
+
+    @cached_property
+    def fixture_slugs(self) -> frozenset[str]:
+        return frozenset(f.slug for f in self.fixtures)
+
+    @cached_property
+    def fixtures_by_slug(self) -> dict[str, CatalogItem]:
+        return {f.slug: f for f in self.fixtures}
+
+    def _retriever(self, site: str) -> tuple[Any, list[CatalogItem]]:
+        """BM25 over the fixtures of `site` (every fixture when the site is unknown or empty), built once per site."""
+        site = site if site in self.sites else ""
+        key = ("bm25", site)
+        if key not in self._retriever_cache:
+            import bm25s
+
+            fixtures = [f for f in self.fixtures if f.at_site(site)]
+            retriever = bm25s.BM25()
+            retriever.index(_retrieval_tokens([f"{f.slug} {f.name} {f.description}" for f in fixtures]), show_progress=False)
+            self._retriever_cache[key] = (retriever, fixtures)
+        return self._retriever_cache[key]
+
+    @cached_property
+    def sites(self) -> frozenset[str]:
+        return frozenset(site for f in self.fixtures for site in f.sites)
+
+    def fixture_shortlist(self, query: str, site: str = "") -> list[str]:
+        """The fixtures the prompt offers for `query` at `site`: the BM25 top `shortlist_size`, best match first."""
+        shortlists = self._retriever_cache.setdefault("shortlists", {})
+        if (query, site) not in shortlists:
+            shortlists[(query, site)] = self._retrieve(query, site)
+        return list(shortlists[(query, site)])
+
+    def _retrieve(self, query: str, site: str) -> tuple[str, ...]:
+        retriever, fixtures = self._retriever(site)
+        k = min(self.shortlist_size, len(fixtures))
+        tokens = _retrieval_tokens([query])
+        if not tokens[0]:
+            return tuple(f.slug for f in fixtures[:k])
+        indices, scores = retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
+        # Equal scores in catalog order, so the shortlist does not depend on how the retriever breaks ties.
+        ranked = sorted(zip(scores[0], indices[0]), key=lambda hit: (-float(hit[0]), int(hit[1])))
+        return tuple(fixtures[int(i)].slug for _score, i in ranked)
+
+    def shortlist_for(self, scenario: ScenarioText) -> list[str]:
+        return self.fixture_shortlist(scenario.query, scenario.site)
+
+
+def build_messages(scenario: ScenarioText, catalog: Catalog) -> list[dict[str, str]]:
+    """The chat messages that ask a model for a pick (system + user), for the tokenizer's chat template."""
+    widgets = "\n".join(f"- {w.slug}: {w.description}" for w in catalog.widgets)
+    fixtures = "\n".join(
+        f"- {slug}: {catalog.fixtures_by_slug[slug].description}" for slug in catalog.shortlist_for(scenario)
+    )
+    context = "; ".join(
+        f"{label}: {value}" for label, value in (("Site", scenario.site), ("Role", scenario.role), ("Time", scenario.time_range)) if value
+    )
+    user = f"Widgets:\n{widgets}\nFixtures:\n{fixtures}\n{context}\nQuestion: {scenario.query}"
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def render_pick(pick: Pick) -> str:
+    """The assistant's answer for `pick`: compact JSON, keys in a fixed order (fixtures, widget, title)."""
+    return json.dumps({"fixtures": list(pick.fixtures), "widget": pick.widget, "title": pick.title}, ensure_ascii=False)
+
+
+def decision_length(answer: str) -> int:
+    """How many leading characters of a rendered answer carry the decision (fixtures and widget); the title follows."""
+    index = answer.find(', "title"')
+    return index if index >= 0 else len(answer)
+
+
+def answer_schema(scenario: ScenarioText, catalog: Catalog) -> dict[str, Any]:
+    """The JSON schema of a valid answer to this scenario's prompt: 1 to 3 distinct fixtures of the prompt's
+    shortlist, a catalog widget, a short title. Keys in `render_pick`'s order, so constrained decoding writes the same
+    text."""
+    shortlist = catalog.shortlist_for(scenario)
+    return {
+        "type": "object",
+        "properties": {
+            "fixtures": {"type": "array", "items": {"type": "string", "enum": shortlist}, "minItems": 1,
+                         "maxItems": min(MAX_FIXTURES_PER_PICK, len(shortlist))},
+            "widget": {"type": "string", "enum": sorted(catalog.widget_slugs)},
+            "title": {"type": "string", "maxLength": MAX_TITLE_CHARS},
+        },
+        "required": ["fixtures", "widget", "title"],
+        "additionalProperties": False,
+    }
+
+
+def assistant_message(pick: Pick) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": render_pick(pick)}]
+
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+
+
+def _first_json_object(text: str) -> Any:
+    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    decoder = json.JSONDecoder()
+    for candidate in candidates:
+        for start in [i for i, ch in enumerate(candidate) if ch == "{"]:
+            try:
+                value, _ = decoder.raw_decode(candidate, start)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                return value
+    if "{" in text:
+        raise PickParseError("invalid_json", f"no complete JSON object in the answer (truncated?): {text[:120]!r}")
+    raise PickParseError("no_json", f"no JSON object in the answer: {text[:120]!r}")
+
+
+def parse_pick(text: str, catalog: Catalog) -> Pick:
+    """Read a model's answer back into a pick, tolerating prose and code fences around the JSON.
+
+    Raises PickParseError (never a json exception) for garbage, unknown widgets or unknown fixtures.
+    """
+    value = _first_json_object(text)
+    widget = value.get("widget")
+    fixtures = value.get("fixtures", [])
+    title = value.get("title", "")
+    if not isinstance(widget, str):
+        raise PickParseError("missing_widget", "the answer has no \"widget\" string")
+    if isinstance(fixtures, str):
+        fixtures = [fixtures]
+    if not isinstance(fixtures, list) or not all(isinstance(f, str) for f in fixtures):
+        raise PickParseError("bad_fixtures", "\"fixtures\" is not a list of ids")
+    if widget not in catalog.widget_slugs:
+        raise PickParseError("unknown_widget", f"unknown widget {widget!r}")
+    unknown = [f for f in fixtures if f not in catalog.fixture_slugs]
+    if unknown:
+        raise PickParseError("unknown_fixture", f"unknown fixtures {unknown}")
+    if not fixtures:
+        raise PickParseError("no_fixtures", "the answer names no fixture")
+    return Pick(widget=widget, fixtures=tuple(fixtures), title=title if isinstance(title, str) else "")

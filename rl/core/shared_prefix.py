@@ -1,0 +1,203 @@
+"""The shared-prefix maths: each prompt computed once per batch instead of twice per pair, and the batch's common prefix once.
+
+The pairs of a batch that share a prompt (the same scenario) become one group `[prompt | answer_1 | answer_2 | ...]`
+holding every distinct answer once. The prefix that all the batch's prompts share (on this task the system prompt
+and the widget catalog, about half of each prompt) is computed once: run alone, its keys and values are reused by
+every group's row (or, under gradient checkpointing, which turns that cache off, the groups are packed into rows after
+one copy of it). Position ids follow each prompt's own positions, and a 4D attention mask lets an answer see only its
+prompt and itself, so each answer is scored exactly as if it followed its prompt alone. A pair costs a fraction of the
+compute and activation memory of TRL's `[prompt | chosen]` + `[prompt | rejected]` rows, and the LM head runs only on
+answer positions. Training (`rl/training/prefix_sharing.py`) and evaluation (`rl/evaluation/backends.py`) both use it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rl.core.prompts import decision_length
+
+
+def shared_prefix_length(prompts: list[tuple[int, ...]]) -> int:
+    """How many leading tokens all of `prompts` share, leaving at least one token of each out (so no prompt's own
+    part is empty); 0 for fewer than two distinct prompts."""
+    if len(set(prompts)) < 2:
+        return 0
+    return min(len(os.path.commonprefix(prompts)), min(len(p) for p in prompts) - 1)
+
+
+@dataclass
+class PrefixSharingCollator:
+    """TRL-tokenized preference rows (prompt_ids, chosen_ids, rejected_ids) -> shared-prefix batches.
+
+    A prompt group is one prompt and its distinct answers. `common` is the prefix all the batch's prompts share (the
+    task's system prompt and widget catalog), computed once per batch:
+    - with `prefix_cache` (the default) it is returned as `prefix_ids`, run once, and its keys and values serve every
+      row (`answer_logps`); each row holds one group `[rest of prompt | answers]`, so no attention is spent between
+      groups. Not with gradient checkpointing, which turns the cache off inside the layers;
+    - without, the groups are packed into rows `[common | rest of prompt 1 | answers 1 | rest of prompt 2 | ...]`,
+      a row taking groups until it would pass `row_tokens` (always at least one).
+    `score_index[r, j]` is the row position whose hidden state predicts `score_target[r, j]`, a token of answer
+    `score_answer[r, j]` (-1: padding). Pair b's answers are `pair_chosen[b]` and `pair_rejected[b]`.
+    """
+
+    pad_token_id: int
+    eager_attention: bool = False
+    # Weight of a chosen answer's tokens after its decision (the title) in the SFT term; decision tokens weigh 1.
+    title_weight: float = 1.0
+    prefix_cache: bool = True
+    row_tokens: int = 2048
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        groups: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
+        answer_ids: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+        pair_chosen, pair_rejected = [], []
+        decision_tokens: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+        for example in examples:
+            prompt = tuple(example["prompt_ids"])
+            answers = groups.setdefault(prompt, [])
+            indices = []
+            for side in ("chosen_ids", "rejected_ids"):
+                key = (prompt, tuple(example[side]))
+                if key not in answer_ids:
+                    answer_ids[key] = len(answer_ids)
+                    answers.append(key[1])
+                indices.append(answer_ids[key])
+            pair_chosen.append(indices[0])
+            pair_rejected.append(indices[1])
+            if "chosen_decision_tokens" in example:
+                decision_tokens[(prompt, tuple(example["chosen_ids"]))] = int(example["chosen_decision_tokens"])
+
+        common = shared_prefix_length(list(groups))
+        cached = self.prefix_cache and common > 0
+        cache_len = common if cached else 0  # key/value positions ahead of each row's own: the cached prefix
+        in_row = 0 if cached else common  # tokens of the common part inside each row
+        rows: list[list[tuple[int, ...]]] = []
+        row_lengths: list[int] = []
+        for prompt, answers in groups.items():
+            size = len(prompt) - common + sum(len(a) for a in answers)
+            if cached or not rows or row_lengths[-1] + size > self.row_tokens:
+                rows.append([])
+                row_lengths.append(in_row)
+            rows[-1].append(prompt)
+            row_lengths[-1] += size
+
+        width, n_rows = max(row_lengths), len(rows)
+        n_scored = max(sum(len(a) for p in row for a in groups[p]) for row in rows)
+        input_ids = torch.full((n_rows, width), self.pad_token_id, dtype=torch.long)
+        position_ids = torch.zeros((n_rows, width), dtype=torch.long)
+        # Key columns: the cached prefix's positions first (if any), then the row's own.
+        allowed = torch.zeros((n_rows, width, cache_len + width), dtype=torch.bool)
+        own = slice(cache_len, cache_len + width)
+        score_index = torch.zeros((n_rows, n_scored), dtype=torch.long)
+        score_target = torch.zeros((n_rows, n_scored), dtype=torch.long)
+        score_answer = torch.full((n_rows, n_scored), -1, dtype=torch.long)
+        score_weight = torch.zeros((n_rows, n_scored), dtype=torch.float32)
+        causal = torch.ones((width, width), dtype=torch.bool).tril()
+        for r, row in enumerate(rows):
+            keys = allowed[r, :, own]
+            if in_row:
+                input_ids[r, :in_row] = torch.tensor(row[0][:in_row])
+                position_ids[r, :in_row] = torch.arange(in_row)
+                keys[:in_row, :in_row] = causal[:in_row, :in_row]
+            start, scored = in_row, 0
+            for prompt in row:
+                # The rest of the prompt sees the common part and itself; each answer sees the whole prompt and itself.
+                p, rest = len(prompt), len(prompt) - common
+                prompt_start, prompt_end = start, start + rest
+                input_ids[r, prompt_start:prompt_end] = torch.tensor(prompt[common:])
+                position_ids[r, prompt_start:prompt_end] = torch.arange(common, p)
+                allowed[r, prompt_start:prompt_end, :common] = True  # the cache's columns, or the row's common part
+                keys[prompt_start:prompt_end, prompt_start:prompt_end] = causal[:rest, :rest]
+                start = prompt_end
+                for answer in groups[prompt]:
+                    n = len(answer)
+                    end = start + n
+                    input_ids[r, start:end] = torch.tensor(answer)
+                    position_ids[r, start:end] = torch.arange(p, p + n)
+                    allowed[r, start:end, :common] = True
+                    keys[start:end, prompt_start:prompt_end] = True
+                    keys[start:end, start:end] = causal[:n, :n]
+                    score_index[r, scored : scored + n] = torch.cat([torch.tensor([prompt_end - 1]), torch.arange(start, end - 1)])
+                    score_target[r, scored : scored + n] = torch.tensor(answer)
+                    score_answer[r, scored : scored + n] = answer_ids[(prompt, answer)]
+                    decision = decision_tokens.get((prompt, answer), n)
+                    score_weight[r, scored : scored + n] = torch.tensor([1.0 if i < decision else self.title_weight for i in range(n)])
+                    start, scored = end, scored + n
+            pad = torch.arange(start, width)
+            keys[pad, pad] = True  # padding rows see themselves only, so no row is fully masked (NaN in SDPA)
+        mask = allowed.unsqueeze(1)
+        if self.eager_attention:
+            mask = torch.zeros(mask.shape, dtype=torch.float32).masked_fill(~mask, torch.finfo(torch.float32).min)
+        out = {
+            "input_ids": input_ids, "position_ids": position_ids, "attention_mask": mask,
+            "score_index": score_index, "score_target": score_target, "score_answer": score_answer, "score_weight": score_weight,
+            "pair_chosen": torch.tensor(pair_chosen), "pair_rejected": torch.tensor(pair_rejected),
+            "num_answers": torch.tensor(len(answer_ids)), "num_tokens": torch.tensor(cache_len + sum(row_lengths)),
+        }
+        if cached:
+            out["prefix_ids"] = torch.tensor([next(iter(groups))[:common]])
+        for key in ("ref_chosen_logps", "ref_rejected_logps", "label"):
+            if key in examples[0]:
+                out[key] = torch.tensor([e[key] for e in examples])
+        return out
+
+
+@dataclass
+class AnswerLogps:
+    token_logps: torch.Tensor  # (groups, n_scored), 0 on padding
+    token_weights: torch.Tensor  # (groups, n_scored) SFT weight of each token (decision 1, title `title_weight`)
+    chosen: torch.Tensor  # (pairs,) summed log-probs of each pair's chosen answer
+    rejected: torch.Tensor  # (pairs,)
+    chosen_token_mask: torch.Tensor  # (groups, n_scored) tokens of answers that are some pair's chosen one
+
+
+def prefix_cache(causal_lm: Any, prefix_ids: torch.Tensor, rows: int) -> Any:
+    """The keys and values of `prefix_ids` (one row), computed once by the model's backbone (no LM head) and repeated
+    for `rows` rows, so every row of a batch continues from the same prefix."""
+    backbone = getattr(causal_lm, causal_lm.base_model_prefix)
+    positions = torch.arange(prefix_ids.size(1), device=prefix_ids.device).unsqueeze(0)
+    cache = backbone(input_ids=prefix_ids, position_ids=positions, use_cache=True).past_key_values
+    if cache is None or cache.get_seq_length() != prefix_ids.size(1):
+        raise RuntimeError("The model returned no key/value cache for the shared prefix (gradient checkpointing turns it "
+                           "off): build the collator with prefix_cache=False.")
+    cache.batch_repeat_interleave(rows)
+    return cache
+
+
+def answer_logps(causal_lm: Any, batch: dict[str, torch.Tensor]) -> AnswerLogps:
+    """Log-probs of every answer in a shared-prefix batch, per token and summed per pair side."""
+    backbone = getattr(causal_lm, causal_lm.base_model_prefix)
+    cache = prefix_cache(causal_lm, batch["prefix_ids"], batch["input_ids"].size(0)) if "prefix_ids" in batch else None
+    hidden = backbone(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"],
+        past_key_values=cache, use_cache=cache is not None,
+    ).last_hidden_state
+    index = batch["score_index"].unsqueeze(-1).expand(-1, -1, hidden.size(-1))
+    logits = causal_lm.get_output_embeddings()(hidden.gather(1, index)).float()
+    token_logps = torch.log_softmax(logits, dim=-1).gather(-1, batch["score_target"].unsqueeze(-1)).squeeze(-1)
+    answer = batch["score_answer"]
+    valid = answer >= 0
+    token_logps = token_logps * valid
+    n_answers = int(batch["num_answers"])
+    per_answer = torch.zeros(n_answers, dtype=token_logps.dtype, device=token_logps.device)
+    per_answer = per_answer.index_add(0, answer[valid], token_logps[valid])
+    is_chosen = torch.zeros(n_answers, dtype=torch.bool, device=token_logps.device)
+    is_chosen[batch["pair_chosen"]] = True
+    chosen_token_mask = valid & is_chosen[answer.clamp(min=0)]
+    weights = batch.get("score_weight", valid.float())
+    return AnswerLogps(token_logps, weights, per_answer[batch["pair_chosen"]], per_answer[batch["pair_rejected"]], chosen_token_mask)
+
+
+def decision_token_count(tokenizer: Any, answer_ids: list[int]) -> int:
+    """How many leading tokens of an answer carry its decision (fixtures, widget): those before the title."""
+    text = tokenizer.decode(answer_ids, skip_special_tokens=True)
+    decision_chars = decision_length(text)
+    if decision_chars >= len(text):
+        return len(answer_ids)
+    for count in range(1, len(answer_ids) + 1):
+        if len(tokenizer.decode(answer_ids[:count], skip_special_tokens=True)) > decision_chars:
+            return count
+    return len(answer_ids)

@@ -1,0 +1,276 @@
+"""Rated entries -> preference pairs (DPO) and unpaired rows (KTO), in TRL's conversational format.
+
+Rules (each has a test in tests/test_data_formatter.py):
+- Each entry gets one verdict from its usable ratings: the majority of up and down; a tie drops the entry.
+  A rating is unusable when tagged `low_confidence` or given by an untrusted rater.
+- Widget pair: an up and a down entry of the SAME scenario whose widgets differ.
+- Fixture pair: an up and a down entry of the same scenario and widget whose fixtures differ.
+- Correction pair: a rating's corrected pick is chosen, the entry it rated is rejected.
+- Per scenario and kind at most `max_pairs_per_scenario` pairs, spread so no entry dominates. With
+  `hard_widget_negatives`, a widget pair's rejected widget is, among those equally spread, the one most often
+  up-rated elsewhere with the chosen pick's fixtures: the widget the same data could have been shown with, which
+  only the question's wording rules out (a trend against a current value of one sensor), not one the data already
+  excludes (an alarm list of a temperature).
+- Exact duplicate pairs, pairs whose chosen equals rejected, and pairs whose chosen fixtures are not offered by the
+  prompt's fixture shortlist are dropped and counted.
+- Entries with a verdict that appear in no pair become KTO rows {prompt, completion, label}.
+"""
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from feedback.validation import LOW_CONFIDENCE_TAG, rating_is_usable
+from rl.core.prompts import Catalog, Pick, ScenarioText, assistant_message, build_messages, render_pick
+
+DEFAULT_MAX_PAIRS_PER_SCENARIO = 4
+
+
+@dataclass(frozen=True)
+class Vote:
+    """One rating of an entry, as the formatter needs it."""
+
+    rater: str
+    value: str
+    created_at: datetime
+    tags: tuple[str, ...] = ()
+    trusted: bool = True
+    corrected: Pick | None = None
+    updated_at: datetime | None = None  # when the rater last changed it; None: never (files carry only created_at)
+
+    @property
+    def changed_at(self) -> datetime:
+        return self.updated_at or self.created_at
+
+    @property
+    def usable(self) -> bool:
+        return rating_is_usable(trusted=self.trusted, tags=self.tags)
+
+
+@dataclass(frozen=True)
+class RatedEntry:
+    entry_id: str
+    scenario_id: str
+    pick: Pick
+    votes: tuple[Vote, ...]
+
+
+@dataclass
+class FormatterStats:
+    verdicts: Counter = field(default_factory=Counter)  # up / down
+    filtered: Counter = field(default_factory=Counter)  # reason -> count
+    conflicts_resolved: int = 0
+    pairs: Counter = field(default_factory=Counter)  # kind -> count
+    correction_pairs: int = 0
+
+
+@dataclass
+class FormattedPreferences:
+    pairs: list[dict]
+    kto_rows: list[dict]
+    stats: FormatterStats
+
+
+def entry_verdicts(entries: Iterable[RatedEntry], stats: FormatterStats | None = None) -> dict[str, str]:
+    """Majority verdict per entry from its usable ratings; ties are dropped."""
+    stats = stats if stats is not None else FormatterStats()
+    verdicts: dict[str, str] = {}
+    for entry in entries:
+        for vote in entry.votes:
+            if not vote.trusted:
+                stats.filtered["untrusted_rater"] += 1
+            elif LOW_CONFIDENCE_TAG in vote.tags:
+                stats.filtered["low_confidence"] += 1
+        counts = Counter(vote.value for vote in entry.votes if vote.usable)
+        if not counts:
+            continue
+        if counts["up"] == counts["down"]:
+            stats.filtered["conflict_tie"] += 1
+            continue
+        if counts["up"] and counts["down"]:
+            stats.conflicts_resolved += 1
+        verdict = "up" if counts["up"] > counts["down"] else "down"
+        stats.verdicts[verdict] += 1
+        verdicts[entry.entry_id] = verdict
+    return verdicts
+
+
+def _balanced(
+    candidates: list[tuple[RatedEntry, RatedEntry]], cap: int, rng: random.Random,
+    hardness: Callable[[tuple[RatedEntry, RatedEntry]], float] = lambda combo: 0.0,
+) -> list[tuple[RatedEntry, RatedEntry]]:
+    """Up to `cap` of the (chosen, rejected) candidates, each time taking the one whose entries were used least, and
+    among those the hardest."""
+    combos = list(candidates)
+    rng.shuffle(combos)
+    used: Counter = Counter()
+    picked = []
+    while combos and len(picked) < cap:
+        best = min(range(len(combos)), key=lambda i: (max(used[combos[i][0].entry_id], used[combos[i][1].entry_id]),
+                                                      used[combos[i][0].entry_id] + used[combos[i][1].entry_id],
+                                                      -hardness(combos[i])))
+        good, bad = combos.pop(best)
+        used[good.entry_id] += 1
+        used[bad.entry_id] += 1
+        picked.append((good, bad))
+    return picked
+
+
+def _row(scenario_id: str, scenario: ScenarioText, catalog: Catalog, chosen: Pick, rejected: Pick, kind: str, origin: str) -> dict:
+    return {
+        "prompt": build_messages(scenario, catalog),
+        "chosen": assistant_message(chosen),
+        "rejected": assistant_message(rejected),
+        "kind": kind,
+        "origin": origin,
+        "scenario_id": scenario_id,
+    }
+
+
+def widget_fixture_counts(entries: Iterable[RatedEntry], verdicts: Mapping[str, str]) -> Counter:
+    """(fixture, widget) -> in how many scenarios an up-rated pick shows that fixture with that widget."""
+    shown = {(entry.scenario_id, fixture, entry.pick.widget) for entry in entries if verdicts.get(entry.entry_id) == "up"
+             for fixture in entry.pick.fixtures}
+    return Counter((fixture, widget) for _scenario, fixture, widget in shown)
+
+
+def _pairs_of_kind(
+    kind: str,
+    entries: list[RatedEntry],
+    all_scenarios: Mapping[str, ScenarioText],
+    catalog: Catalog,
+    verdicts: Mapping[str, str],
+    max_pairs_per_scenario: int,
+    seed: int,
+    hard_negatives: bool = False,
+) -> list[dict]:
+    rng = random.Random(seed)
+    shown_with = widget_fixture_counts(entries, verdicts) if hard_negatives else Counter()
+
+    def hardness(combo: tuple[RatedEntry, RatedEntry]) -> float:
+        good, bad = combo
+        return sum(shown_with[(fixture, bad.pick.widget)] for fixture in good.pick.fixtures)
+
+    by_scenario: dict[str, list[RatedEntry]] = {}
+    for entry in entries:
+        if entry.entry_id in verdicts:
+            by_scenario.setdefault(entry.scenario_id, []).append(entry)
+    rows = []
+    for scenario_id in sorted(by_scenario):
+        group = sorted(by_scenario[scenario_id], key=lambda e: e.entry_id)
+        ups = [e for e in group if verdicts[e.entry_id] == "up"]
+        downs = [e for e in group if verdicts[e.entry_id] == "down"]
+        if kind == "widget":
+            candidates = [(u, d) for u in ups for d in downs if u.pick.widget != d.pick.widget]
+        else:
+            candidates = [(u, d) for u in ups for d in downs if u.pick.widget == d.pick.widget and u.pick.fixtures != d.pick.fixtures]
+        for good, bad in _balanced(candidates, max_pairs_per_scenario, rng, hardness):
+            rows.append(_row(scenario_id, all_scenarios[scenario_id], catalog, good.pick, bad.pick, kind, "ratings"))
+    return rows
+
+
+def build_widget_dpo_pairs(
+    entries: list[RatedEntry],
+    all_scenarios: Mapping[str, ScenarioText],
+    catalog: Catalog,
+    *,
+    verdicts: Mapping[str, str] | None = None,
+    max_pairs_per_scenario: int = DEFAULT_MAX_PAIRS_PER_SCENARIO,
+    seed: int = 0,
+    hard_negatives: bool = False,
+) -> list[dict]:
+    """Pairs of an up-rated and a down-rated pick with different widgets, within one scenario; with `hard_negatives`
+    the rejected widgets are preferably those the chosen fixtures are often shown with elsewhere."""
+    verdicts = verdicts if verdicts is not None else entry_verdicts(entries)
+    return _pairs_of_kind("widget", entries, all_scenarios, catalog, verdicts, max_pairs_per_scenario, seed, hard_negatives)
+
+
+def build_fixture_dpo_pairs(
+    entries: list[RatedEntry],
+    all_scenarios: Mapping[str, ScenarioText],
+    catalog: Catalog,
+    *,
+    verdicts: Mapping[str, str] | None = None,
+    max_pairs_per_scenario: int = DEFAULT_MAX_PAIRS_PER_SCENARIO,
+    seed: int = 0,
+) -> list[dict]:
+    """Pairs of the right data source against a wrong one: same scenario and widget, different fixtures.
+
+    The prompt lists the fixture shortlist with descriptions, so the model sees what each source is.
+    """
+    verdicts = verdicts if verdicts is not None else entry_verdicts(entries)
+    return _pairs_of_kind("fixture", entries, all_scenarios, catalog, verdicts, max_pairs_per_scenario, seed)
+
+
+def build_correction_pairs(entries: list[RatedEntry], all_scenarios: Mapping[str, ScenarioText], catalog: Catalog) -> list[dict]:
+    """A usable rating's corrected pick is chosen over the entry it rated."""
+    rows = []
+    for entry in sorted(entries, key=lambda e: e.entry_id):
+        for vote in entry.votes:
+            if vote.usable and vote.corrected is not None:
+                corrected = Pick(vote.corrected.widget, vote.corrected.fixtures, vote.corrected.title or entry.pick.title)
+                kind = "widget" if corrected.widget != entry.pick.widget else "fixture"
+                rows.append(_row(entry.scenario_id, all_scenarios[entry.scenario_id], catalog, corrected, entry.pick, kind, "correction"))
+    return rows
+
+
+def _chosen_is_offered(row: dict, catalog: Catalog, all_scenarios: Mapping[str, ScenarioText]) -> bool:
+    chosen = json.loads(row["chosen"][0]["content"])
+    return set(chosen["fixtures"]) <= set(catalog.shortlist_for(all_scenarios[row["scenario_id"]]))
+
+
+def format_preferences(
+    entries: list[RatedEntry],
+    all_scenarios: Mapping[str, ScenarioText],
+    catalog: Catalog,
+    *,
+    kind: str = "both",
+    max_pairs_per_scenario: int = DEFAULT_MAX_PAIRS_PER_SCENARIO,
+    seed: int = 0,
+    hard_widget_negatives: bool = False,
+) -> FormattedPreferences:
+    """All the rules above, applied in order: verdicts, pairs of each kind, corrections, filters, KTO rows."""
+    stats = FormatterStats()
+    verdicts = entry_verdicts(entries, stats)
+    candidates: list[dict] = []
+    if kind in ("widget", "both"):
+        candidates += build_widget_dpo_pairs(entries, all_scenarios, catalog, verdicts=verdicts,
+                                             max_pairs_per_scenario=max_pairs_per_scenario, seed=seed,
+                                             hard_negatives=hard_widget_negatives)
+    if kind in ("fixture", "both"):
+        candidates += build_fixture_dpo_pairs(entries, all_scenarios, catalog, verdicts=verdicts,
+                                              max_pairs_per_scenario=max_pairs_per_scenario, seed=seed)
+    candidates += [row for row in build_correction_pairs(entries, all_scenarios, catalog) if kind in ("both", row["kind"])]
+
+    pairs, seen = [], set()
+    for row in candidates:
+        chosen, rejected = row["chosen"][0]["content"], row["rejected"][0]["content"]
+        key = (row["scenario_id"], chosen, rejected)
+        if Pick(**json.loads(chosen)).same_choice(Pick(**json.loads(rejected))):
+            stats.filtered["chosen_equals_rejected"] += 1
+        elif key in seen:
+            stats.filtered["duplicate_pair"] += 1
+        elif not _chosen_is_offered(row, catalog, all_scenarios):
+            stats.filtered["chosen_outside_shortlist"] += 1
+        else:
+            seen.add(key)
+            pairs.append(row)
+            stats.pairs[row["kind"]] += 1
+            stats.correction_pairs += row["origin"] == "correction"
+
+    paired_picks = {(row["scenario_id"], row[side][0]["content"]) for row in pairs for side in ("chosen", "rejected")}
+    kto_rows = [
+        {
+            "prompt": build_messages(all_scenarios[entry.scenario_id], catalog),
+            "completion": assistant_message(entry.pick),
+            "label": verdicts[entry.entry_id] == "up",
+            "scenario_id": entry.scenario_id,
+        }
+        for entry in sorted(entries, key=lambda e: e.entry_id)
+        if entry.entry_id in verdicts and (entry.scenario_id, render_pick(entry.pick)) not in paired_picks
+    ]
+    return FormattedPreferences(pairs=pairs, kto_rows=kto_rows, stats=stats)

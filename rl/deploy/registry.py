@@ -1,0 +1,101 @@
+"""Which model version is live, and the Ollama alias that points at it.
+
+Activation and rollback change Ollama first (register the version if needed, then copy it to the alias) and the
+records second, in one transaction: if Ollama is down nothing changes anywhere. The database allows at most one
+`active` version (a conditional unique constraint), so two activations racing cannot both win.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from rl.deploy.ollama_registry import OllamaUnavailable, point_alias
+
+logger = logging.getLogger(__name__)
+
+
+class RegistryError(RuntimeError):
+    """A version cannot be activated (unknown, rejected, nothing to roll back to); nothing changed."""
+
+
+def live_alias() -> str:
+    from rl.core.config import online_learning_config
+
+    return online_learning_config().live_alias
+
+
+def live_version() -> Any:
+    from rl.models import ModelVersion
+
+    return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).select_related("training_run").first()
+
+
+def find_version(name: str, quantization: str | None = None) -> Any:
+    """A version by `name:tag` (as Ollama knows it), by tag alone, or by id; a clear error naming the choices."""
+    from rl.models import ModelVersion
+
+    versions = ModelVersion.objects.all()
+    if quantization:
+        versions = versions.filter(quantization=quantization)
+    model, _, tag = name.partition(":")
+    if name.isdigit():
+        matches = list(versions.filter(pk=int(name)))
+    elif tag:
+        matches = list(versions.filter(name=model, tag=tag))
+    else:
+        matches = list(versions.filter(tag=name)) or list(versions.filter(name=name))
+    if len(matches) == 1:
+        return matches[0]
+    known = ", ".join(f"{v.ollama_name} ({v.quantization}, {v.status})" for v in versions[:20]) or "none yet: export one first"
+    if not matches:
+        raise RegistryError(f"No model version {name!r}{f' in {quantization}' if quantization else ''}. Known: {known}.")
+    raise RegistryError(f"{name!r} names {len(matches)} versions; add --quantization. Known: {known}.")
+
+
+def activate(version: Any, *, by: str, reason: str = "", host: str | None = None, alias: str | None = None,
+             action: str = "activate") -> Any:
+    """Make `version` the live model: register it with Ollama if it is not yet, point the alias at it, record it.
+
+    Raises OllamaUnavailable (nothing changed; retry later), RegistryError or RegistrationError."""
+    from rl.deploy.registration import register_version
+    from rl.models import Deployment, ModelVersion
+
+    host = host or settings.OLLAMA_HOST
+    alias = alias or live_alias()
+    if version.status == ModelVersion.Status.REJECTED:
+        raise RegistryError(f"{version.ollama_name} failed export verification and cannot be live: {version.message}")
+    if version.status == ModelVersion.Status.EXPORTED:
+        version.ollama_host = host
+        version = register_version(version)
+        if version.status != ModelVersion.Status.REGISTERED:
+            raise OllamaUnavailable(version.message)
+    point_alias(host, version.ollama_name, alias)
+    try:
+        with transaction.atomic():
+            previous = version.become_active()
+            deployment = Deployment.objects.create(version=version, previous=previous, action=action, alias=alias,
+                                                   ollama_host=host, by=by, reason=reason)
+    except IntegrityError as exc:
+        winner = live_version()
+        if winner is not None:
+            point_alias(host, winner.ollama_name, alias)
+        raise RegistryError(f"Another activation made {winner} live at the same moment; {alias} points at it again.") from exc
+    logger.info("%s: %s is live as %s (was %s)", action, version.ollama_name, alias, previous.ollama_name if previous else "nothing")
+    return deployment
+
+
+def rollback(*, by: str, reason: str = "", host: str | None = None, alias: str | None = None) -> Any:
+    """Make the version that was live before the current one live again."""
+    from rl.models import Deployment
+
+    current = live_version()
+    if current is None:
+        raise RegistryError("No model is live, so there is nothing to roll back.")
+    last = Deployment.objects.filter(version=current).select_related("previous").first()
+    if last is None or last.previous is None:
+        raise RegistryError(f"{current.ollama_name} replaced no earlier version, so there is nothing to roll back to.")
+    return activate(last.previous, by=by, reason=reason or f"rollback from {current.ollama_name}", host=host, alias=alias,
+                    action="rollback")

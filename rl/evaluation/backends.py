@@ -1,0 +1,213 @@
+"""Two backends that score and generate on the SAME token ids: `TorchBackend` (a transformers model, with or without its
+LoRA adapter) and `LlamaCppBackend` (a GGUF file through llama.cpp, i.e. the artifact that will be served).
+
+Generation is greedy, free or constrained to the prompt's answer schema (`rl.core.prompts.answer_schema`) through a
+grammar: xgrammar for PyTorch, llama.cpp's JSON-schema grammar for a GGUF.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from tqdm.auto import tqdm
+
+from rl.evaluation.evalset import TokenizedPair
+
+DEFAULT_MAX_NEW_TOKENS = 96
+DECODINGS = ("free", "constrained")
+
+
+class Backend(Protocol):
+    name: str
+
+    def answer_logps(self, pairs: list[TokenizedPair]) -> list[tuple[float, float, int, int]]:
+        """(chosen log-prob, rejected log-prob, chosen tokens, rejected tokens) per pair."""
+
+    def generate(self, prompts: list[tuple[int, ...]], max_new_tokens: int, schemas: list[dict] | None = None) -> list[str]:
+        """Greedy answers, decoded without special tokens; with `schemas`, each constrained to its JSON schema."""
+
+
+def _stop_ids(tokenizer: Any) -> list[int]:
+    ids = {tokenizer.eos_token_id}
+    for token in ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>"):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id and token_id >= 0:
+            ids.add(token_id)
+    return sorted(i for i in ids if i is not None)
+
+
+class SchemaGrammars:
+    """Answer schemas compiled once each into xgrammar grammars for a Hugging Face tokenizer.
+
+    The grammar writes JSON exactly as `rl.prompts.render_pick` does (", " and ": " separators, no other whitespace),
+    so a model decodes in the format it was trained on."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int):
+        import xgrammar as xgr
+
+        self._xgr = xgr
+        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=_stop_ids(tokenizer))
+        self._compiler = xgr.GrammarCompiler(info, max_threads=1)
+        self._compiled: dict[str, Any] = {}
+
+    def compiled(self, schema: dict) -> Any:
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._compiled:
+            self._compiled[key] = self._compiler.compile_json_schema(json.dumps(schema), any_whitespace=False, separators=(", ", ": "))
+        return self._compiled[key]
+
+    def logits_processor(self, schemas: list[dict]) -> Any:
+        """A fresh processor for one `generate()` call, one grammar per row of the batch."""
+        import xgrammar.contrib.hf
+
+        return xgrammar.contrib.hf.LogitsProcessor([self.compiled(schema) for schema in schemas])
+
+
+def evaluation_precision() -> str:
+    """How PyTorch models are evaluated here: "bf16" (autocast over fp32 weights) on a CPU with native bfloat16 unless
+    settings.RL_EVALUATION_BF16 is off, else "fp32"."""
+    from django.conf import settings
+
+    from rl import base_model
+
+    bf16 = getattr(settings, "RL_EVALUATION_BF16", True) and not base_model.has_cuda() and base_model.cpu_has_bf16()
+    return "bf16" if bf16 else "fp32"
+
+
+class TorchBackend:
+    """A transformers model; with `adapter_enabled=False` a PEFT model is scored as its base. It runs under bfloat16
+    autocast when `bf16_autocast` is true, or when it is None and `evaluation_precision()` says so."""
+
+    def __init__(self, name: str, model: Any, tokenizer: Any, *, adapter_enabled: bool = True, batch_size: int = 8,
+                 bf16_autocast: bool | None = None):
+        self.name, self.model, self.tokenizer = name, model, tokenizer
+        self.adapter_enabled, self.batch_size = adapter_enabled, batch_size
+        self.bf16_autocast = evaluation_precision() == "bf16" if bf16_autocast is None else bf16_autocast
+
+    @contextlib.contextmanager
+    def _mode(self) -> Iterator[None]:
+        import torch
+
+        self.model.eval()
+        autocast = torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.bf16_autocast)
+        with torch.no_grad(), autocast:
+            if not self.adapter_enabled and hasattr(self.model, "disable_adapter"):
+                with self.model.disable_adapter():
+                    yield
+            else:
+                yield
+
+    def _causal_lm(self) -> Any:
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+
+    def answer_logps(self, pairs: list[TokenizedPair]) -> list[tuple[float, float, int, int]]:
+        from rl.core.shared_prefix import PrefixSharingCollator, answer_logps
+
+        eager = getattr(self._causal_lm().config, "_attn_implementation", "sdpa") == "eager"
+        collate = PrefixSharingCollator(self.tokenizer.pad_token_id, eager_attention=eager)
+        order = sorted(range(len(pairs)), key=lambda i: pairs[i].prompt_ids)
+        results: dict[int, tuple[float, float, int, int]] = {}
+        with self._mode():
+            for start in tqdm(range(0, len(order), self.batch_size), desc=f"{self.name}: scoring pairs", leave=False):
+                chunk = order[start : start + self.batch_size]
+                batch = collate([{"prompt_ids": list(pairs[i].prompt_ids), "chosen_ids": list(pairs[i].chosen_ids),
+                                  "rejected_ids": list(pairs[i].rejected_ids)} for i in chunk])
+                batch = {k: v.to(self.model.device) for k, v in batch.items()}
+                scored = answer_logps(self._causal_lm(), batch)
+                for j, i in enumerate(chunk):
+                    results[i] = (float(scored.chosen[j]), float(scored.rejected[j]), len(pairs[i].chosen_ids), len(pairs[i].rejected_ids))
+        return [results[i] for i in range(len(pairs))]
+
+    def generate(self, prompts: list[tuple[int, ...]], max_new_tokens: int, schemas: list[dict] | None = None) -> list[str]:
+        """Greedy answers in batches. The prefix a batch's prompts share (the system prompt and widget catalog) is run
+        once and its keys and values serve every row, which then holds `[prefix | padding | rest of its prompt]`:
+        positions follow the attention mask, so each answer is the one its prompt alone would get."""
+        import torch
+
+        from rl.core.shared_prefix import prefix_cache, shared_prefix_length
+
+        outputs: list[str] = []
+        pad = self.tokenizer.pad_token_id
+        grammars = SchemaGrammars(self.tokenizer, self._causal_lm().config.vocab_size) if schemas is not None else None
+        mode = "constrained" if schemas is not None else "free"
+        device = self.model.device
+        with self._mode():
+            for start in tqdm(range(0, len(prompts), self.batch_size), desc=f"{self.name}: generating ({mode})", leave=False):
+                chunk = prompts[start : start + self.batch_size]
+                common = shared_prefix_length(chunk)
+                width = max(len(p) for p in chunk) - common
+                pads = [width - (len(p) - common) for p in chunk]
+                ids = torch.tensor([list(p[:common]) + [pad] * n + list(p[common:]) for p, n in zip(chunk, pads)], device=device)
+                mask = torch.tensor([[1] * common + [0] * n + [1] * (len(p) - common) for p, n in zip(chunk, pads)], device=device)
+                cache = prefix_cache(self._causal_lm(), ids[:1, :common], len(chunk)) if common else None
+                processors = [grammars.logits_processor(schemas[start : start + len(chunk)])] if grammars is not None else None
+                generated = self.model.generate(
+                    input_ids=ids, attention_mask=mask, past_key_values=cache, max_new_tokens=max_new_tokens, do_sample=False,
+                    eos_token_id=_stop_ids(self.tokenizer), pad_token_id=pad, logits_processor=processors,
+                )
+                outputs += self.tokenizer.batch_decode(generated[:, ids.size(1):], skip_special_tokens=True)
+        return outputs
+
+
+class LlamaCppBackend:
+    """A GGUF file through llama.cpp: the artifact Ollama serves."""
+
+    def __init__(self, name: str, gguf_path: str, tokenizer: Any, *, n_ctx: int = 2048, n_threads: int | None = None):
+        from llama_cpp import Llama
+
+        self.name, self.tokenizer = name, tokenizer
+        self.llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, logits_all=True, verbose=False, n_threads=n_threads, seed=0)
+
+    def _token_logps(self, start: int, answer: tuple[int, ...]) -> float:
+        import numpy as np
+
+        logits = np.asarray(self.llm.scores[start - 1 : start - 1 + len(answer)], dtype=np.float64)
+        top = logits.max(axis=1, keepdims=True)
+        log_norm = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+        return float((logits[np.arange(len(answer)), list(answer)] - log_norm).sum())
+
+    def answer_logps(self, pairs: list[TokenizedPair]) -> list[tuple[float, float, int, int]]:
+        by_prompt: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for index, pair in enumerate(pairs):
+            by_prompt[pair.prompt_ids].append(index)
+        scores: dict[tuple[tuple[int, ...], tuple[int, ...]], float] = {}
+        for prompt, indices in tqdm(by_prompt.items(), desc=f"{self.name}: scoring pairs", leave=False):
+            self.llm.reset()
+            self.llm.eval(list(prompt))
+            for index in indices:
+                for answer in (pairs[index].chosen_ids, pairs[index].rejected_ids):
+                    if (prompt, answer) not in scores:
+                        self.llm.n_tokens = len(prompt)  # drop the previous answer; eval() trims the KV cache to here
+                        self.llm.eval(list(answer))
+                        scores[(prompt, answer)] = self._token_logps(len(prompt), answer)
+        return [
+            (scores[(p.prompt_ids, p.chosen_ids)], scores[(p.prompt_ids, p.rejected_ids)], len(p.chosen_ids), len(p.rejected_ids))
+            for p in pairs
+        ]
+
+    def generate(self, prompts: list[tuple[int, ...]], max_new_tokens: int, schemas: list[dict] | None = None) -> list[str]:
+        from llama_cpp import LlamaGrammar
+
+        stops = set(_stop_ids(self.tokenizer))
+        outputs = []
+        grammars: dict[str, Any] = {}
+        mode = "constrained" if schemas is not None else "free"
+        for index, prompt in enumerate(tqdm(prompts, desc=f"{self.name}: generating ({mode})", leave=False)):
+            grammar = None
+            if schemas is not None:
+                key = json.dumps(schemas[index], sort_keys=True)
+                if key not in grammars:
+                    grammars[key] = LlamaGrammar.from_json_schema(json.dumps(schemas[index]), verbose=False)
+                grammar = grammars[key]
+            self.llm.reset()
+            tokens: list[int] = []
+            for token in self.llm.generate(list(prompt), top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True,
+                                           grammar=grammar):
+                if token in stops or len(tokens) >= max_new_tokens:
+                    break
+                tokens.append(token)
+            outputs.append(self.tokenizer.decode(tokens, skip_special_tokens=True))
+        return outputs

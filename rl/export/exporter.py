@@ -1,0 +1,168 @@
+"""Export a trained adapter for Ollama: merge -> GGUF (f16) -> quantize -> Modelfile -> verify, ending at a verified GGUF.
+
+Each step is a function that can be run and tested alone; `export_to_ollama` runs them in order, keeps every
+artifact in the run folder (`<run>/exports/<quantization>/`) and records a ModelVersion (`exported`, or `rejected`
+when verification failed). Registering it with an engine is the deploy stage's (`rl/deploy/registration.py`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from django.conf import settings
+
+from rl.core.base_model import file_sha256
+from rl.core.prompts import build_messages
+from rl.core.runs import EXPORTS_DIR, resolve_checkpoint
+from rl.export.gguf_convert import convert_hf_to_gguf, convert_with_llama_cpp
+from rl.export.modelfile import ChatFormat, chat_format, modelfile_text
+from rl.export.quantize import check_quantization, quantize_gguf
+
+logger = logging.getLogger(__name__)
+
+
+DEFAULT_MODEL_NAME = "cc-widget-selector"
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+@dataclass
+class ExportResult:
+    model: str
+    status: str
+    gguf_path: str
+    modelfile_path: str
+    quantization: str
+    sha256: str
+    size_bytes: int
+    verification: dict[str, Any] = field(default_factory=dict)
+    quantize: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+    model_version_id: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def of(cls, version: Any, quantize: dict[str, Any]) -> ExportResult:
+        return cls(
+            model=version.ollama_name, status=version.status, gguf_path=version.gguf_path, modelfile_path=version.modelfile_path,
+            quantization=version.quantization, sha256=version.sha256, size_bytes=version.size_bytes,
+            verification=version.verification, quantize=quantize, message=version.message, model_version_id=version.id,
+        )
+
+
+def merge_adapter(adapter_dir: Path, base_model: str | None, out_dir: Path) -> tuple[Any, Any]:
+    """Fold the LoRA adapter into the base weights and save a plain Hugging Face folder with the tokenizer."""
+    from peft import PeftModel
+
+    from rl.core.base_model import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(base_model)
+    model = PeftModel.from_pretrained(load_causal_lm(base_model), str(adapter_dir)).merge_and_unload()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return model, tokenizer
+
+
+class VerificationPrompts(NamedTuple):
+    prompts: list[list[dict]]
+    catalog: Any
+    schemas: list[dict[str, Any]]  # each prompt's answer schema, as serving sends it to Ollama
+
+
+def verification_prompts(run_config: dict[str, Any] | None, count: int = 3) -> VerificationPrompts:
+    from rl.core.prompts import answer_schema
+    from rl.data.snapshot import load_snapshot
+
+    data = (run_config or {}).get("data") or {"source": "db"}
+    snapshot = load_snapshot(data.get("source", "db"), data.get("data_path"), data.get("ratings_path"))
+    if not snapshot.scenarios:
+        raise ExportError("No scenarios to verify the export with: seed or import feedback first.")
+    scenarios = [snapshot.scenarios[k] for k in sorted(snapshot.scenarios)[:count]]
+    return VerificationPrompts([build_messages(s, snapshot.catalog) for s in scenarios], snapshot.catalog,
+                               [answer_schema(s, snapshot.catalog) for s in scenarios])
+
+
+def export_to_ollama(
+    checkpoint_path: str | Path,
+    model_name: str | None = None,
+    quantization: str = "q4_k_m",
+    *,
+    template_file: str | None = None,
+    llama_cpp_dir: str | None = None,
+    ollama_host: str | None = None,
+    check_pick: bool = True,
+    keep_merged: bool = False,
+) -> ExportResult:
+    from rl.export.verify import VerificationFailed, verify_export
+    from rl.models import ModelVersion, TrainingRun
+
+    quantization = check_quantization(quantization)
+    adapter_dir, run_config = resolve_checkpoint(str(checkpoint_path))
+    run_name = (run_config or {}).get("run") or adapter_dir.parent.name
+    base_model = (run_config or {}).get("config", {}).get("base_model") or None
+    name, _, tag = (model_name or f"{DEFAULT_MODEL_NAME}:{run_name}").partition(":")
+    tag = tag or run_name
+    host = ollama_host or settings.OLLAMA_HOST
+    export_dir = adapter_dir.parent / EXPORTS_DIR / quantization
+
+    from rl.core.base_model import load_tokenizer
+
+    fmt: ChatFormat = chat_format(load_tokenizer(base_model), template_file)
+    prompts, catalog, schemas = verification_prompts(run_config)
+
+    if export_dir.exists():
+        shutil.rmtree(export_dir)
+    merged_dir = export_dir / "merged"
+    logger.info("Merging %s into its base model", adapter_dir)
+    model, tokenizer = merge_adapter(adapter_dir, base_model, merged_dir)
+    f16_path = export_dir / "model-f16.gguf"
+    logger.info("Converting to GGUF (f16)")
+    if llama_cpp_dir:
+        convert_with_llama_cpp(llama_cpp_dir, merged_dir, f16_path)
+    else:
+        from rl.core.base_model import resolve_base_model
+
+        resolved = resolve_base_model(base_model)
+        convert_hf_to_gguf(merged_dir, f16_path, source_gguf=resolved.gguf_file, name=f"{name}:{tag}")
+    gguf_path = export_dir / f"model-{quantization}.gguf"
+    logger.info("Quantizing to %s", quantization)
+    quantized = quantize_gguf(f16_path, gguf_path, quantization)
+    if quantized.note:
+        logger.info("Quantization: %s", quantized.note)
+    modelfile_path = export_dir / "Modelfile"
+    modelfile_path.write_text(modelfile_text(gguf_path.name, fmt))
+
+    training_run = TrainingRun.objects.filter(name=run_name).first()
+    version, _ = ModelVersion.objects.update_or_create(
+        name=name, tag=tag, quantization=quantization,
+        defaults={
+            "training_run": training_run, "export_dir": str(export_dir), "gguf_path": str(gguf_path),
+            "modelfile_path": str(modelfile_path), "sha256": file_sha256(gguf_path), "size_bytes": gguf_path.stat().st_size,
+            "evaluation": (training_run.evaluation if training_run else {}) or {}, "ollama_host": host, "registered_at": None,
+        },
+    )
+    try:
+        report = verify_export(merged_model=model, tokenizer=tokenizer, f16_gguf=f16_path, quantized_gguf=gguf_path,
+                               fmt=fmt, prompts=prompts, catalog=catalog, schemas=schemas, check_pick=check_pick)
+        version.verification = report.as_dict()
+    except VerificationFailed as failure:
+        version.verification, version.status, version.message = failure.report, ModelVersion.Status.REJECTED, str(failure)
+        version.save()
+        (export_dir / "verification.json").write_text(json.dumps(failure.report, indent=1))
+        return ExportResult.of(version, quantized.as_dict())
+    (export_dir / "verification.json").write_text(json.dumps(version.verification, indent=1))
+    if not keep_merged:
+        shutil.rmtree(merged_dir)
+    version.status, version.message = ModelVersion.Status.EXPORTED, "Exported and verified; not registered."
+    version.save()
+    return ExportResult.of(version, quantized.as_dict())
+

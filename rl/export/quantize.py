@@ -1,0 +1,77 @@
+"""Quantize an f16 GGUF with llama.cpp (through llama-cpp-python's `llama_model_quantize`)."""
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+QUANTIZATIONS = {
+    "q3_k_m": "LLAMA_FTYPE_MOSTLY_Q3_K_M",
+    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+    "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+    "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
+    "f16": None,
+}
+
+
+K_QUANT_TYPES = {"Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"}
+
+
+class QuantizationError(RuntimeError):
+    pass
+
+
+@dataclass
+class QuantizeReport:
+    path: Path
+    quantization: str
+    size_bytes: int
+    tensor_types: dict[str, int] = field(default_factory=dict)
+    fallback_tensors: int = 0
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        return {"path": str(self.path), "quantization": self.quantization, "size_bytes": self.size_bytes,
+                "tensor_types": self.tensor_types, "fallback_tensors": self.fallback_tensors, "note": self.note}
+
+
+def check_quantization(name: str) -> str:
+    key = name.lower()
+    if key not in QUANTIZATIONS:
+        raise QuantizationError(f"Unknown quantization {name!r}: choose one of {', '.join(QUANTIZATIONS)}.")
+    return key
+
+
+def tensor_types(path: Path) -> Counter:
+    import gguf
+
+    return Counter(t.tensor_type.name for t in gguf.GGUFReader(str(path)).tensors)
+
+
+def quantize_gguf(f16_path: str | Path, out_path: str | Path, quantization: str, *, threads: int = 0) -> QuantizeReport:
+    """Write `out_path` as `quantization` of `f16_path`; `f16` copies. Reports tensor types and K-quant fallbacks."""
+    import llama_cpp
+
+    quantization = check_quantization(quantization)
+    f16_path, out_path = Path(f16_path), Path(out_path)
+    if QUANTIZATIONS[quantization] is None:
+        if f16_path != out_path:
+            shutil.copyfile(f16_path, out_path)
+    else:
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = getattr(llama_cpp, QUANTIZATIONS[quantization])
+        params.nthread = threads
+        status = llama_cpp.llama_model_quantize(str(f16_path).encode(), str(out_path).encode(), params)
+        if status != 0 or not out_path.is_file():
+            out_path.unlink(missing_ok=True)
+            raise QuantizationError(f"llama.cpp could not quantize {f16_path} to {quantization} (status {status}).")
+    types = tensor_types(out_path)
+    report = QuantizeReport(out_path, quantization, out_path.stat().st_size, dict(types))
+    if quantization.endswith("_k_m"):
+        # llama.cpp stores a tensor whose rows are not a multiple of 256 (e.g. SmolLM2's 576) in a legacy quant type.
+        report.fallback_tensors = sum(count for name, count in types.items() if name not in K_QUANT_TYPES and name not in ("F32", "F16"))
+        if report.fallback_tensors:
+            report.note = (f"{report.fallback_tensors} tensors fell back from K-quants to {sorted(set(types) - K_QUANT_TYPES - {'F32', 'F16'})} "
+                           "because their row size is not a multiple of 256")
+    return report

@@ -1,0 +1,178 @@
+"""Serving picks: ask the live model (or, for a share of requests, an A/B candidate) through Ollama's /api/chat.
+
+The prompt and the answer's JSON schema come from `rl.prompts`, the same as in training and evaluation; the schema
+goes to Ollama as `format`, so the answer is decoded under it. The answer is parsed by `rl.prompts.parse_pick` and
+stored as an Entry with the exact model version that produced it (the version's own Ollama name is asked, not the
+live alias, so a deploy in between cannot mislabel an answer). Anything that goes wrong raises a `ServingError`
+before anything is stored.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+
+from rl.core.config import ServingConfig, serving_config
+from rl.core.prompts import Catalog, Pick, PickParseError, ScenarioText, answer_schema, build_messages, parse_pick
+
+logger = logging.getLogger(__name__)
+
+
+LIVE, CANDIDATE = "live", "candidate"
+
+
+class ServingError(RuntimeError):
+    """A pick could not be served; nothing was stored. `code` and `http_status` are what the API answers."""
+
+    code = "serving_error"
+    http_status = 500
+
+    def __init__(self, message: str, *, model_version: str = ""):
+        super().__init__(message)
+        self.model_version = model_version
+
+
+class NoLiveModel(ServingError):
+    code, http_status = "no_live_model", 503
+
+
+class OllamaDown(ServingError):
+    code, http_status = "ollama_unavailable", 503
+
+
+class OllamaTimeout(ServingError):
+    code, http_status = "ollama_timeout", 504
+
+
+class OllamaRefused(ServingError):
+    code, http_status = "ollama_error", 502
+
+
+class UnusableAnswer(ServingError):
+    code, http_status = "unparseable_answer", 502
+
+
+@dataclass(frozen=True)
+class ServedPick:
+    entry: Any  # feedback.models.Entry
+    pick: Pick
+    model_version: str
+    arm: str  # live or candidate
+    raw_output: str
+    seconds: float
+
+
+def route(request_key: str, share: float) -> str:
+    """`candidate` for about `share` of request keys, `live` for the rest; the same key always goes the same way."""
+    position = int.from_bytes(hashlib.sha256(request_key.encode()).digest()[:8], "big") / 2**64
+    return CANDIDATE if position < share else LIVE
+
+
+_catalog_cache: dict[str, Catalog] = {}
+
+
+def current_catalog() -> Catalog:
+    """The database's catalogs; rebuilt (with its retrievers) only when a widget or fixture changed."""
+    from rl.data.snapshot import catalog_from_rows, catalog_rows_from_db
+
+    rows = catalog_rows_from_db()
+    key = hashlib.sha256(repr(rows).encode()).hexdigest()
+    if key not in _catalog_cache:
+        _catalog_cache.clear()
+        _catalog_cache[key] = catalog_from_rows(*rows)
+    return _catalog_cache[key]
+
+
+def choose_version(request_key: str, config: ServingConfig) -> tuple[Any, str]:
+    """The model version that answers this request, and its arm."""
+    from rl.deploy.registry import RegistryError, find_version, live_version
+
+    live = live_version()
+    if config.ab_share > 0 and route(request_key, config.ab_share) == CANDIDATE:
+        try:
+            candidate = find_version(config.ab_candidate)
+        except RegistryError as exc:
+            logger.warning("A/B candidate %r is not a known model version (%s); serving the live model", config.ab_candidate, exc)
+        else:
+            if candidate.status in ("registered", "active"):
+                return candidate, CANDIDATE if live is None or candidate.pk != live.pk else LIVE
+            logger.warning("A/B candidate %s is %s, not registered with Ollama; serving the live model", candidate.ollama_name, candidate.status)
+    if live is None:
+        raise NoLiveModel("No model is live: activate one with `manage.py activate_model NAME` (or let online_learn deploy one).")
+    return live, LIVE
+
+
+def ask_ollama(model: str, messages: list[dict[str, str]], schema: dict[str, Any], config: ServingConfig, host: str) -> str:
+    """The model's answer text from Ollama's /api/chat, decoded under `schema`."""
+    import httpx
+    import ollama
+
+    client = ollama.Client(host=host, timeout=config.timeout_seconds)
+    try:
+        response = client.chat(model=model, messages=messages, format=schema, stream=False,
+                               options={"temperature": config.temperature, "num_predict": config.max_tokens})
+    except httpx.TimeoutException as exc:
+        raise OllamaTimeout(f"Ollama at {host} did not answer within {config.timeout_seconds:g} s ({model}).", model_version=model) from exc
+    except (httpx.ConnectError, ConnectionError) as exc:
+        raise OllamaDown(f"Ollama at {host} is unreachable ({exc}).", model_version=model) from exc
+    except ollama.ResponseError as exc:
+        raise OllamaRefused(f"Ollama at {host} refused the request for {model}: {exc.error} (HTTP {exc.status_code}).", model_version=model) from exc
+    return response.message.content or ""
+
+
+@dataclass(frozen=True)
+class Answer:
+    pick: Pick
+    raw_output: str
+    seconds: float
+
+
+def ask_pick(text: ScenarioText, model: str, *, config: ServingConfig | None = None, host: str | None = None,
+             catalog: Catalog | None = None) -> Answer:
+    """Ask `model` for the pick that answers `text` through Ollama's /api/chat, under the answer schema, and parse it.
+    Stores nothing. Raises a ServingError when the model does not answer with a usable pick."""
+    from django.conf import settings
+
+    config = config or serving_config()
+    catalog = catalog or current_catalog()
+    started = time.perf_counter()
+    raw = ask_ollama(model, build_messages(text, catalog), answer_schema(text, catalog), config, host or settings.OLLAMA_HOST)
+    seconds = time.perf_counter() - started
+    try:
+        return Answer(parse_pick(raw, catalog), raw, seconds)
+    except PickParseError as exc:
+        raise UnusableAnswer(f"{model} answered something that is not a pick ({exc.reason}): {exc}", model_version=model) from exc
+
+
+def store_pick(scenario: Any, answer: Answer, *, entry_id: str, model_version: str) -> Any:
+    """The answer as a production Entry of `scenario` (saved first when it is new), in one transaction."""
+    from feedback.models import Entry, Fixture, Widget
+    from feedback.services import entry_create
+
+    pick = answer.pick
+    with transaction.atomic():
+        if scenario.pk is None:
+            scenario.external_id = scenario.external_id or f"asked-{uuid.uuid4().hex}"
+            scenario.save()
+        return entry_create(external_id=entry_id, scenario=scenario, widget=Widget.objects.get(slug=pick.widget),
+                            fixtures=Fixture.objects.filter(slug__in=pick.fixtures), title=pick.title[:200],
+                            raw_output=answer.raw_output, source=Entry.Source.PRODUCTION, model_version=model_version)
+
+
+def pick_widget(scenario: Any, *, request_key: str | None = None, config: ServingConfig | None = None, host: str | None = None) -> ServedPick:
+    """Ask the serving model for `scenario`'s pick (a feedback Scenario; saved with the entry when it is new) and store
+    the answer as an Entry. Raises a ServingError, with nothing stored, when no model answers with a usable pick."""
+    config = config or serving_config()
+    entry_id = f"pick-{uuid.uuid4().hex}"
+    version, arm = choose_version(request_key or entry_id, config)
+    text = ScenarioText(scenario.query, scenario.site, scenario.role, scenario.time_range)
+    answer = ask_pick(text, version.ollama_name, config=config, host=host)
+    entry = store_pick(scenario, answer, entry_id=entry_id, model_version=version.ollama_name)
+    logger.info("Served %s for %r: %s %s (%s, %s arm, %.2f s)", entry.external_id, scenario.query[:60], answer.pick.widget,
+                list(answer.pick.fixtures), version.ollama_name, arm, answer.seconds)
+    return ServedPick(entry, answer.pick, version.ollama_name, arm, answer.raw_output, answer.seconds)

@@ -1,0 +1,1 @@
+"""The training stage: a LoRA adapter trained with TRL's DPO or KTO (PEFT), prefix-sharing trainers, sampler, callbacks."""

@@ -1,0 +1,121 @@
+"""Trainer callbacks: metrics to metrics.jsonl, a progress bar, and the adapter with the best held-out pick accuracy.
+
+`BestPickCallback` keeps the adapter with the best held-out pick accuracy seen during training, not the last one. At
+every evaluation it asks the model in training for constrained answers (the answer schema of `rl/core/prompts.py`, as
+`evaluate_model` does) to a fixed sample of held-out scenarios, scores widget and fixture accuracy, and remembers the
+adapter weights when their mean is the best so far. When training ends the best weights are put back, so `final/`
+holds them. Scores go to the log and to metrics.jsonl as `pick/widget_accuracy`, `pick/fixture_accuracy` and
+`pick/score`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from rl.evaluation.backends import TorchBackend
+from rl.evaluation.evalset import EvalSet
+from rl.evaluation.metrics import generation_metrics
+
+logger = logging.getLogger(__name__)
+
+
+def metrics_callback(path: Path) -> Any:
+    from transformers import TrainerCallback
+
+    class MetricsJsonl(TrainerCallback):
+        """Every logged step, appended to metrics.jsonl (loss, rewards/*, logps/*, learning_rate, eval_*)."""
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+            if logs and state.is_world_process_zero:
+                with path.open("a", encoding="utf-8") as handle:
+                    handle.write(json.dumps({"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs}) + "\n")
+
+    return MetricsJsonl()
+
+
+def progress_callback() -> Any:
+    from transformers.trainer_callback import ProgressCallback
+
+    class RewardProgress(ProgressCallback):
+        """The Trainer's progress bar, with loss and reward accuracy beside it instead of dicts printed below it."""
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+            if not state.is_world_process_zero or not logs:
+                return
+            if self.training_bar is not None and "loss" in logs:
+                postfix = {"loss": f"{logs['loss']:.3f}"}
+                if "rewards/accuracies" in logs:
+                    postfix["reward_acc"] = f"{logs['rewards/accuracies']:.2f}"
+                self.training_bar.set_postfix(postfix)
+            elif any(key.startswith("eval_") for key in logs):
+                shown = {k: round(v, 4) for k, v in logs.items() if k in ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins")}
+                self.training_bar.write(f"eval at step {state.global_step}: {shown}") if self.training_bar else logger.info("eval: %s", shown)
+
+    return RewardProgress
+
+
+def pick_score(metrics: dict[str, Any]) -> float:
+    """What the best checkpoint maximizes: the mean of widget and fixture accuracy under constrained decoding."""
+    return (metrics["widget_accuracy"] + metrics["fixture_accuracy"]) / 2
+
+
+class BestPickCallback(TrainerCallback):
+    def __init__(self, evalset: EvalSet, tokenizer: Any, metrics_path: Path | None = None, max_new_tokens: int = 64):
+        self.evalset, self.tokenizer, self.metrics_path, self.max_new_tokens = evalset, tokenizer, metrics_path, max_new_tokens
+        self.best_score: float | None = None
+        self.best_step: int | None = None
+        self.best_state: dict[str, Any] | None = None
+        self.history: list[dict[str, Any]] = []
+        self.ended = False
+
+    def score(self, model: Any, bf16: bool = False) -> dict[str, Any]:
+        backend = TorchBackend("training", model, self.tokenizer, adapter_enabled=True, bf16_autocast=bf16)
+        answers = backend.generate([c.prompt_ids for c in self.evalset.cases], self.max_new_tokens, [c.schema for c in self.evalset.cases])
+        return generation_metrics(answers, self.evalset.cases, self.evalset.catalog)
+
+    def _check(self, model: Any, step: int, args: Any) -> None:
+        from peft import get_peft_model_state_dict
+
+        began = time.perf_counter()
+        was_training = model.training
+        metrics = self.score(model, bool(getattr(args, "bf16", False)))  # generate as the model trains
+        if was_training:
+            model.train()
+        score = pick_score(metrics)
+        record = {"step": step, "pick/widget_accuracy": metrics["widget_accuracy"], "pick/fixture_accuracy": metrics["fixture_accuracy"],
+                  "pick/score": score, "pick/seconds": round(time.perf_counter() - began, 1)}
+        self.history.append(record)
+        if self.metrics_path is not None:
+            with self.metrics_path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps({**record, "time": time.time()}) + "\n")
+        improved = self.best_score is None or score > self.best_score
+        logger.info("Held-out picks at step %d (constrained): widget %.3f, fixture %.3f%s", step,
+                    metrics["widget_accuracy"], metrics["fixture_accuracy"], " (best so far)" if improved else "")
+        if improved:
+            self.best_score, self.best_step = score, step
+            self.best_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        # After training, an evaluation of the kept (maybe earlier) adapter is for preference metrics, not a new pick score.
+        if model is not None and state.is_world_process_zero and not self.ended:
+            self._check(model, state.global_step, args)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        from peft import set_peft_model_state_dict
+
+        self.ended = True
+        if model is None:
+            return
+        if not self.history or self.history[-1]["step"] != state.global_step:
+            self._check(model, state.global_step, args)
+        if self.best_state is not None and self.best_step != state.global_step:
+            set_peft_model_state_dict(model, self.best_state)
+            logger.info("Keeping the adapter of step %d (held-out pick score %.3f) instead of the last step's.", self.best_step, self.best_score)
+
+    def summary(self) -> dict[str, Any]:
+        return {"best_step": self.best_step, "best_pick_score": self.best_score, "history": self.history}

@@ -1,0 +1,154 @@
+"""`PrefixSharingDPOTrainer`: TRL's DPOTrainer (tokenization, PEFT reference, logging, checkpoints) with each pair's
+forward replaced by the shared-prefix one of `rl/core/shared_prefix.py`, and reference log-probs computed once per
+dataset. Metric names are TRL's.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from trl import DPOTrainer
+
+from rl.core.shared_prefix import AnswerLogps, answer_logps, decision_token_count
+from rl.training.sampler import PromptGroupedBatchSampler
+
+# The name TRL gives the frozen copy of a trained adapter it is asked to continue.
+REFERENCE_ADAPTER = "ref"
+
+
+class PrefixSharingDPOTrainer(DPOTrainer):
+    """TRL's DPOTrainer (tokenization with the chat template, PEFT reference, logging, checkpoints) with the pair's
+    forward replaced by the shared-prefix one. Metric names are TRL's."""
+
+    SUPPORTED_LOSSES = ("sigmoid", "sft", "ipo", "hinge")
+
+    def __init__(self, *args: Any, max_pair_tokens: int | None = None, **kwargs: Any):
+        # Set before TRL's __init__, which tokenizes the datasets through _prepare_dataset.
+        self.max_pair_tokens = max_pair_tokens
+        self.dropped_too_long: dict[str, int] = {}
+        super().__init__(*args, **kwargs)
+
+    def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
+        """TRL's tokenization, then drop (and count) pairs longer than `max_pair_tokens` (never truncate them), and
+        order rows by prompt so the sequential passes (reference log-probs, eval) batch shared prompts together."""
+        dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        if "prompt_ids" not in dataset.column_names:
+            return dataset
+        if self.max_pair_tokens is not None:
+            limit, before = self.max_pair_tokens, len(dataset)
+            dataset = dataset.filter(
+                lambda row: len(row["prompt_ids"]) + len(row["chosen_ids"]) + len(row["rejected_ids"]) <= limit,
+                desc=f"Dropping {dataset_name} pairs longer than {limit} tokens",
+            )
+            self.dropped_too_long[dataset_name] = before - len(dataset)
+        if "chosen_decision_tokens" not in dataset.column_names:
+            dataset = dataset.map(lambda row: {"chosen_decision_tokens": decision_token_count(processing_class, row["chosen_ids"])},
+                                  desc=f"Finding the decision tokens of {dataset_name} answers")
+        prompts = dataset["prompt_ids"]
+        order = sorted(range(len(dataset)), key=lambda i: (tuple(prompts[i]), i))
+        return dataset.select(order)
+
+    def _set_signature_columns_if_needed(self) -> None:
+        if self._signature_columns is None:
+            self._signature_columns = ["prompt_ids", "chosen_ids", "rejected_ids", "chosen_decision_tokens", "ref_chosen_logps", "ref_rejected_logps"]
+
+    def get_train_dataloader(self) -> DataLoader:
+        """Batches from `PromptGroupedBatchSampler`, dealt across processes by accelerate."""
+        dataset = self._remove_unused_columns(self.train_dataset, description="Training")
+        batches = PromptGroupedBatchSampler(
+            [hash(tuple(ids)) for ids in dataset["prompt_ids"]], self._train_batch_size, self.args.seed,
+            self.accelerator.num_processes, epoch_of=lambda: int(self.state.epoch or 0),
+        )
+        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=self.data_collator,
+                            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
+        return self.accelerator.prepare(loader)
+
+    def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+        """The reference's log-probs of every row, each computed by one process and shared with all (TRL's version
+        passes them through a cache file that only works for datasets stored on disk)."""
+        from accelerate.utils import tqdm
+        from trl.models import prepare_deepspeed
+
+        if self.is_deepspeed_enabled and self.ref_model is None and self._precompute_engine is None:
+            # Places (ZeRO-1/2) or gathers (ZeRO-3) the parameters for the forward passes below.
+            self._precompute_engine = prepare_deepspeed(self.model, self.accelerator)
+        loader = self.accelerator.prepare(DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=self.data_collator,
+                                                     num_workers=self.args.dataloader_num_workers))
+        chosen, rejected = [], []
+        for batch in tqdm(loader, desc=f"Computing reference log probs for {name} dataset"):
+            batch_chosen, batch_rejected = self.accelerator.gather_for_metrics(self.compute_ref_log_probs(self.model, batch))
+            chosen.append(batch_chosen.float().cpu())
+            rejected.append(batch_rejected.float().cpu())
+        dataset = dataset.add_column("ref_chosen_logps", torch.cat(chosen).tolist())
+        return dataset.add_column("ref_rejected_logps", torch.cat(rejected).tolist())
+
+    def _unwrapped_causal_lm(self, model: Any) -> Any:
+        unwrapped = self.accelerator.unwrap_model(model)
+        return unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+
+    def compute_ref_log_probs(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """TRL's reference for a PEFT policy: the frozen copy of a trained starting adapter (`ref`), which TRL makes when
+        given a PeftModel, or else the base model (adapters off)."""
+        from trl.trainer.utils import use_adapter
+
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        reference = REFERENCE_ADAPTER if REFERENCE_ADAPTER in unwrapped.peft_config else None
+        with torch.no_grad(), use_adapter(unwrapped, reference), self.accelerator.autocast():
+            scored = answer_logps(self._unwrapped_causal_lm(self.model), inputs)
+        return scored.chosen, scored.rejected
+
+    def scored_with_reference(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[AnswerLogps, torch.Tensor, torch.Tensor]:
+        """The policy's answer log-probs and the reference's (precomputed, or computed now with the adapter off)."""
+        # The unwrapped model's forward is not the one accelerate wrapped in autocast: mixed precision is entered here.
+        with self.accelerator.autocast():
+            scored = answer_logps(self._unwrapped_causal_lm(model), inputs)
+        if self.precompute_ref_logps:
+            return scored, inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        return scored, *self.compute_ref_log_probs(model, inputs)
+
+    def _mean_over_processes(self, values: torch.Tensor) -> float:
+        """The mean over every process's pairs; processes may hold different numbers of pairs in a step."""
+        totals = torch.stack([values.float().sum(), torch.tensor(float(values.numel()), device=values.device)])
+        totals = self.accelerator.reduce(totals, reduction="sum")
+        return (totals[0] / totals[1].clamp(min=1)).item()
+
+    def _compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool) -> Any:
+        mode = "train" if self.model.training else "eval"
+        scored, ref_chosen, ref_rejected = self.scored_with_reference(model, inputs)
+        chosen_logratios = scored.chosen - ref_chosen
+        rejected_logratios = scored.rejected - ref_rejected
+        delta = chosen_logratios - rejected_logratios
+        loss = 0.0
+        for loss_type, weight in zip(self.loss_types, self.loss_weights, strict=True):
+            if loss_type == "sigmoid":
+                per_pair = -F.logsigmoid(self.beta * delta)
+            elif loss_type == "hinge":
+                per_pair = torch.relu(1 - self.beta * delta)
+            elif loss_type == "ipo":
+                lengths = torch.bincount(inputs["score_answer"][inputs["score_answer"] >= 0], minlength=int(inputs["num_answers"]))
+                n_chosen, n_rejected = lengths[inputs["pair_chosen"]].clamp(min=1), lengths[inputs["pair_rejected"]].clamp(min=1)
+                per_pair = (chosen_logratios / n_chosen - rejected_logratios / n_rejected - 1 / (2 * self.beta)) ** 2
+            elif loss_type == "sft":
+                weights = scored.token_weights[scored.chosen_token_mask]
+                nll = -(scored.token_logps[scored.chosen_token_mask] * weights).sum() / weights.sum().clamp(min=1e-6)
+                per_pair = nll.expand(delta.size(0))
+            else:
+                raise ValueError(f"Loss {loss_type!r} is not supported with prefix sharing: use one of {self.SUPPORTED_LOSSES}.")
+            loss = loss + per_pair.mean() * weight
+
+        if mode == "train":
+            self._total_train_tokens += int(inputs["num_tokens"])
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        chosen_rewards, rejected_rewards = self.beta * chosen_logratios.detach(), self.beta * rejected_logratios.detach()
+        metrics = self._metrics[mode]
+        metrics["rewards/chosen"].append(self._mean_over_processes(chosen_rewards))
+        metrics["rewards/rejected"].append(self._mean_over_processes(rejected_rewards))
+        metrics["rewards/accuracies"].append(self._mean_over_processes((chosen_rewards > rejected_rewards).float()))
+        metrics["rewards/margins"].append(self._mean_over_processes(chosen_rewards - rejected_rewards))
+        metrics["logps/chosen"].append(self._mean_over_processes(scored.chosen.detach()))
+        metrics["logps/rejected"].append(self._mean_over_processes(scored.rejected.detach()))
+        if return_outputs:
+            return loss, {"chosen_logps": scored.chosen, "rejected_logps": scored.rejected}
+        return loss

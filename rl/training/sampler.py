@@ -1,0 +1,57 @@
+"""Batches that keep a scenario's pairs together, so a batch holds few prompts to share (also over several processes)."""
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+
+class PromptGroupedBatchSampler:
+    """Batches of rows that share prompts: groups of rows with one prompt are shuffled (rows within a group too) and cut
+    into batches of `batch_size`, so a batch holds few prompts.
+
+    Under several processes, accelerate's `BatchSamplerShard` deals these batches round-robin (batch i to process
+    i mod n). The number of batches is made a multiple of `num_processes` by spreading the rows evenly over one more
+    round of batches (each at most `batch_size`), so every process gets as many batches as the others and every row
+    is in exactly one batch per epoch: nothing dropped, nothing repeated to even out the last round.
+
+    The epoch that seeds the order comes from `epoch_of()` when given (the trainer's state, right even when a resumed
+    run skips into the middle of an epoch, where `set_epoch` does not reach this sampler), else from `set_epoch`.
+    """
+
+    def __init__(self, group_keys: list[Any], batch_size: int, seed: int, num_processes: int = 1,
+                 epoch_of: Callable[[], int] | None = None):
+        self.groups: dict[Any, list[int]] = {}
+        for index, key in enumerate(group_keys):
+            self.groups.setdefault(key, []).append(index)
+        self.n_rows, self.row_batch_size, self.seed, self.num_processes = len(group_keys), batch_size, seed, num_processes
+        if self.n_rows < num_processes:
+            raise ValueError(f"{self.n_rows} training pairs cannot be shared by {num_processes} processes: each needs at least one.")
+        self.epoch_of = epoch_of
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batch_count(self) -> int:
+        per_round = math.ceil(math.ceil(self.n_rows / self.row_batch_size) / self.num_processes) * self.num_processes
+        # With tiny data and batches, a round of one row per process can need more rows than there are: then fewer,
+        # larger batches.
+        return per_round if per_round <= self.n_rows else self.n_rows // self.num_processes * self.num_processes
+
+    def __len__(self) -> int:
+        return self._batch_count()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch = self.epoch_of() if self.epoch_of is not None else self.epoch
+        rng = random.Random(self.seed + epoch)
+        groups = [rng.sample(rows, len(rows)) for rows in self.groups.values()]
+        rng.shuffle(groups)
+        order = [index for group in groups for index in group]
+        count = self._batch_count()
+        if count == math.ceil(self.n_rows / self.row_batch_size):
+            bounds = [min(i * self.row_batch_size, self.n_rows) for i in range(count + 1)]
+        else:
+            bounds = [round(i * self.n_rows / count) for i in range(count + 1)]
+        return iter([order[bounds[i] : bounds[i + 1]] for i in range(count)])

@@ -1,0 +1,331 @@
+"""`CommandCenterDPOTrainer`: the base model plus a LoRA adapter, trained with TRL's DPO (or KTO) on rating pairs.
+
+With PEFT the reference model is the base with the adapter switched off: one copy of the weights, never two.
+DPO goes through `PrefixSharingDPOTrainer` (TRL's DPOTrainer with each pair's prompt computed once).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rl.core.base_model import cpu_has_bf16, has_cuda, load_causal_lm, load_tokenizer
+from rl.core.config import TrainingConfig, training_config
+from rl.core.runs import CHECKPOINT_DIR, FINAL_DIR, METRICS_FILE
+from rl.training.callbacks import metrics_callback, progress_callback
+from rl.training.distributed import on_main_process, share_adapter_from_main, training_state
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainOutcome:
+    algo: str
+    final_dir: Path
+    train_metrics: dict[str, float]
+    eval_metrics: dict[str, float]
+    dropped_too_long: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _restored_earlier(callbacks: list[Any], trainer: Any) -> bool:
+    return any(getattr(c, "best_step", None) not in (None, trainer.state.global_step) for c in callbacks)
+
+
+class AdapterError(ValueError):
+    """An adapter to start from that does not fit the base model."""
+
+
+def load_initial_adapter(model: Any, adapter_dir: str | Path) -> None:
+    """Put the weights of a trained adapter into `model`'s fresh one (built with that adapter's LoRA config)."""
+    from peft import load_peft_weights, set_peft_model_state_dict
+
+    folder = Path(adapter_dir)
+    try:
+        result = set_peft_model_state_dict(model, load_peft_weights(str(folder), device="cpu"))
+    except RuntimeError as exc:  # shape mismatch: trained on another base model
+        raise AdapterError(f"The adapter at {folder} does not fit this base model: {exc}") from exc
+    if result.unexpected_keys:
+        raise AdapterError(f"The adapter at {folder} does not fit this base model: {len(result.unexpected_keys)} of its "
+                           f"weights have no place in it (first: {result.unexpected_keys[0]}).")
+    logger.info("Training continues from the adapter at %s", folder)
+
+
+class CommandCenterDPOTrainer:
+    """Load a base model, attach LoRA, train with DPO or KTO, save the adapter.
+
+        trainer = CommandCenterDPOTrainer(config_name="cpu", max_steps=20)
+        trainer.load_base_model()
+        outcome = trainer.train(train_dataset, eval_dataset, output_dir="rl_checkpoints/my-run")
+    """
+
+    def __init__(self, config_name: str = "default", *, config: TrainingConfig | None = None, **overrides: Any):
+        self.preset = config_name
+        self.config = config.replace(**overrides) if config is not None else training_config(config_name, **overrides)
+        self.config = self._fit_to_machine(self.config)
+        self.model: Any = None
+        self.tokenizer: Any = None
+
+    @staticmethod
+    def _fit_to_machine(config: TrainingConfig) -> TrainingConfig:
+        if has_cuda() or not (config.bf16 or config.load_in_4bit):
+            return config
+        if config.load_in_4bit:
+            logger.warning("No GPU here: the preset asks for 4-bit quantization (bitsandbytes, NVIDIA only); training without it.")
+            config = config.replace(load_in_4bit=False)
+        if config.bf16 and not cpu_has_bf16():
+            logger.warning("No GPU and no native bfloat16 on this CPU: the preset asks for bf16; training in fp32 instead.")
+            config = config.replace(bf16=False)
+        elif config.bf16:
+            logger.info("No GPU: bf16 autocast on the CPU (native bfloat16), with fp32 weights.")
+        return config
+
+    def load_base_model(self) -> tuple[Any, Any]:
+        import torch
+
+        cfg = self.config
+        # On a CPU, bf16 is autocast over fp32 weights (the Trainer's mixed precision); bf16 weights there lose the
+        # small LoRA updates to rounding.
+        kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if cfg.bf16 and has_cuda() else torch.float32}
+        if cfg.load_in_4bit:
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16 if cfg.bf16 else torch.float16,
+            )
+            kwargs["device_map"] = {"": training_state().local_process_index}  # each process its own GPU
+        self.tokenizer = load_tokenizer(cfg.base_model or None)
+        self.model = load_causal_lm(cfg.base_model or None, **kwargs)
+        if cfg.load_in_4bit:
+            from peft import prepare_model_for_kbit_training
+
+            self.model = prepare_model_for_kbit_training(self.model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+        logger.info("Base model %s: %.1fM parameters, %s", cfg.base_model or "(default)", self.model.num_parameters() / 1e6, kwargs["dtype"])
+        return self.model, self.tokenizer
+
+    def lora_config(self) -> Any:
+        from peft import LoraConfig
+
+        if self.config.init_adapter:
+            return LoraConfig.from_pretrained(self.config.init_adapter, inference_mode=False)
+        modules = self.config.lora_target_modules
+        return LoraConfig(
+            r=self.config.lora_rank, lora_alpha=self.config.lora_alpha, lora_dropout=self.config.lora_dropout,
+            target_modules=modules if modules == "all-linear" else [m.strip() for m in modules.split(",") if m.strip()],
+            layers_to_transform=self.adapted_layers(), task_type="CAUSAL_LM",
+        )
+
+    def _new_adapter_config(self) -> Any:
+        """The LoRA config for TRL to attach, or None when the model already carries its adapter."""
+        from peft import PeftModel
+
+        return None if isinstance(self.model, PeftModel) else self.lora_config()
+
+    def adapted_layers(self) -> list[int] | None:
+        """The indices of the top `lora_layer_share` of the loaded model's layers (at least one); None for all."""
+        if self.config.lora_layer_share >= 1:
+            return None
+        if self.model is None:
+            raise RuntimeError("Load the base model before building its LoRA config: lora_layer_share needs its layer count.")
+        n_layers = self.model.config.get_text_config().num_hidden_layers
+        first = n_layers - max(1, round(n_layers * self.config.lora_layer_share))
+        return list(range(first, n_layers))
+
+    def choose_algo(self, n_pairs: int, n_kto_rows: int) -> str:
+        """With algo `auto`: DPO when preference pairs are plenty and outnumber the thumbs on questions that have no
+        pair (`n_kto_rows`); otherwise KTO, which trains on both (each pair gives a desirable and an undesirable row)."""
+        cfg = self.config
+        if cfg.algo != "auto":
+            return cfg.algo
+        if n_kto_rows == 0 or (n_pairs >= cfg.kto_min_pairs and n_kto_rows <= n_pairs):
+            logger.info("algo auto: %d preference pairs, %d thumbs on questions without a pair: DPO", n_pairs, n_kto_rows)
+            return "dpo"
+        logger.info("algo auto: %d preference pairs (DPO needs %d and more than the %d thumbs on questions without a pair): KTO on both",
+                    n_pairs, cfg.kto_min_pairs, n_kto_rows)
+        return "kto"
+
+    def _common_args(self, output_dir: Path, has_eval: bool) -> dict[str, Any]:
+        cfg = self.config
+        return dict(
+            output_dir=str(output_dir / CHECKPOINT_DIR),
+            per_device_train_batch_size=cfg.batch_size,
+            per_device_eval_batch_size=cfg.batch_size,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            learning_rate=cfg.learning_rate,
+            lr_scheduler_type="cosine",
+            warmup_steps=cfg.warmup_ratio,
+            num_train_epochs=cfg.epochs,
+            max_steps=cfg.max_steps,
+            beta=cfg.beta,
+            bf16=cfg.bf16,
+            fp16=False,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+            logging_steps=cfg.logging_steps,
+            logging_first_step=True,
+            save_strategy="steps",
+            save_steps=cfg.save_steps,
+            save_total_limit=2,
+            eval_strategy=("steps" if cfg.eval_steps else "epoch") if has_eval else "no",
+            eval_steps=cfg.eval_steps or None,
+            report_to=["tensorboard"],
+            seed=cfg.seed,
+            data_seed=cfg.seed,
+            use_cpu=not has_cuda(),
+            dataloader_num_workers=0,
+            remove_unused_columns=True,
+        )
+
+    def train(
+        self,
+        train_dataset: Any,
+        eval_dataset: Any = None,
+        *,
+        output_dir: str | Path,
+        kto_dataset: Any = None,
+        resume_from_checkpoint: bool = False,
+        callbacks: list[Any] | None = None,
+    ) -> TrainOutcome:
+        """Train and save the adapter and tokenizer to `output_dir/final`; KeyboardInterrupt saves a checkpoint first."""
+        if self.model is None:
+            self.load_base_model()
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        paired = set(train_dataset["scenario_id"]) if "scenario_id" in train_dataset.column_names else set()
+        # Thumbs on questions that also have pairs are mostly pairs left out by max_pairs_per_scenario, not missing ones.
+        n_unpaired_only = sum(s not in paired for s in kto_dataset["train"]["scenario_id"]) if kto_dataset is not None else 0
+        algo = self.choose_algo(len(train_dataset), n_unpaired_only)
+        eval_dataset = self._capped_eval(eval_dataset)
+        all_callbacks = [metrics_callback(output_dir / METRICS_FILE), *(callbacks or [])]
+        from transformers.trainer_callback import ProgressCallback
+
+        previous_tb = os.environ.get("TENSORBOARD_LOGGING_DIR")
+        # Read by TensorBoardCallback when the trainer is built.
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(output_dir / "tensorboard")
+        began = time.perf_counter()
+        try:
+            starts_as_reference = self.config.init_adapter and self.config.init_adapter_reference == "adapter"
+            if starts_as_reference:
+                # Given a PeftModel, TRL keeps a frozen copy of its adapter as the reference; it must hold the trained
+                # weights before the trainer is built, which computes the reference log-probs.
+                from peft import get_peft_model
+
+                self.model = get_peft_model(self.model, self.lora_config())
+                load_initial_adapter(self.model, self.config.init_adapter)
+            if algo == "dpo":
+                trainer = self._dpo_trainer(train_dataset, eval_dataset, output_dir)
+            else:
+                trainer = self._kto_trainer(train_dataset, eval_dataset, kto_dataset, output_dir)
+            if self.config.init_adapter and not starts_as_reference:
+                load_initial_adapter(trainer.model, self.config.init_adapter)
+            trainer.remove_callback(ProgressCallback)
+            trainer.add_callback(progress_callback())
+            for callback in all_callbacks:
+                trainer.add_callback(callback)
+            result = trainer.train(resume_from_checkpoint=True if resume_from_checkpoint else None)
+        except KeyboardInterrupt:
+            if "trainer" in locals() and trainer.state.global_step > 0:
+                logger.warning("Interrupted at step %d: saving a checkpoint to resume from.", trainer.state.global_step)
+                trainer._save_checkpoint(trainer.model, trial=None)
+            raise
+        finally:
+            if previous_tb is None:
+                os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+            else:
+                os.environ["TENSORBOARD_LOGGING_DIR"] = previous_tb
+        seconds = time.perf_counter() - began
+        # The best-pick callback runs on the main process only; what it decided is shared, so that every process
+        # evaluates and ends with the same adapter.
+        restored = on_main_process(lambda: _restored_earlier(all_callbacks, trainer), share=True)
+        if restored:
+            share_adapter_from_main(trainer.model)
+        eval_metrics = {}
+        if eval_dataset is not None and len(eval_dataset) and algo == "dpo":
+            last = trainer.state.log_history[-2] if len(trainer.state.log_history) >= 2 else {}
+            # The epoch-end evaluation of the last step already scored these weights, unless the best-pick callback
+            # has since put an earlier adapter back.
+            reuse = last.get("step") == trainer.state.global_step and "eval_loss" in last and not restored
+            eval_metrics = {k: v for k, v in last.items() if k.startswith("eval_")} if reuse else trainer.evaluate()
+        from rl.training.prefix_sharing import REFERENCE_ADAPTER
+
+        final_dir = output_dir / FINAL_DIR
+        unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+        if REFERENCE_ADAPTER in getattr(unwrapped, "peft_config", {}):
+            unwrapped.delete_adapter(REFERENCE_ADAPTER)  # the saved adapter is the trained one alone
+        trainer.save_model(str(final_dir))
+        on_main_process(lambda: self.tokenizer.save_pretrained(str(final_dir)))
+        self.model = trainer.model
+        return TrainOutcome(
+            algo=algo, final_dir=final_dir, train_metrics=dict(result.metrics), eval_metrics=dict(eval_metrics),
+            dropped_too_long=dict(getattr(trainer, "dropped_too_long", {})), seconds=seconds,
+        )
+
+    def _capped_eval(self, eval_dataset: Any) -> Any:
+        """At most `max_eval_pairs` eval rows, a seeded sample."""
+        cap = self.config.max_eval_pairs
+        if eval_dataset is not None and cap and len(eval_dataset) > cap:
+            return eval_dataset.shuffle(seed=self.config.seed).select(range(cap))
+        return eval_dataset
+
+    def _prefix_sharing_collator(self) -> Any:
+        from rl.core.shared_prefix import PrefixSharingCollator
+
+        eager = getattr(self.model.config, "_attn_implementation", "sdpa") == "eager"
+        # Gradient checkpointing turns the key/value cache off inside the layers: the common prefix is packed instead.
+        return PrefixSharingCollator(self.tokenizer.pad_token_id, eager_attention=eager, title_weight=self.config.title_weight,
+                                     prefix_cache=not self.config.gradient_checkpointing)
+
+    def _dpo_trainer(self, train_dataset: Any, eval_dataset: Any, output_dir: Path) -> Any:
+        from trl import DPOConfig
+
+        from rl.training.prefix_sharing import PrefixSharingDPOTrainer
+
+        cfg = self.config
+        unsupported = set(cfg.loss_types) - set(PrefixSharingDPOTrainer.SUPPORTED_LOSSES)
+        if unsupported:
+            raise ValueError(f"loss_type {', '.join(sorted(unsupported))} is not supported here: use {PrefixSharingDPOTrainer.SUPPORTED_LOSSES}.")
+        args = DPOConfig(
+            **self._common_args(output_dir, eval_dataset is not None and len(eval_dataset) > 0),
+            loss_type=cfg.loss_types, loss_weights=cfg.loss_weights,
+            max_length=None, precompute_ref_log_probs=cfg.precompute_ref_log_probs,
+        )
+        return PrefixSharingDPOTrainer(
+            model=self.model, args=args, train_dataset=train_dataset,
+            eval_dataset=eval_dataset if eval_dataset is not None and len(eval_dataset) else None,
+            processing_class=self.tokenizer, peft_config=self._new_adapter_config(), data_collator=self._prefix_sharing_collator(),
+            max_pair_tokens=cfg.max_length,
+        )
+
+    def _kto_trainer(self, train_pairs: Any, eval_pairs: Any, kto_dataset: Any, output_dir: Path) -> Any:
+        """KTO over every rating: the pairs split into desirable and undesirable rows, plus the unpaired thumbs."""
+        from datasets import Dataset
+        from trl import DPOConfig
+
+        from rl.training.kto import PrefixSharingKTOTrainer, kto_class_weights, kto_rows
+
+        cfg = self.config
+        split = {}
+        for name, pairs in (("train", train_pairs), ("eval", eval_pairs)):
+            unpaired = kto_dataset[name].to_list() if kto_dataset is not None and name in kto_dataset else []
+            rows = (pairs.to_list() if pairs is not None else [], unpaired)
+            split[name] = Dataset.from_list(kto_rows(*rows, seed=cfg.seed)) if sum(map(len, rows)) else None
+        if split["train"] is None:
+            raise ValueError("KTO needs ratings, and this dataset has none.")
+        labels = split["train"]["label"]
+        desirable_weight, undesirable_weight = kto_class_weights(sum(labels), len(labels) - sum(labels))
+        logger.info("KTO: %d rows (%d up, %d down); desirable_weight %.3f, undesirable_weight %.3f",
+                    len(labels), sum(labels), len(labels) - sum(labels), desirable_weight, undesirable_weight)
+        split["eval"] = self._capped_eval(split["eval"])
+        has_eval = split["eval"] is not None and len(split["eval"]) > 0
+        losses = [name for name in cfg.loss_types if name == "sft"]
+        args = DPOConfig(**self._common_args(output_dir, has_eval), loss_type=["sigmoid", *losses],
+                         loss_weights=[1.0, *[cfg.sft_weight for _ in losses]], max_length=None,
+                         precompute_ref_log_probs=cfg.precompute_ref_log_probs)
+        return PrefixSharingKTOTrainer(
+            model=self.model, args=args, train_dataset=split["train"], eval_dataset=split["eval"] if has_eval else None,
+            processing_class=self.tokenizer, peft_config=self._new_adapter_config(), data_collator=self._prefix_sharing_collator(),
+            max_pair_tokens=cfg.max_length, desirable_weight=desirable_weight, undesirable_weight=undesirable_weight,
+        )
