@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-sqlite test-postgres serve serve-prod
+.PHONY: setup demo test lint-imports test-sqlite test-postgres serve serve-prod
 
 setup:
 	bash scripts/setup.sh
@@ -10,8 +10,12 @@ setup:
 demo: setup
 	bash scripts/demo.sh
 
-# Every test on SQLite, then the tests that touch the database again on PostgreSQL (Debian's, on loopback).
-test: setup test-sqlite test-postgres
+# The import contracts of .importlinter (rl's stages as layers), every test on SQLite, then the tests that touch the
+# database again on PostgreSQL (Debian's, on loopback).
+test: setup lint-imports test-sqlite test-postgres
+
+lint-imports:
+	.venv/bin/lint-imports --no-logo
 
 test-sqlite:
 	$(PY) -m pytest

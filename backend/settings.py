@@ -154,10 +154,10 @@ RL_CACHE_DIR = Path(os.environ.get("RL_CACHE_DIR", BASE_DIR / ".cache" / "rl"))
 # PyTorch evaluation (evaluate_model, the gate, best-pick checks) under bfloat16 autocast on a CPU with native bfloat16:
 # about twice as fast as fp32. Off: fp32 everywhere. Base and tuned are always scored the same way.
 RL_EVALUATION_BF16 = env_bool("RL_EVALUATION_BF16", True)
-# JSON objects: training preset fields (rl/config.py TrainingConfig) and online-learning fields (OnlineLearningConfig).
+# JSON objects: training preset fields (rl/core/config.py TrainingConfig) and online-learning fields (OnlineLearningConfig).
 RL_TRAINING_OVERRIDES = json.loads(os.environ.get("RL_TRAINING_OVERRIDES") or "{}")
 RL_ONLINE_LEARNING = json.loads(os.environ.get("RL_ONLINE_LEARNING") or "{}")
-# JSON object: serving fields (rl/config.py ServingConfig): A/B candidate and share, timeout, temperature.
+# JSON object: serving fields (rl/core/config.py ServingConfig): A/B candidate and share, timeout, temperature.
 RL_SERVING = json.loads(os.environ.get("RL_SERVING") or "{}")
 # Whether a new account's ratings train models from the start (its RaterProfile.trusted). Staff can untrust a rater
 # in the admin, where each rater's agreement with the majority is shown.

@@ -123,7 +123,7 @@ def closed_port_url() -> str:
 
 @pytest.fixture
 def simulated_ollama():
-    """The SIMULATED Ollama server (rl/simulated_ollama.py) on loopback."""
+    """The SIMULATED Ollama server (rl/simulated/ollama.py) on loopback."""
     from rl.simulated.ollama import SimulatedOllama
 
     with SimulatedOllama() as server:

@@ -77,7 +77,7 @@ def test_only_rl_prompts_builds_the_task_prompt():
         ["git", "grep", "-l", "-e", "SYSTEM_PROMPT =", "-e", "Question: ", "--", "*.py", ":!tests/*"],
         cwd=root, capture_output=True, text=True,
     ).stdout.split()
-    assert hits == ["rl/prompts.py"]
+    assert hits == ["rl/core/prompts.py"]
 
 
 SITED = Catalog(

@@ -221,7 +221,7 @@ def online_learning_config(**overrides: Any) -> OnlineLearningConfig:
 
 @dataclass
 class ServingConfig(SettingsBase):
-    """How picks are served through Ollama (`rl/serving.py`, `POST /api/picks/`). Django's RL_SERVING = {"field": value}."""
+    """How picks are served through Ollama (`rl/serving/picks.py`, `POST /api/picks/`). Django's RL_SERVING = {"field": value}."""
 
     KIND = "serving setting"
 

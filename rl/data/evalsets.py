@@ -6,7 +6,7 @@ fixtures the demo catalog does not have). This module turns it into the feedback
 fixtures is rated up, and for pairs, three wrong widgets and one wrong fixture from the prompt's shortlist are rated
 down. Regenerate the two files after editing the questions:
 
-    python -m rl.evalsets
+    python -m rl.data.evalsets
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from feedback.files import (
 )
 from rl.core.prompts import Catalog, CatalogItem, ScenarioText
 
-NATURAL_DIR = Path(__file__).resolve().parent.parent / "evalsets" / "natural"
+NATURAL_DIR = Path(__file__).resolve().parents[2] / "evalsets" / "natural"
 NATURAL_QUESTIONS = NATURAL_DIR / "questions.json"
 NATURAL_DATA_FILE = NATURAL_DIR / "exhaustive_data.json"
 NATURAL_RATINGS_FILE = NATURAL_DIR / "ratings.json"

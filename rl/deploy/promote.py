@@ -58,10 +58,11 @@ def exported_version(training_run: Any, cfg: OnlineLearningConfig, quantization:
 
 
 def promote(candidate: Any, gate: Mapping[str, Any], cfg: OnlineLearningConfig, *, by: str, deploy: bool = True,
-            quantization: str | None = None) -> Promotion:
+            quantization: str | None = None, reason: str = "") -> Promotion:
     """Take `candidate` (a TrainingRun, or a ModelVersion already exported) as far towards live as its gate and
-    `deploy` allow. The gate record is stored on the version. Raises RegistryError / RegistrationError from the
-    activation (the live model unchanged); the engine being down is an outcome (PENDING), not an error."""
+    `deploy` allow. The gate record is stored on the version; the deployment's reason is `reason`, else the gate's.
+    Raises RegistryError / RegistrationError from the activation (the live model unchanged); the engine being down is
+    an outcome (PENDING), not an error."""
     from rl.models import ModelVersion, TrainingRun
 
     label = candidate.name if isinstance(candidate, TrainingRun) else candidate.ollama_name
@@ -79,7 +80,7 @@ def promote(candidate: Any, gate: Mapping[str, Any], cfg: OnlineLearningConfig, 
                                            f"(deploy with: manage.py activate_model {version.ollama_name})", version)
     forced = f" (forced by {gate['forced_by']})" if gate.get("forced_by") and not gate.get("passed") else ""
     try:
-        deployment = activate(version, by=by + forced, reason="; ".join(gate.get("reasons", [])), alias=cfg.live_alias)
+        deployment = activate(version, by=by + forced, reason=reason or "; ".join(gate.get("reasons", [])), alias=cfg.live_alias)
     except OllamaUnavailable as exc:
         version.mark_pending(f"Passed its gate; not deployed yet: {exc}")
         logger.warning("deploy: %s pending: %s", version.ollama_name, exc)
@@ -100,5 +101,4 @@ def promote_pending(cfg: OnlineLearningConfig, *, by: str) -> Promotion | None:
     for version in pending[1:]:
         version.drop_pending(f"Not deployed: {newest.ollama_name} passed its gate later.")
     logger.info("deploy: retrying the pending deployment of %s", newest.ollama_name)
-    gate = {**newest.gate, "reasons": [*newest.gate.get("reasons", []), "pending deployment: passed its gate while Ollama was down"]}
-    return promote(newest, gate, cfg, by=by)
+    return promote(newest, newest.gate, cfg, by=by, reason="pending deployment: passed its gate while Ollama was down")

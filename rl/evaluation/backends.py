@@ -42,7 +42,7 @@ def _stop_ids(tokenizer: Any) -> list[int]:
 class SchemaGrammars:
     """Answer schemas compiled once each into xgrammar grammars for a Hugging Face tokenizer.
 
-    The grammar writes JSON exactly as `rl.prompts.render_pick` does (", " and ": " separators, no other whitespace),
+    The grammar writes JSON exactly as `rl.core.prompts.render_pick` does (", " and ": " separators, no other whitespace),
     so a model decodes in the format it was trained on."""
 
     def __init__(self, tokenizer: Any, vocab_size: int):
@@ -71,7 +71,7 @@ def evaluation_precision() -> str:
     settings.RL_EVALUATION_BF16 is off, else "fp32"."""
     from django.conf import settings
 
-    from rl import base_model
+    from rl.core import base_model
 
     bf16 = getattr(settings, "RL_EVALUATION_BF16", True) and not base_model.has_cuda() and base_model.cpu_has_bf16()
     return "bf16" if bf16 else "fp32"

@@ -1,19 +1,14 @@
-"""Held-out evaluation of a model on the widget-pick task, by two backends with the same code and metrics.
+"""The metrics of an evaluation, the same for every backend (`rl/evaluation/backends.py`).
 
 - Preference accuracy: the share of held-out pairs where the model gives the human-chosen answer the higher
   log-probability (summed over its tokens; also per token, "normalized"). Ties count as wrong and are reported.
   With a reference model's log-probs (the base), also the implicit DPO reward
   `beta * [(log pi - log pi_ref)(chosen) - (log pi - log pi_ref)(rejected)]`: its accuracy (> 0) and mean margin.
-- Pick accuracy by generation: greedy answers to each held-out scenario's prompt (rl/prompts.py), parsed by
-  rl/prompts.py, scored against the human's up-rated picks. Twice: free, and constrained to the prompt's answer schema
-  (`rl.prompts.answer_schema`: a catalog widget, fixtures from the prompt's shortlist) through a grammar: xgrammar for
-  PyTorch, llama.cpp's JSON-schema grammar for a GGUF. Base and tuned are always decoded the same way.
+- Pick accuracy by generation: greedy answers to each held-out scenario's prompt (rl/core/prompts.py), parsed by
+  `rl.core.prompts.parse_pick`, scored against the human's up-rated picks. Twice: free, and constrained to the
+  prompt's answer schema (`rl.core.prompts.answer_schema`). Base and tuned are always decoded the same way.
 - Readable pick metrics: per-widget precision and recall, the share of answers per predicted widget, and a collapse
   warning when one widget takes more than `COLLAPSE_FACTOR` times its true share.
-
-Backends: `TorchBackend` (a transformers model, with or without its LoRA adapter) and `LlamaCppBackend` (a GGUF file
-through llama.cpp, i.e. the artifact that will be served). Both score the SAME token ids, tokenized once here with
-the Hugging Face tokenizer's chat template.
 """
 from __future__ import annotations
 

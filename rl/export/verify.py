@@ -4,7 +4,7 @@
    position of a few task prompts.
 2. The Modelfile TEMPLATE renders a task prompt exactly as the tokenizer's chat template does.
 3. The quantized GGUF answers a task prompt, decoded under the prompt's answer schema as serving asks Ollama to
-   (llama.cpp's JSON-schema grammar), with a complete pick rl/prompts.py parses.
+   (llama.cpp's JSON-schema grammar), with a complete pick rl/core/prompts.py parses.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Serving picks: ask the live model (or, for a share of requests, an A/B candidate) through Ollama's /api/chat.
 
-The prompt and the answer's JSON schema come from `rl.prompts`, the same as in training and evaluation; the schema
-goes to Ollama as `format`, so the answer is decoded under it. The answer is parsed by `rl.prompts.parse_pick` and
+The prompt and the answer's JSON schema come from `rl.core.prompts`, the same as in training and evaluation; the schema
+goes to Ollama as `format`, so the answer is decoded under it. The answer is parsed by `rl.core.prompts.parse_pick` and
 stored as an Entry with the exact model version that produced it (the version's own Ollama name is asked, not the
 live alias, so a deploy in between cannot mislabel an answer). Anything that goes wrong raises a `ServingError`
 before anything is stored.

@@ -5,7 +5,7 @@ that /api/create only names blobs that were uploaded, and the shapes of `templat
 `messages`, `format` and `options`. Blobs are kept in a temporary folder, models in memory.
 
 `/api/chat` answers for real: it renders the messages with the model's TEMPLATE (Ollama's Go template, through
-`rl.modelfile.render_go_template`; the Modelfile's SYSTEM is put first when the messages have no system message, as
+`rl.export.modelfile.render_go_template`; the Modelfile's SYSTEM is put first when the messages have no system message, as
 Ollama does), runs the registered GGUF through llama.cpp, and with a JSON schema as `format` decodes under that
 schema as a grammar (llama.cpp's JSON-schema grammar, as Ollama does). `temperature` 0 is greedy.
 
@@ -27,10 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-KNOWN_PARAMETERS = {"stop": list, "temperature": (int, float), "num_ctx": int, "top_p": (int, float), "top_k": int, "seed": int}
-MODEL_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._\-/]*(:[a-zA-Z0-9._\-]+)?$")
-CHAT_ROLES = {"system", "user", "assistant", "tool"}
-CHAT_OPTIONS = {**KNOWN_PARAMETERS, "num_predict": int, "num_thread": int, "repeat_penalty": (int, float), "min_p": (int, float)}
+from rl.simulated.checks import MODEL_NAME, chat_error, create_error, full_name
+
 DEFAULT_TEMPERATURE = 0.8  # Ollama's, when neither the request nor the Modelfile sets one
 DEFAULT_NUM_PREDICT = 256
 
@@ -120,7 +118,7 @@ class SimulatedOllama:
                     return
                 if self.path != "/api/delete":
                     return self._send(404, {"error": "not found"})
-                if simulated.models.pop(simulated._full(body.get("model", "")), None) is None:
+                if simulated.models.pop(full_name(body.get("model", "")), None) is None:
                     return self._send(404, {"error": f"model '{body.get('model')}' not found"})
                 self._send(200)
 
@@ -148,7 +146,7 @@ class SimulatedOllama:
                     error = simulated._create(body)
                     return self._send(400, {"error": error}) if error else self._send(200, {"status": "success"})
                 if self.path == "/api/show":
-                    model = simulated.models.get(simulated._full(body.get("model", "")))
+                    model = simulated.models.get(full_name(body.get("model", "")))
                     if model is None:
                         return self._send(404, {"error": f"model '{body.get('model')}' not found"})
                     parameters = "\n".join(f"{k} {json.dumps(v) if isinstance(v, str) else v}" for k, vs in model["parameters"].items()
@@ -156,13 +154,13 @@ class SimulatedOllama:
                     return self._send(200, {"template": model["template"], "system": model["system"], "parameters": parameters,
                                             "modelfile": f"FROM {model['digest']}", "details": {"format": "gguf"}, "model_info": {}})
                 if self.path == "/api/copy":
-                    source = simulated.models.get(simulated._full(body.get("source", "")))
+                    source = simulated.models.get(full_name(body.get("source", "")))
                     if source is None:
                         return self._send(404, {"error": f"model '{body.get('source')}' not found"})
                     destination = body.get("destination")
                     if not isinstance(destination, str) or not MODEL_NAME.match(destination):
                         return self._send(400, {"error": f"invalid destination name {destination!r}"})
-                    simulated.models[simulated._full(destination)] = dict(source)
+                    simulated.models[full_name(destination)] = dict(source)
                     return self._send(200)
                 self._send(404, {"error": "not found"})
 
@@ -170,67 +168,20 @@ class SimulatedOllama:
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    @staticmethod
-    def _full(name: str) -> str:
-        return name if ":" in name else f"{name}:latest"
-
     def _listing(self, name: str) -> dict[str, Any]:
         model = self.models[name]
         return {"name": name, "model": name, "modified_at": model["modified_at"], "size": self.blobs[model["digest"]].stat().st_size,
                 "digest": model["digest"].removeprefix("sha256:"), "details": {"format": "gguf", "family": "llama"}}
 
     def _create(self, body: dict[str, Any]) -> str | None:
-        model, files = body.get("model"), body.get("files")
-        if not isinstance(model, str) or not MODEL_NAME.match(model):
-            return f"invalid model name {model!r}"
-        if not isinstance(files, dict) or not files:
-            return "files must name at least one uploaded blob"
-        for filename, digest in files.items():
-            if not isinstance(digest, str) or digest not in self.blobs:
-                return f"blob {digest!r} for {filename!r} was never uploaded"
-            with self.blobs[digest].open("rb") as handle:
-                magic = handle.read(4)
-            if magic != b"GGUF":
-                return f"{filename!r} is not a GGUF file"
-        for key in ("template", "system"):
-            if key in body and not isinstance(body[key], str):
-                return f"{key} must be a string"
-        parameters = body.get("parameters", {})
-        if not isinstance(parameters, dict):
-            return "parameters must be an object"
-        for key, value in parameters.items():
-            if key not in KNOWN_PARAMETERS:
-                return f"unknown parameter {key!r}"
-            if not isinstance(value, KNOWN_PARAMETERS[key]) or (key == "stop" and not all(isinstance(s, str) for s in value)):
-                return f"parameter {key!r} has the wrong type"
-        self.models[self._full(model)] = {
+        error = create_error(body, self.blobs)
+        if error is not None:
+            return error
+        model, files, parameters = body["model"], body["files"], body.get("parameters", {})
+        self.models[full_name(model)] = {
             "digest": next(iter(files.values())), "template": body.get("template", ""), "system": body.get("system", ""),
             "parameters": parameters, "modified_at": datetime.now(timezone.utc).isoformat(),
         }
-        return None
-
-    def _chat_error(self, body: dict[str, Any]) -> tuple[int, str] | None:
-        """What a real server refuses in a chat request, with its status."""
-        name = body.get("model")
-        if not isinstance(name, str) or not name:
-            return 400, "model is required"
-        if self._full(name) not in self.models:
-            return 404, f"model '{name}' not found"
-        messages = body.get("messages")
-        if not isinstance(messages, list):
-            return 400, "messages must be a list"
-        for message in messages:
-            if not isinstance(message, dict) or message.get("role") not in CHAT_ROLES or not isinstance(message.get("content", ""), str):
-                return 400, f"invalid message {message!r}: role must be one of {sorted(CHAT_ROLES)} and content a string"
-        fmt = body.get("format")
-        if fmt not in (None, "", "json") and not (isinstance(fmt, dict) and fmt.get("type")):
-            return 400, f"invalid format {fmt!r}: expected \"json\" or a JSON schema object"
-        options = body.get("options") or {}
-        if not isinstance(options, dict):
-            return 400, "options must be an object"
-        for key, value in options.items():
-            if key in CHAT_OPTIONS and not isinstance(value, CHAT_OPTIONS[key]):
-                return 400, f"option {key!r} has the wrong type"
         return None
 
     def _llama(self, digest: str) -> Any:
@@ -243,10 +194,10 @@ class SimulatedOllama:
     def _chat(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         from rl.export.modelfile import render_go_template
 
-        refused = self._chat_error(body)
+        refused = chat_error(body, self.models)
         if refused:
             return refused[0], {"error": refused[1]}
-        name = self._full(body["model"])
+        name = full_name(body["model"])
         model = self.models[name]
         messages = [{"role": m["role"], "content": m.get("content", "")} for m in body["messages"]]
         if model["system"] and not any(m["role"] == "system" for m in messages):

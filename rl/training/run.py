@@ -18,7 +18,13 @@ from django.conf import settings
 
 from rl.core.config import TrainingConfig
 from rl.core.runs import (
-    DATASET_DIR, KTO_DATASET_DIR, METRICS_FILE, has_run_config, read_run_config, recorded_base_model, write_run_config,
+    DATASET_DIR,
+    KTO_DATASET_DIR,
+    METRICS_FILE,
+    has_run_config,
+    read_run_config,
+    recorded_base_model,
+    write_run_config,
 )
 from rl.data.dataset_builder import PreparedDataset, build_dataset
 from rl.data.dry_run import dump_dataset

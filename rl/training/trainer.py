@@ -15,8 +15,13 @@ from typing import Any
 from rl.core.base_model import cpu_has_bf16, has_cuda, load_causal_lm, load_tokenizer
 from rl.core.config import TrainingConfig, training_config
 from rl.core.runs import CHECKPOINT_DIR, FINAL_DIR, METRICS_FILE
+from rl.training.adapter import adapted_layers, load_initial_adapter, lora_config
 from rl.training.callbacks import metrics_callback, progress_callback
-from rl.training.distributed import on_main_process, share_adapter_from_main, training_state
+from rl.training.distributed import (
+    on_main_process,
+    share_adapter_from_main,
+    training_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -33,25 +38,6 @@ class TrainOutcome:
 
 def _restored_earlier(callbacks: list[Any], trainer: Any) -> bool:
     return any(getattr(c, "best_step", None) not in (None, trainer.state.global_step) for c in callbacks)
-
-
-class AdapterError(ValueError):
-    """An adapter to start from that does not fit the base model."""
-
-
-def load_initial_adapter(model: Any, adapter_dir: str | Path) -> None:
-    """Put the weights of a trained adapter into `model`'s fresh one (built with that adapter's LoRA config)."""
-    from peft import load_peft_weights, set_peft_model_state_dict
-
-    folder = Path(adapter_dir)
-    try:
-        result = set_peft_model_state_dict(model, load_peft_weights(str(folder), device="cpu"))
-    except RuntimeError as exc:  # shape mismatch: trained on another base model
-        raise AdapterError(f"The adapter at {folder} does not fit this base model: {exc}") from exc
-    if result.unexpected_keys:
-        raise AdapterError(f"The adapter at {folder} does not fit this base model: {len(result.unexpected_keys)} of its "
-                           f"weights have no place in it (first: {result.unexpected_keys[0]}).")
-    logger.info("Training continues from the adapter at %s", folder)
 
 
 class CommandCenterDPOTrainer:
@@ -108,16 +94,7 @@ class CommandCenterDPOTrainer:
         return self.model, self.tokenizer
 
     def lora_config(self) -> Any:
-        from peft import LoraConfig
-
-        if self.config.init_adapter:
-            return LoraConfig.from_pretrained(self.config.init_adapter, inference_mode=False)
-        modules = self.config.lora_target_modules
-        return LoraConfig(
-            r=self.config.lora_rank, lora_alpha=self.config.lora_alpha, lora_dropout=self.config.lora_dropout,
-            target_modules=modules if modules == "all-linear" else [m.strip() for m in modules.split(",") if m.strip()],
-            layers_to_transform=self.adapted_layers(), task_type="CAUSAL_LM",
-        )
+        return lora_config(self.config, self.model)
 
     def _new_adapter_config(self) -> Any:
         """The LoRA config for TRL to attach, or None when the model already carries its adapter."""
@@ -126,14 +103,7 @@ class CommandCenterDPOTrainer:
         return None if isinstance(self.model, PeftModel) else self.lora_config()
 
     def adapted_layers(self) -> list[int] | None:
-        """The indices of the top `lora_layer_share` of the loaded model's layers (at least one); None for all."""
-        if self.config.lora_layer_share >= 1:
-            return None
-        if self.model is None:
-            raise RuntimeError("Load the base model before building its LoRA config: lora_layer_share needs its layer count.")
-        n_layers = self.model.config.get_text_config().num_hidden_layers
-        first = n_layers - max(1, round(n_layers * self.config.lora_layer_share))
-        return list(range(first, n_layers))
+        return adapted_layers(self.config, self.model)
 
     def choose_algo(self, n_pairs: int, n_kto_rows: int) -> str:
         """With algo `auto`: DPO when preference pairs are plenty and outnumber the thumbs on questions that have no

@@ -1,0 +1,54 @@
+"""The LoRA adapter a run trains: its config, the layers it adapts, and starting from an adapter trained before."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from rl.core.config import TrainingConfig
+
+logger = logging.getLogger(__name__)
+
+
+class AdapterError(ValueError):
+    """An adapter to start from that does not fit the base model."""
+
+
+def load_initial_adapter(model: Any, adapter_dir: str | Path) -> None:
+    """Put the weights of a trained adapter into `model`'s fresh one (built with that adapter's LoRA config)."""
+    from peft import load_peft_weights, set_peft_model_state_dict
+
+    folder = Path(adapter_dir)
+    try:
+        result = set_peft_model_state_dict(model, load_peft_weights(str(folder), device="cpu"))
+    except RuntimeError as exc:  # shape mismatch: trained on another base model
+        raise AdapterError(f"The adapter at {folder} does not fit this base model: {exc}") from exc
+    if result.unexpected_keys:
+        raise AdapterError(f"The adapter at {folder} does not fit this base model: {len(result.unexpected_keys)} of its "
+                           f"weights have no place in it (first: {result.unexpected_keys[0]}).")
+    logger.info("Training continues from the adapter at %s", folder)
+
+
+def adapted_layers(config: TrainingConfig, model: Any) -> list[int] | None:
+    """The indices of the top `lora_layer_share` of the loaded model's layers (at least one); None for all."""
+    if config.lora_layer_share >= 1:
+        return None
+    if model is None:
+        raise RuntimeError("Load the base model before building its LoRA config: lora_layer_share needs its layer count.")
+    n_layers = model.config.get_text_config().num_hidden_layers
+    first = n_layers - max(1, round(n_layers * config.lora_layer_share))
+    return list(range(first, n_layers))
+
+
+def lora_config(config: TrainingConfig, model: Any) -> Any:
+    """PEFT's LoraConfig for `config` on `model`; the config of `init_adapter` when the run continues one."""
+    from peft import LoraConfig
+
+    if config.init_adapter:
+        return LoraConfig.from_pretrained(config.init_adapter, inference_mode=False)
+    modules = config.lora_target_modules
+    return LoraConfig(
+        r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+        target_modules=modules if modules == "all-linear" else [m.strip() for m in modules.split(",") if m.strip()],
+        layers_to_transform=adapted_layers(config, model), task_type="CAUSAL_LM",
+    )
