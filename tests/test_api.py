@@ -63,6 +63,7 @@ def test_it_accepts_token_auth(entry, rater):
         ({"rating": "up", "tags": 5}, "tags"),
         ({"rating": "down", "corrected_widget": "hologram"}, "corrected_widget"),
         ({"rating": "down", "corrected_fixtures": ["hq_main_meter_kw"]}, "corrected_fixtures"),
+        ({"rating": "up", "ratng": "down"}, "ratng"),
     ],
 )
 def test_bad_feedback_gets_a_400_naming_the_field_and_stores_nothing(api, entry, payload, field):
