@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
-
-if TYPE_CHECKING:
-    from rl.core.config import TrainingConfig
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -61,8 +58,8 @@ def resolve_checkpoint(checkpoint: str) -> tuple[Path, dict[str, Any] | None]:
     )
 
 
-def recorded_base_model(config: TrainingConfig) -> str:
+def recorded_base_model(base_model: str) -> str:
     """The base model as a TrainingRun records it: the configured one, or the default it resolved to."""
     from rl.core.base_model import default_base_model
 
-    return config.base_model or f"(default) {default_base_model()}"
+    return base_model or f"(default) {default_base_model()}"

@@ -46,7 +46,7 @@ def warm_start_adapter(training: Any) -> str:
     if run is None or not is_adapter_folder(run.adapter_dir):
         logger.info("warm start: the live model has no trained adapter on disk; training a fresh adapter")
         return ""
-    if run.base_model != recorded_base_model(training):
+    if run.base_model != recorded_base_model(training.base_model):
         logger.info("warm start: the live model (%s) was trained on another base model; training a fresh adapter", run.name)
         return ""
     return run.adapter_dir

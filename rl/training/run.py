@@ -190,7 +190,7 @@ def _start_run(name: str, run_dir: Path, preset: str, config: TrainingConfig, da
     write_run_config(run_dir, record)
     return TrainingRun.objects.create(
         name=name, status=TrainingRun.Status.RUNNING, preset=preset, algo=config.algo,
-        base_model=recorded_base_model(config),
+        base_model=recorded_base_model(config.base_model),
         config=config.to_dict(), data_source={**data, "stats": prepared.stats.to_dict()},
         data_watermark=prepared.snapshot.newest_rating_at, run_dir=str(run_dir),
     )
