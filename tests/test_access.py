@@ -68,6 +68,16 @@ MATRIX = [
 ]
 
 
+def database_state() -> tuple:
+    """Everything an API write could change: every rating as stored, every entry, scenario and user."""
+    from feedback.models import Scenario
+
+    ratings = sorted((r.pk, r.entry_id, r.rater_id, r.value, tuple(r.tags), r.notes, r.corrected_widget_id,
+                      tuple(sorted(r.corrected_fixtures.values_list("pk", flat=True))), r.updated_at) for r in Rating.objects.all())
+    entries = sorted(Entry.objects.values_list("pk", "external_id", "widget_id", "title", "model_version"))
+    return ratings, entries, sorted(Scenario.objects.values_list("pk", flat=True)), sorted(get_user_model().objects.values_list("pk", flat=True))
+
+
 @pytest.mark.parametrize("method, path, body, expected", [(m, p, b, tuple(e)) for m, p, b, *e in MATRIX],
                          ids=[f"{m.upper()} {p}" for m, p, *_ in MATRIX])
 def test_the_auth_matrix(clients, method, path, body, expected):
@@ -78,9 +88,12 @@ def test_the_auth_matrix(clients, method, path, body, expected):
         client = clients[role]
         if url.startswith(("/runs/", "/admin/")):
             client = django_client_for(client)
+        before = database_state()
         response = getattr(client, method)(url, payload, format="json") if payload is not None and not url.startswith(("/runs/", "/admin/")) \
             else getattr(client, method)(url)
         assert response.status_code == status, f"{role}: {method.upper()} {url} -> {response.status_code}, expected {status}"
+        if method != "get" and status in (302, 401, 403, 404, 405):
+            assert database_state() == before, f"{role}: a refused {method.upper()} {url} changed the database"
 
 
 def django_client_for(api_client: APIClient):
@@ -140,21 +153,53 @@ def test_the_admin_shows_each_rater_s_agreement_with_the_majority(demo_db, admin
     assert "agreement with majority" in page.lower() and f"{agreement[careful.pk]}" in page
 
 
-def test_writes_are_throttled_with_a_429_that_says_when_to_retry(clients, monkeypatch, client):
-    from feedback.throttling import WriteRateThrottle
+# Each throttled write: (scope in settings, method, path, body for the n-th request). A pick answers 503 here (nothing
+# is live), after the throttle let it through; the throttle counts it all the same.
+THROTTLED = [
+    ("ratings", "post", "/api/feedback/", lambda c, n: {"entry_id": c["entry"].external_id, "rating": ("up", "down")[n % 2]}),
+    ("ratings", "post", "/api/ratings/", lambda c, n: {"entry_id": c["entry"].external_id, "rating": ("up", "down")[n % 2]}),
+    ("ratings", "patch", "/api/ratings/{mine}/", lambda c, n: {"rating": ("up", "down")[n % 2], "notes": f"take {n}"}),
+    ("entries", "post", "/api/entries/", lambda c, n: _entry_body(f"throttle-{n}")),
+    ("picks", "post", "/api/picks/", lambda c, n: {"query": f"is AHU-{n} running?"}),
+]
 
-    monkeypatch.setattr(WriteRateThrottle, "THROTTLE_RATES", {**WriteRateThrottle.THROTTLE_RATES, "ratings": "3/min"})
-    api, entry = clients["rater"], clients["entry"]
-    statuses = [api.post("/api/feedback/", {"entry_id": entry.external_id, "rating": "up"}, format="json").status_code for _ in range(4)]
-    assert statuses[:3] in ([201, 200, 200], [200, 200, 200]) and statuses[3] == 429
-    throttled = api.post("/api/feedback/", {"entry_id": entry.external_id, "rating": "up"}, format="json")
-    assert throttled.status_code == 429 and 0 < int(throttled["Retry-After"]) <= 60
-    assert "available in" in throttled.json()["detail"]
+
+@pytest.mark.parametrize("scope, method, path, body", THROTTLED, ids=[f"{m.upper()} {p}" for _, m, p, _ in THROTTLED])
+def test_every_throttled_write_stops_at_the_settings_rate_writes_nothing_then_and_spares_other_accounts(clients, settings, scope, method, path, body):
+    from django.core.cache import cache
+
+    cache.clear()
+    allowed, _, period = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"][scope].partition("/")
+    assert period.startswith("m")
+    users = get_user_model().objects
+    first, second = users.get(username="matrix-app"), users.create_user("matrix-app-2")
+    second.user_permissions.add(Permission.objects.get(codename="add_entry", content_type__app_label="feedback"))
+    api, other = clients["app"], APIClient()
+    other.force_authenticate(second)
+    # each account writes its own URL: a PATCH goes to a rating of its own
+    url = {user: path.format(mine=Rating.objects.create(entry=clients["entry"], rater=user, value="up").pk if "{mine}" in path else "")
+           for user in (first, second)}
+    for n in range(int(allowed)):
+        response = getattr(api, method)(url[first], body(clients, n), format="json")
+        assert response.status_code != 429, f"request {n + 1} of {allowed} was throttled"
+    before = database_state()
+    blocked = getattr(api, method)(url[first], body(clients, int(allowed) + 1), format="json")
+    assert blocked.status_code == 429 and 0 < int(blocked["Retry-After"]) <= 60 and "available in" in blocked.json()["detail"]
+    assert database_state() == before, "the throttled request wrote"
     assert api.get("/api/ratings/").status_code == 200  # reads are not throttled
-    # the rating UI is not throttled: a person rating ten entries in a row
+    assert getattr(other, method)(url[second], body(clients, 0), format="json").status_code != 429, \
+        "another account was throttled by the first one's writes"
+
+
+def test_the_rating_ui_is_not_throttled(clients, client, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    allowed = int(settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["ratings"].split("/")[0])
     client.force_login(get_user_model().objects.get(username="matrix-rater"))
-    for entry in Entry.objects.order_by("external_id")[:10]:
-        assert client.post(f"/rate/entry/{entry.external_id}/", {"rating": "up"}).status_code == 302
+    entries = list(Entry.objects.order_by("external_id"))
+    for n in range(allowed + 5):  # more than the API would allow in a minute
+        assert client.post(f"/rate/entry/{entries[n % len(entries)].external_id}/", {"rating": ("up", "down")[n % 2]}).status_code == 302
 
 
 def _run(code: str, **env) -> subprocess.CompletedProcess:

@@ -54,10 +54,42 @@ def test_the_admin_lists_online_runs_deployments_and_gate_results(admin_client_l
     version = ModelVersion.objects.create(name="cc-widget-selector", tag="run-x", quantization="q4_k_m", export_dir="x", gguf_path="x",
                                           status="active", gate={"passed": True, "reasons": ["ok"]})
     Deployment.objects.create(version=version, action="activate", alias="cc-widget-selector:live", ollama_host="h", by="ann")
-    OnlineRun.objects.create(status="failed", stage="train", watermark=timezone.now(), heartbeat_at=timezone.now(), error="boom at train")
+    failed = OnlineRun.objects.create(status="failed", stage="train", watermark=timezone.now(), heartbeat_at=timezone.now(), error="boom at train")
+    OnlineRun.objects.create(status="succeeded", outcome="rejected", watermark=timezone.now(), heartbeat_at=timezone.now())
     runs = admin_client_logged_in.get("/admin/rl/onlinerun/?status__exact=failed")
     deployments = admin_client_logged_in.get("/admin/rl/deployment/")
     versions = admin_client_logged_in.get("/admin/rl/modelversion/")
     assert runs.status_code == deployments.status_code == versions.status_code == 200
-    assert b"failed" in runs.content and b"cc-widget-selector:run-x" in deployments.content
+    assert [run.pk for run in runs.context["cl"].result_list] == [failed.pk]  # the filter keeps the failed run only
+    assert admin_client_logged_in.get("/admin/rl/onlinerun/").context["cl"].result_count == 2
+    assert b"cc-widget-selector:run-x" in deployments.content
     assert b"passed gate" in versions.content.lower() and b"icon-yes" in versions.content
+
+
+def test_the_admin_trusts_and_untrusts_raters_and_untrusted_ratings_leave_training(admin_client_logged_in):
+    from feedback.models import RaterProfile
+    from feedback.selectors import usable_ratings
+
+    profile = RaterProfile.objects.get(user__username=Rating.objects.first().rater.username)
+    theirs = Rating.objects.filter(rater=profile.user).count()
+    usable, others = usable_ratings().count(), usable_ratings().exclude(rater=profile.user).count()
+    assert theirs > 0 and profile.trusted and others < usable
+    response = admin_client_logged_in.post("/admin/feedback/raterprofile/", {"action": "untrust_raters", "_selected_action": [profile.pk]})
+    assert response.status_code == 302
+    profile.refresh_from_db()
+    assert not profile.trusted and usable_ratings().count() == others
+    assert Rating.objects.filter(rater=profile.user).count() == theirs  # kept, only left out
+    admin_client_logged_in.post("/admin/feedback/raterprofile/", {"action": "trust_raters", "_selected_action": [profile.pk]})
+    profile.refresh_from_db()
+    assert profile.trusted and usable_ratings().count() == usable
+
+
+def test_the_admin_filters_ratings_by_value_widget_source_and_rater(admin_client_logged_in):
+    listed = lambda query: admin_client_logged_in.get("/admin/feedback/rating/", query).context["cl"].result_count  # noqa: E731
+    first = Rating.objects.select_related("entry__widget", "rater").first()
+    assert listed({"value__exact": "down"}) == Rating.objects.filter(value="down").count() < Rating.objects.count()
+    assert listed({"entry__widget__id__exact": first.entry.widget_id}) == Rating.objects.filter(entry__widget=first.entry.widget).count()
+    assert listed({"entry__source__exact": first.entry.source}) == Rating.objects.filter(entry__source=first.entry.source).count()
+    assert listed({"rater__id__exact": first.rater_id}) == Rating.objects.filter(rater=first.rater).count()
+    assert listed({"value__exact": "down", "entry__widget__id__exact": first.entry.widget_id}) == \
+        Rating.objects.filter(value="down", entry__widget=first.entry.widget).count()

@@ -21,10 +21,13 @@ def test_reading_needs_a_signed_in_user(demo_db, api):
     assert set(scenario) == {"id", "query", "site", "role", "time_range"}
 
 
-def test_it_refuses_writes_from_anonymous_users(entry):
-    response = APIClient().post("/api/feedback/", {"entry_id": entry.external_id, "rating": "up"}, format="json")
-    assert response.status_code in (401, 403)
-    assert not Rating.objects.filter(entry=entry, rater__username="alice").exists()
+def test_it_refuses_writes_from_anonymous_users(entry, rater):
+    Rating.objects.create(entry=entry, rater=rater, value="down", notes="alice's own")
+    before = list(Rating.objects.values_list("pk", "rater__username", "value", "notes", "updated_at"))
+    for payload in ({"entry_id": entry.external_id, "rating": "up"}, {"entry_id": entry.external_id, "rating": "up", "rater": "alice"}):
+        response = APIClient().post("/api/feedback/", payload, format="json")
+        assert response.status_code in (401, 403)
+    assert list(Rating.objects.values_list("pk", "rater__username", "value", "notes", "updated_at")) == before
 
 
 def test_it_records_feedback_in_the_production_app_s_shape(api, entry, rater):
@@ -119,3 +122,17 @@ def test_it_serves_an_openapi_schema(api):
     schema = response.json()
     assert "/api/feedback/" in schema["paths"]
     assert "/api/ratings/{id}/" in schema["paths"]
+
+
+@pytest.mark.parametrize("patch", [{"rating": "sideways"}, {"tags": "x" * 60}, {"corrected_widget": "hologram"}, {"entry_id": "elsewhere"}])
+def test_a_bad_patch_leaves_the_rating_as_it_was(api, entry, rater, patch):
+    rating = Rating.objects.create(entry=entry, rater=rater, value="down", tags=["wrong_widget"], notes="kept")
+
+    def stored():
+        rating.refresh_from_db()
+        return rating.value, rating.tags, rating.notes, rating.corrected_widget_id, list(rating.corrected_fixtures.all()), rating.updated_at
+
+    before = stored()
+    response = api.patch(f"/api/ratings/{rating.pk}/", patch, format="json")
+    assert response.status_code == 400
+    assert stored() == before

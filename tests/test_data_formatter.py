@@ -157,3 +157,17 @@ def test_a_chosen_pick_the_prompt_does_not_offer_is_dropped():
     result = format_preferences(entries, SCENARIOS, catalog)
     assert result.pairs == []
     assert result.stats.filtered["chosen_outside_shortlist"] == 1
+
+
+def test_untrusted_and_low_confidence_thumbs_make_no_kto_rows():
+    thumbs = [("e1", "s1", "line_chart", ("chiller_1_kw",), "up"), ("e2", "s2", "table", ("open_work_orders",), "down"),
+              ("e3", "s2", "kpi_card", ("open_work_orders",), "up"), ("e4", "s1", "gauge", ("chiller_1_kw",), "down"),
+              ("e5", "s2", "gauge", ("open_work_orders",), "down")]
+    unusable = [entry(e, s, w, f, vote(v, trusted=False) if i % 2 else vote(v, tags=("low_confidence",)))
+                for i, (e, s, w, f, v) in enumerate(thumbs)]
+    formatted = format_preferences(unusable, SCENARIOS, CATALOG, max_pairs_per_scenario=1)
+    assert formatted.kto_rows == [] and formatted.pairs == []
+    assert formatted.stats.filtered["untrusted_rater"] == 2 and formatted.stats.filtered["low_confidence"] == 3
+    # The same thumbs from a trusted rater, untagged, do train: a row for the thumb no pair took.
+    usable = format_preferences([entry(e, s, w, f, vote(v)) for e, s, w, f, v in thumbs], SCENARIOS, CATALOG, max_pairs_per_scenario=1)
+    assert len(usable.pairs) == 2 and len(usable.kto_rows) == 1

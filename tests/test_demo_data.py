@@ -12,17 +12,17 @@ def test_it_builds_a_realistic_catalog_and_enough_scenarios():
     assert len({s.query for s in data.scenarios}) == len(data.scenarios)
 
 
-def test_no_widget_is_right_for_more_than_15_percent_of_scenarios():
-    data, ratings = build_demo()
+def test_no_widget_is_right_for_more_than_a_twelfth_of_the_scenarios():
+    data, ratings = build_demo(noise=0.0)  # the truth: without the rater's noise, each up-vote is the right pick
     ups = {r.entry_id for r in ratings.ratings if r.rater == SIMULATED_RATER and r.rating == "up"}
-    right = Counter(e.widget for e in data.entries if "-alt" not in e.id and e.id in ups)
-    assert set(right) == {w.slug for w in data.widgets}
-    assert max(right.values()) / sum(right.values()) <= 0.15
+    right = Counter(e.widget for e in data.entries if e.id in ups)
+    assert set(right) == {w.slug for w in data.widgets} and sum(right.values()) == len(data.scenarios)
+    assert max(right.values()) * 12 <= sum(right.values())
 
 
-def test_every_widget_is_asked_for_in_at_least_20_ways():
+def test_every_widget_is_asked_for_in_at_least_21_ways():
     assert set(PHRASINGS) == {w.slug for w in build_demo(scenario_count=12)[0].widgets}
-    assert all(len(set(phrasings)) >= 20 for phrasings in PHRASINGS.values())
+    assert all(len(set(phrasings)) >= 21 for phrasings in PHRASINGS.values())
 
 
 def test_sites_have_different_catalogs_so_slugs_cannot_be_memorized():
@@ -56,3 +56,22 @@ def test_the_simulated_rater_mostly_prefers_the_pick_that_answers_the_question()
     assert Counter(r.entry_id.split("-")[0] for r in ups).most_common(1)[0][1] == 1
     assert len(ups) == len(data.scenarios)
     assert {r.username for r in ratings.raters if r.simulated} >= {SIMULATED_RATER}
+
+
+def test_the_simulated_rater_up_votes_the_right_pick_and_down_votes_the_others():
+    import random
+
+    from feedback.demo import fresh_questions, simulated_verdict
+
+    rng = random.Random(3)
+    for question in fresh_questions(seed=9, count=60):
+        right = (question.good_widgets[0], question.fixtures)
+        wrong_widget = next(w for w in PHRASINGS if w not in question.good_widgets)
+        wrong_fixtures = question.fixtures[:-1] if len(question.fixtures) > 1 else (*question.fixtures, "some_other_fixture")
+        assert question.is_right(*right) and not question.is_right(wrong_widget, question.fixtures)
+        assert simulated_verdict(question, *right, rng, noise=0.0).value == "up"
+        assert simulated_verdict(question, wrong_widget, question.fixtures, rng, noise=0.0).value == "down"
+        assert simulated_verdict(question, question.good_widgets[0], wrong_fixtures, rng, noise=0.0).value == "down"
+    # with the demo's 5% noise, about one verdict in twenty is flipped
+    flipped = sum(simulated_verdict(q, q.good_widgets[0], q.fixtures, rng).value == "down" for q in fresh_questions(seed=10, count=400))
+    assert 5 <= flipped <= 40

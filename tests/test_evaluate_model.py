@@ -27,11 +27,16 @@ def test_it_compares_base_and_tuned_and_records_the_results(tiny_run, tmp_path, 
 def test_it_evaluates_a_gguf_through_llama_cpp(tiny_model_dir, demo_db, tmp_path):
     gguf_file = convert_hf_to_gguf(tiny_model_dir, tmp_path / "tiny.gguf")
     output = tmp_path / "gguf.json"
-    call_command("evaluate_model", "--gguf", str(gguf_file), "--base-model", str(tiny_model_dir), "--limit", "4",
+    call_command("evaluate_model", "--gguf", str(gguf_file), "--base-model", str(tiny_model_dir), "--compare-base", "--limit", "8",
                  "--output", str(output), "--max-new-tokens", "8")
     results = json.loads(output.read_text())
-    assert results["tuned"]["model"].startswith("gguf") and results["tuned"]["n_pairs"] == 4
-    assert 0.0 <= results["tuned"]["preference_accuracy"] <= 1.0
+    assert results["tuned"]["model"].startswith("gguf") and results["tuned"]["n_pairs"] == 8
+    # The GGUF is the same tiny model as the PyTorch base: llama.cpp must score the same pairs the same way.
+    gguf, torch = results["tuned"], results["base"]
+    assert gguf["preference_accuracy"] == torch["preference_accuracy"]
+    for key in ("mean_logp_chosen", "mean_logp_rejected"):
+        assert gguf[key] == pytest.approx(torch[key], rel=1e-3), key
+    assert abs(gguf["mean_reward_margin"]) < 1e-3  # against itself as the reference: no reward either way
 
 
 def test_a_missing_checkpoint_is_a_clear_error(db, tmp_path):

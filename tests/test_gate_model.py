@@ -1,4 +1,6 @@
 """`manage.py gate_model`: the deploy gate for a run trained by hand (the demo's), with a SIMULATED Ollama."""
+from contextlib import nullcontext
+
 import pytest
 from django.core.management import CommandError, call_command
 
@@ -61,3 +63,31 @@ def test_a_live_models_scores_from_its_own_gate_are_reused_by_the_next_gate(tiny
 def test_an_unknown_run_is_a_clear_error(db, checkpoints):
     with pytest.raises(CommandError, match="nope"):
         call_command("gate_model", "--checkpoint", "nope")
+
+
+@pytest.mark.parametrize(("candidate_widget", "verdict"), [(0.60, "passed its gate"), (0.31, "rejected by the gate")])
+def test_the_gate_judges_on_the_whole_natural_set(tiny_run, monkeypatch, capsys, candidate_widget, verdict):
+    """Which data the gate scores and decides on, with the scoring itself replaced by fixed numbers (the tiny model's
+    real scores on 86 questions take minutes; the demo scores them for real)."""
+    from rl.data.evalsets import NATURAL_DATA_FILE
+    from rl.models import TrainingRun
+
+    scored = []
+
+    def fixed_scores(backend, evalset, **kwargs):
+        scored.append((backend.name, evalset))
+        widget = candidate_widget if backend.name.startswith("candidate") else 0.30
+        return {"constrained_widget_accuracy": widget, "constrained_fixture_accuracy": 0.5, "preference_accuracy": 0.7,
+                "constrained_valid_pick_rate": 1.0, "n_scenarios": len(evalset.cases), "n_pairs": len(evalset.pairs)}, None
+
+    monkeypatch.setattr("rl.evaluation.gate_scoring.evaluate_backend", fixed_scores)
+    with pytest.raises(CommandError) if verdict.startswith("rejected") else nullcontext():
+        call_command("gate_model", "--checkpoint", "tiny", "--set", "gate_sets=natural")
+    printed = capsys.readouterr().out
+    assert [name.split()[0] for name, _ in scored] == ["candidate", "base"]
+    for _, evalset in scored:  # both on every hand-written question, the same data
+        assert len(evalset.cases) == 86 and evalset.description["data_file"] == str(NATURAL_DATA_FILE)
+    assert scored[0][1].cases == scored[1][1].cases
+    assert "natural: constrained_widget_accuracy" in printed
+    evaluation = TrainingRun.objects.get(name="tiny").evaluation
+    assert evaluation["gate:natural"]["constrained_widget_accuracy"] == candidate_widget and "gate:held_out" not in evaluation

@@ -136,3 +136,17 @@ def test_export_writes_what_the_database_holds(demo_db):
     data, ratings = demo_db
     assert len(feedback_data_export().entries) == len(data.entries)
     assert len(feedback_ratings_export().ratings) == len(ratings.ratings)
+
+
+def test_data_and_ratings_imported_together_with_one_bad_rating_leave_nothing_behind(db, files):
+    from django.contrib.auth import get_user_model
+
+    data_file, ratings_file = files
+    raw = json.loads(ratings_file.read_text())
+    raw["ratings"][-1]["rating"] = "maybe"  # the last record: everything before it was valid
+    ratings_file.write_text(json.dumps(raw))
+    users = get_user_model().objects.count()
+    with pytest.raises(CommandError, match="must be 'up' or 'down'"):
+        call_command("import_feedback", data_file=str(data_file), ratings_file=str(ratings_file))
+    assert (Scenario.objects.count(), Entry.objects.count(), Widget.objects.count(), Rating.objects.count()) == (0, 0, 0, 0)
+    assert get_user_model().objects.count() == users  # no rater accounts were made for the file's raters

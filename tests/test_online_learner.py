@@ -11,7 +11,7 @@ from feedback.models import Entry, RaterProfile, Rating
 from feedback.validation import FeedbackValidationError
 from rl.loop.online_learner import OnlineLearner, init_online_learner
 from rl.loop.stages import ExitCode
-from rl.models import ModelVersion, OnlineRun, TrainingRun
+from rl.models import Deployment, ModelVersion, OnlineRun, TrainingRun
 from tests.conftest import closed_port_url
 from tests.rl_cases import FAST
 
@@ -233,3 +233,21 @@ def test_online_learn_command_status_dry_run_and_disabled(online, capsys, settin
         call_command("online_learn", "--set", "min_samples_to_retrain=50", "--set", "max_buffer_size=10")
     with pytest.raises(CommandError, match=r"warm_start_learning_rate_scale must be in \(0, 1\]"):
         call_command("online_learn", "--set", "warm_start_learning_rate_scale=0")
+
+
+def test_force_retrains_when_nothing_is_due_and_force_deploy_records_the_person_who_overrode_the_gate(online, simulated_ollama, settings, monkeypatch):
+    settings.OLLAMA_HOST = simulated_ollama.url
+    settings.ENABLE_ONLINE_LEARNING = False  # --force is a person's flag: it runs even so
+    monkeypatch.setattr("getpass.getuser", lambda: "ops-person")
+    flags = [f"--set={k}={v}" for k, v in {**QUICK, "min_samples_to_retrain": 100_000, "max_buffer_size": 100_000,
+                                            "gate_min_widget_gain": 1.01, "warm_start": False}.items()]
+    call_command("online_learn", *flags)  # not due, and off: nothing
+    assert not OnlineRun.objects.exists()
+
+    call_command("online_learn", "--force", "--force-deploy", *flags)
+    run = OnlineRun.objects.get()
+    assert run.forced and run.outcome == "deployed" and run.gate["passed"] is False and run.gate["forced_by"] == "ops-person"
+    live = ModelVersion.objects.get(status="active")
+    assert live == run.model_version and live.gate["forced_by"] == "ops-person"
+    assert Deployment.objects.get(version=live).by == "online_learn (forced by ops-person)"
+    assert simulated_ollama.models[ALIAS]["digest"] == f"sha256:{live.sha256}"

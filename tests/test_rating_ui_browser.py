@@ -108,12 +108,19 @@ def test_the_compare_view_rates_variants_side_by_side(page, tmp_path):
 
 
 def test_each_variant_shows_its_widget_as_a_drawn_preview(page):
+    from feedback.models import Entry
+
+    scenario_id = Entry.objects.get(external_id=page.get_attribute("#entry", "data-entry")).scenario.external_id
     with page.expect_navigation():
         page.keyboard.press("c")
     cards = page.locator(".variant")
+    expected = dict(Entry.objects.filter(scenario__external_id=scenario_id).values_list("external_id", "widget__slug"))
+    assert cards.count() == len(expected) >= 4  # every variant of the scenario, one card each
+    drawings: dict[str, set[str]] = {}
     for index in range(cards.count()):
         card = cards.nth(index)
-        widget = card.get_attribute("data-entry") and card.locator("figure").get_attribute("data-widget")
+        widget = expected[card.get_attribute("data-entry")]
+        assert card.locator("figure").get_attribute("data-widget") == widget
         svg = card.locator("svg.widget-svg")
         assert svg.get_attribute("data-widget") == widget
         box = svg.bounding_box()
@@ -121,3 +128,7 @@ def test_each_variant_shows_its_widget_as_a_drawn_preview(page):
         # the picture draws something besides its background: shapes with real extent
         drawn = svg.evaluate("s => Array.from(s.querySelectorAll('polyline, path, rect, circle, line, text')).filter(e => { const b = e.getBBox(); return b.width * b.height > 4 || b.width > 8 || b.height > 8; }).length")
         assert drawn >= 2, widget
+        # what is drawn, without the labels: the widget's kind of picture
+        drawings.setdefault(widget, set()).add(svg.evaluate("s => Array.from(s.querySelectorAll('*')).map(e => e.tagName + '.' + (e.getAttribute('class') || '')).join(' ')"))
+    shapes = {widget: min(found) for widget, found in drawings.items()}
+    assert len(shapes) >= 4 and len(set(shapes.values())) == len(shapes), "two widgets drew the same kind of picture"

@@ -1,4 +1,6 @@
 """The rating UI's server side (the browser test drives the same views through Chromium)."""
+import json
+
 import pytest
 
 from feedback.models import Entry, Rating
@@ -38,3 +40,21 @@ def test_bad_ratings_from_the_form_are_refused_and_nothing_is_stored(logged_in, 
 
 def test_an_unknown_entry_is_a_404(logged_in):
     assert logged_in.post("/rate/entry/no-such-entry/", {"rating": "up"}).status_code == 404
+
+
+def test_a_corrected_pick_from_the_form_becomes_a_correction_pair_from_the_database(logged_in, rater):
+    from rl.data.data_formatter import format_preferences
+    from rl.data.snapshot import load_snapshot_from_db
+
+    entry = Entry.objects.exclude(widget__slug="line_chart").order_by("external_id").first()
+    fixtures = list(entry.fixtures.values_list("slug", flat=True))
+    response = logged_in.post(f"/rate/entry/{entry.external_id}/",
+                              {"rating": "down", "corrected_widget": "line_chart", "corrected_fixtures": fixtures})
+    assert response.status_code == 302
+    snapshot = load_snapshot_from_db(rater=rater.username)
+    pairs = format_preferences(snapshot.entries, snapshot.scenarios, snapshot.catalog).pairs
+    corrections = [p for p in pairs if p["origin"] == "correction"]
+    assert len(corrections) == 1 and corrections[0]["scenario_id"] == entry.scenario.external_id
+    chosen, rejected = (json.loads(corrections[0][side][0]["content"]) for side in ("chosen", "rejected"))
+    assert (chosen["widget"], sorted(chosen["fixtures"])) == ("line_chart", sorted(fixtures))
+    assert (rejected["widget"], sorted(rejected["fixtures"])) == (entry.widget.slug, sorted(fixtures))

@@ -107,3 +107,17 @@ def test_activate_model_command_names_what_it_replaced(versions, simulated_ollam
     out = capsys.readouterr().out
     assert "cc-widget-selector:run-b is live as cc-widget-selector:live (was cc-widget-selector:run-a)" in out
     assert Deployment.objects.first().reason == "new data"
+
+
+def test_a_rollback_while_ollama_is_down_changes_nothing(versions, simulated_ollama, settings):
+    a, b, _ = versions
+    activate(a, by="tester")
+    activate(b, by="tester")
+    deployments = Deployment.objects.count()
+    settings.OLLAMA_HOST = closed_port_url()
+    with pytest.raises(OllamaUnavailable):
+        rollback(by="tester")
+    with pytest.raises(CommandError, match="unreachable|Ollama"):
+        call_command("rollback_model")
+    assert live_version() == b and Deployment.objects.count() == deployments
+    assert alias_digest(simulated_ollama) == f"sha256:{b.sha256}"

@@ -50,15 +50,18 @@ def test_route_sends_about_the_configured_share_to_the_candidate_and_always_the_
     assert {route(key, 0.0) for key in keys} == {LIVE}
 
 
-def test_a_b_serving_stores_which_version_answered(served_versions, settings):
+def test_a_b_serving_asks_the_routed_version_and_stores_which_one_answered(served_versions, simulated_ollama, settings):
     live, candidate = served_versions
+    assert live.ollama_name != candidate.ollama_name
     settings.RL_SERVING = {"ab_candidate": candidate.ollama_name, "ab_share": 0.5}
     keys = [f"operator-{i}" for i in range(40)]
     to_candidate = [k for k in keys if route(k, 0.5) == CANDIDATE][:2]
     to_live = [k for k in keys if route(k, 0.5) == LIVE][:2]
     for key in to_candidate + to_live:
+        asked_before = len(simulated_ollama.chats)
         served = pick_widget(new_question(), request_key=key)
         expected = candidate if key in to_candidate else live
+        assert [chat["model"] for chat in simulated_ollama.chats[asked_before:]] == [expected.ollama_name]  # the engine was asked this one
         assert served.model_version == expected.ollama_name
         assert Entry.objects.get(external_id=served.entry.external_id).model_version == expected.ollama_name
 

@@ -148,3 +148,36 @@ def test_the_best_pick_callback_puts_back_the_best_adapter_seen(tiny_model_dir, 
     assert all(torch.equal(kept[k], snapshots[1][k]) for k in kept)
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [row["pick/score"] for row in logged] == [0.2, 0.6, 0.4]
+
+
+def test_a_run_keeps_in_final_the_checkpoint_with_the_best_recorded_pick_score(demo_db, tiny_model_dir, checkpoints):
+    """Real scoring: constrained answers of the model in training, at steps 2 and 4 (where checkpoints are saved)."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from rl.core.base_model import load_tokenizer
+    from rl.data.dataset_builder import build_dataset
+    from rl.training.callbacks import pick_score
+    from rl.training.run import best_pick_callback, run_training
+    from tests.rl_cases import data, tiny_config
+
+    config = tiny_config(tiny_model_dir, max_steps=4, save_steps=2, eval_steps=2, pick_eval_scenarios=3)
+    result = run_training(config, data(), preset="cpu", run_name="best-pick")
+    assert result.status == "succeeded", result.error
+    best = result.metrics["best_pick"]
+    assert [row["step"] for row in best["history"]] == [2, 4]
+    scores = [row["pick/score"] for row in best["history"]]
+    assert best["best_pick_score"] == max(scores) and best["best_step"] == best["history"][scores.index(max(scores))]["step"]
+
+    run_dir = checkpoints / "best-pick"
+    final = load_file(run_dir / "final" / "adapter_model.safetensors")
+    saved = {step: load_file(run_dir / "checkpoints" / f"checkpoint-{step}" / "adapter_model.safetensors") for step in (2, 4)}
+    assert any(not torch.equal(saved[2][k], saved[4][k]) for k in final)  # training moved the adapter between them
+    assert all(torch.equal(final[k], saved[best["best_step"]][k]) for k in final)
+
+    # scored again from final/, on the same held-out scenarios, the kept adapter has the best recorded score
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    callback = best_pick_callback(config, build_dataset(config, data(), tokenizer), tokenizer, run_dir)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(run_dir / "final"))
+    assert pick_score(callback.score(model)) == pytest.approx(best["best_pick_score"])
