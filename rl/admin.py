@@ -1,3 +1,4 @@
+"""Django admin for the learning side's records: training runs, model versions with their gate and served up-rate, deployments, online runs."""
 from django.contrib import admin
 
 from rl.models import Deployment, ModelVersion, OnlineRun, TrainingRun

@@ -1,3 +1,4 @@
+"""The `rl` Django app."""
 from django.apps import AppConfig
 
 

@@ -143,10 +143,11 @@ def test_data_and_ratings_imported_together_with_one_bad_rating_leave_nothing_be
 
     data_file, ratings_file = files
     raw = json.loads(ratings_file.read_text())
-    raw["ratings"][-1]["rating"] = "maybe"  # the last record: everything before it was valid
+    # the last record names a widget neither file has: only the references across both files show it
+    raw["ratings"][-1].update(rating="down", corrected_widget="hologram")
     ratings_file.write_text(json.dumps(raw))
     users = get_user_model().objects.count()
-    with pytest.raises(CommandError, match="must be 'up' or 'down'"):
+    with pytest.raises(CommandError, match="corrected_widget: unknown widget 'hologram'"):
         call_command("import_feedback", data_file=str(data_file), ratings_file=str(ratings_file))
     assert (Scenario.objects.count(), Entry.objects.count(), Widget.objects.count(), Rating.objects.count()) == (0, 0, 0, 0)
     assert get_user_model().objects.count() == users  # no rater accounts were made for the file's raters

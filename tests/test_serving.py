@@ -182,7 +182,8 @@ def test_up_rates_count_usable_ratings_of_served_entries_per_version(served_vers
     live, candidate = served_versions
     settings.RL_SERVING = {"ab_candidate": candidate.ollama_name, "ab_share": 0.5}
     keys = [f"operator-{i}" for i in range(40)]
-    served = {arm: [pick_widget(new_question(), request_key=k).entry for k in keys if route(k, 0.5) == arm][:2] for arm in (LIVE, CANDIDATE)}
+    served = {arm: [pick_widget(new_question(), request_key=k).entry for k in [k for k in keys if route(k, 0.5) == arm][:2]]
+              for arm in (LIVE, CANDIDATE)}
     users = get_user_model().objects
     alice, bob, mallory = (users.create_user(name) for name in ("ab-alice", "ab-bob", "ab-mallory"))
     RaterProfile.objects.update_or_create(user=mallory, defaults={"trusted": False})

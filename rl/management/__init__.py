@@ -1,0 +1,1 @@
+"""The learning side's management commands."""

@@ -1,3 +1,4 @@
+"""`manage.py activate_model NAME`: a person makes a version live (register, point the alias, record it)."""
 import getpass
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser

@@ -1,3 +1,4 @@
+"""`manage.py evaluate_model`: base against tuned on the held-out split or the natural set, through PyTorch or llama.cpp."""
 import json
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser

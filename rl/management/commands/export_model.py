@@ -1,3 +1,4 @@
+"""`manage.py export_model`: a trained adapter to a verified GGUF with its Modelfile, registered with Ollama on request."""
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from rl.core.base_model import BaseModelError

@@ -1,3 +1,4 @@
+"""`manage.py gate_model`: the deploy gate for a run trained by hand; with --deploy, promote() what passed."""
 import getpass
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser

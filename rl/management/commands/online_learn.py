@@ -1,3 +1,4 @@
+"""`manage.py online_learn`: cron's entry to the online learner (status, dry run, force, force-deploy)."""
 import getpass
 import json
 

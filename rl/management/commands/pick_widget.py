@@ -1,3 +1,4 @@
+"""`manage.py pick_widget`: ask the live model for a pick from a shell, as Command Center does through the API."""
 import json
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser

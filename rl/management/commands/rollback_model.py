@@ -1,3 +1,4 @@
+"""`manage.py rollback_model`: make the version live before the current one live again."""
 import getpass
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser

@@ -1,3 +1,4 @@
+"""`manage.py train_dpo`: train a LoRA adapter with DPO or KTO on the ratings; one flag per preset field."""
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
