@@ -125,8 +125,9 @@ def main() -> None:
         if args.resume:
             restore_registrations(ollama.url)
         if args.resume and live_version() is None and args.deploy_run:
-            decision, gate = gate_training_run(TrainingRun.objects.get(name=args.deploy_run), learner.config)
-            promotion = promote(TrainingRun.objects.get(name=args.deploy_run), gate, learner.config, by="closed_loop bench (--deploy-run)")
+            deploy_run = TrainingRun.objects.get(name=args.deploy_run)
+            decision, gate = gate_training_run(deploy_run, learner.config)
+            promotion = promote(deploy_run, gate, learner.config, by="closed_loop bench (--deploy-run)")
             print(f"round 0: {promotion.message} ({time.time() - started:.0f} s): " + "; ".join(decision.reasons), flush=True)
         elif live_version() is None and args.serve_base:
             base_version = make_base_model_live(learner.config)
