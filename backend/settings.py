@@ -147,6 +147,12 @@ SPECTACULAR_SETTINGS = {
 }
 
 OLLAMA_HOST = os.environ.get("OLLAMA_HOST", "http://127.0.0.1:11434")
+# OpenAI-compatible serving engines (RL_SERVING engine llama_cpp or vllm; docs/serving.md): the API's base URL, the
+# key the server expects (llama.cpp's and vLLM's --api-key; any string when it has none), and for llama_cpp the models
+# file the project writes and `manage.py serve_llama_cpp` runs the server on.
+OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1")
+OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "no-key")
+RL_LLAMA_CPP_MODELS_FILE = Path(os.environ.get("RL_LLAMA_CPP_MODELS_FILE", BASE_DIR / "serving" / "llama_cpp_models.json"))
 ENABLE_ONLINE_LEARNING = env_bool("ENABLE_ONLINE_LEARNING", False)
 RL_BASE_MODEL = os.environ.get("RL_BASE_MODEL", "")
 RL_CHECKPOINT_DIR = Path(os.environ.get("RL_CHECKPOINT_DIR", BASE_DIR / "rl_checkpoints"))

@@ -66,6 +66,9 @@ class Entry(models.Model):
     raw_output = models.TextField(blank=True, help_text="The model's answer as it came, if a model made this pick.")
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.SIMULATION)
     model_version = models.CharField(max_length=120, blank=True, help_text="Which model made the pick, if any.")
+    confidence = models.FloatField(
+        null=True, blank=True,
+        help_text="The probability the serving engine gave the chosen widget's tokens, where it reports log-probabilities.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

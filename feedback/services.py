@@ -87,10 +87,11 @@ def entry_create(
     raw_output: str = "",
     source: str = Entry.Source.PRODUCTION,
     model_version: str = "",
+    confidence: float | None = None,
 ) -> Entry:
     entry = Entry.objects.create(
         external_id=external_id, scenario=scenario, widget=widget, title=title,
-        raw_output=raw_output, source=source, model_version=model_version,
+        raw_output=raw_output, source=source, model_version=model_version, confidence=confidence,
     )
     entry.fixtures.set(list(fixtures))
     return entry

@@ -45,8 +45,9 @@ class PickResponseSerializer(serializers.Serializer):
     widget = serializers.CharField()
     fixtures = serializers.ListField(child=serializers.CharField())
     title = serializers.CharField(allow_blank=True)
-    model_version = serializers.CharField(help_text="The Ollama name of the model version that answered.")
+    model_version = serializers.CharField(help_text="The name (name:tag) of the model version that answered.")
     arm = serializers.ChoiceField(choices=["live", "candidate"], help_text="live, or candidate when the A/B candidate answered.")
+    confidence = serializers.FloatField(allow_null=True, help_text="The engine's probability of the chosen widget; null where it reports no log-probabilities (Ollama).")
 
 
 ERROR = inline_serializer("ServingErrorBody", {"error": serializers.CharField(), "detail": serializers.CharField()})
@@ -54,8 +55,8 @@ ERROR = inline_serializer("ServingErrorBody", {"error": serializers.CharField(),
 
 class PickView(APIView):
     """Ask the live model (or the A/B candidate) which widget and fixtures answer a question; the pick is stored as
-    an entry whose id feedback refers to. Errors store nothing: 503 no live model or Ollama unreachable, 504 Ollama
-    timed out, 502 Ollama refused or answered something that is not a pick."""
+    an entry whose id feedback refers to. Errors store nothing: 503 no live model or the serving engine unreachable,
+    504 the engine timed out, 502 the engine refused or answered something that is not a pick."""
 
     permission_classes = [CanServePicks]
     throttle_classes = [WriteRateThrottle]
@@ -74,5 +75,6 @@ class PickView(APIView):
         except ServingError as exc:
             return Response({"error": exc.code, "detail": str(exc)}, status=exc.http_status)
         body = {"entry_id": served.entry.external_id, "scenario_id": served.entry.scenario.external_id, "widget": served.pick.widget,
-                "fixtures": list(served.pick.fixtures), "title": served.pick.title, "model_version": served.model_version, "arm": served.arm}
+                "fixtures": list(served.pick.fixtures), "title": served.pick.title, "model_version": served.model_version, "arm": served.arm,
+                "confidence": served.entry.confidence}
         return Response(PickResponseSerializer(body).data, status=status.HTTP_201_CREATED)

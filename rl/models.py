@@ -52,7 +52,7 @@ class TrainingRun(models.Model):
 
 
 class ModelVersion(models.Model):
-    """An exported model: a GGUF and its Modelfile, verified, maybe registered with Ollama."""
+    """An exported model: a GGUF and its Modelfile (or, for vLLM, the LoRA adapter itself), maybe registered with the serving engine."""
 
     class Status(models.TextChoices):
         EXPORTED = "exported", "Exported, not registered"
@@ -74,7 +74,9 @@ class ModelVersion(models.Model):
     verification = models.JSONField(default=dict, blank=True)
     evaluation = models.JSONField(default=dict, blank=True)
     message = models.TextField(blank=True, help_text="Why it is not registered, or what went wrong.")
-    ollama_host = models.CharField(max_length=300, blank=True)
+    ollama_host = models.CharField(max_length=300, blank=True, help_text="The serving engine's address it is (to be) registered at.")
+    engine = models.CharField(max_length=16, blank=True, help_text="The serving engine it was registered with: ollama, llama_cpp or vllm.")
+    adapter_path = models.CharField(max_length=500, blank=True, help_text="The LoRA adapter folder it was made from (what vLLM serves).")
     gate = models.JSONField(default=dict, blank=True, help_text="The deploy gate's decision on this version: passed, reasons, numbers.")
     pending_deploy = models.BooleanField(default=False, help_text="Passed its gate but Ollama was down; the next online_learn tick deploys it.")
     created_at = models.DateTimeField(auto_now_add=True)

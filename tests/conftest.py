@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -168,3 +171,104 @@ def process_database_url(tmp_path):
     configured = os.environ.get("DATABASE_URL", "")
     with throwaway_database(configured if configured.startswith(("postgres://", "postgresql://")) else None, tmp_path) as url:
         yield url
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+SERVED_TAGS = ("live-one", "candidate-one")
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_server(tmp_path_factory):
+    """The REAL llama.cpp OpenAI-compatible server (llama-cpp-python's, as `manage.py serve_llama_cpp` runs it) on
+    loopback, its models file written by the project's llama_cpp registrar: the SmolLM2 GGUF under both served names."""
+    from types import SimpleNamespace
+
+    from rl.core.base_model import default_base_model
+    from rl.deploy.llama_cpp_registry import LlamaCppServerEngine
+    from rl.serving.llama_cpp_server import LlamaCppServer
+
+    folder = tmp_path_factory.mktemp("llama-cpp-server")
+    engine = LlamaCppServerEngine(f"http://127.0.0.1:{free_port()}/v1", folder / "models.json")
+    for tag in SERVED_TAGS:
+        engine.register(SimpleNamespace(ollama_name=f"cc-widget-selector:{tag}", gguf_path=str(default_base_model())), "chatml", "", {})
+    with LlamaCppServer(engine.models_file.path, log_path=folder / "server.log") as server:
+        yield server
+
+
+@dataclass
+class EngineUnderTest:
+    """A serving engine the serving tests run against, and the chat requests it was sent, each as
+    {"model", "schema", "text"} (text: the messages' contents, or the prompt the simulated Ollama rendered)."""
+
+    api: str  # ollama or openai
+    url: str
+    raw_requests: list[dict[str, Any]]
+    simulated_ollama: Any = None
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        if self.api == "ollama":
+            return [{"model": c["model"], "schema": c["format"], "text": c["prompt"]} for c in self.raw_requests]
+        return [{"model": r["model"], "schema": r["response_format"]["schema"], "text": "\n".join(m["content"] for m in r["messages"])}
+                for r in self.raw_requests]
+
+    def url_setting(self) -> str:
+        return "OLLAMA_HOST" if self.api == "ollama" else "OPENAI_BASE_URL"
+
+
+@pytest.fixture(params=["ollama", "openai"])
+def serving_engine(request, settings, monkeypatch):
+    """Each serving test twice: through Ollama's API (the SIMULATED Ollama, the SmolLM2 GGUF through llama.cpp) and
+    through the OpenAI API (the REAL llama.cpp server, the same GGUF)."""
+    import httpx
+
+    from rl.serving.backends import OpenAIChat
+
+    if request.param == "ollama":
+        server = request.getfixturevalue("simulated_ollama")
+        settings.OLLAMA_HOST, settings.RL_SERVING = server.url, {}
+        yield EngineUnderTest("ollama", server.url, server.chats, simulated_ollama=server)
+        return
+    server = request.getfixturevalue("llama_cpp_server")
+    settings.OPENAI_BASE_URL, settings.RL_SERVING = server.url, {"engine": "llama_cpp"}
+    sent: list[dict[str, Any]] = []
+
+    def recording_http_client(chat: OpenAIChat) -> Any:
+        """The backend's HTTP client, with a hook that keeps each chat request's body."""
+        def record(request: httpx.Request) -> None:
+            if request.url.path.endswith("/chat/completions"):
+                sent.append(json.loads(request.content))
+
+        return httpx.Client(event_hooks={"request": [record]})
+
+    monkeypatch.setattr(OpenAIChat, "http_client", recording_http_client)
+    yield EngineUnderTest("openai", server.url, sent)
+
+
+@pytest.fixture
+def served_on(demo_db, serving_engine):
+    """The live version and a registered candidate, both served by `serving_engine` (SERVED_TAGS)."""
+    from rl.core.base_model import default_base_model
+    from rl.core.prompts import SYSTEM_PROMPT
+    from rl.deploy.ollama_registry import register_gguf
+    from rl.export.modelfile import CHATML, ollama_parameters
+    from rl.models import ModelVersion
+
+    gguf = default_base_model()
+    versions = []
+    for tag, status in zip(SERVED_TAGS, (ModelVersion.Status.ACTIVE, ModelVersion.Status.REGISTERED)):
+        name = f"cc-widget-selector:{tag}"
+        if serving_engine.api == "ollama":
+            register_gguf(host=serving_engine.url, model=name, gguf_path=gguf, template=CHATML.template, system=SYSTEM_PROMPT,
+                          parameters=ollama_parameters(CHATML))
+        versions.append(ModelVersion.objects.create(
+            name="cc-widget-selector", tag=tag, status=status, quantization="q4_1", export_dir="", gguf_path=gguf,
+            ollama_host=serving_engine.url, engine="ollama" if serving_engine.api == "ollama" else "llama_cpp"))
+    return tuple(versions)

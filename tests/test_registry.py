@@ -5,7 +5,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, transaction
 
-from rl.deploy.ollama_registry import OllamaUnavailable
+from rl.deploy.engines import EngineUnavailable
 from rl.deploy.registry import RegistryError, activate, find_version, live_version, rollback
 from rl.models import Deployment, ModelVersion
 from tests.conftest import closed_port_url
@@ -74,7 +74,7 @@ def test_the_database_refuses_a_second_active_version(versions):
 def test_ollama_down_changes_nothing(versions, simulated_ollama, settings):
     a, b, _ = versions
     activate(a, by="tester")
-    with pytest.raises(OllamaUnavailable, match="unreachable"):
+    with pytest.raises(EngineUnavailable, match="unreachable"):
         activate(b, by="tester", host=closed_port_url())
     assert live_version() == a and Deployment.objects.count() == 1
     assert assert_records_match_alias(simulated_ollama) == a
@@ -115,7 +115,7 @@ def test_a_rollback_while_ollama_is_down_changes_nothing(versions, simulated_oll
     activate(b, by="tester")
     deployments = Deployment.objects.count()
     settings.OLLAMA_HOST = closed_port_url()
-    with pytest.raises(OllamaUnavailable):
+    with pytest.raises(EngineUnavailable):
         rollback(by="tester")
     with pytest.raises(CommandError, match="unreachable|Ollama"):
         call_command("rollback_model")

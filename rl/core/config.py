@@ -219,17 +219,26 @@ def online_learning_config(**overrides: Any) -> OnlineLearningConfig:
     return OnlineLearningConfig().replace(**dict(getattr(settings, "RL_ONLINE_LEARNING", {}) or {})).replace(**overrides)
 
 
+SERVING_ENGINES = ("ollama", "llama_cpp", "vllm")
+OPENAI_ENGINES = ("llama_cpp", "vllm")  # the engines asked through the OpenAI chat-completions API
+
+
 @dataclass
 class ServingConfig(SettingsBase):
-    """How picks are served through Ollama (`rl/serving/picks.py`, `POST /api/picks/`). Django's RL_SERVING = {"field": value}."""
+    """How picks are served (`rl/serving/picks.py`, `POST /api/picks/`) and where versions are registered
+    (`rl/deploy/engines.py`). Django's RL_SERVING = {"field": value}."""
 
     KIND = "serving setting"
 
+    engine: str = _f("ollama", "The serving engine. ollama: Ollama's API at OLLAMA_HOST, a merged GGUF per version. llama_cpp: llama.cpp's OpenAI-compatible server at OPENAI_BASE_URL, a GGUF per version in the models file RL_LLAMA_CPP_MODELS_FILE. vllm: vLLM's OpenAI-compatible server at OPENAI_BASE_URL, each version's LoRA adapter loaded at run time on the shared base.", choices=SERVING_ENGINES)
+    schema_format: str = _f("auto", "How the answer schema goes to an OpenAI-compatible engine: json_schema (the OpenAI form: vLLM, SGLang, llama.cpp's C++ llama-server), json_object (`{\"type\": \"json_object\", \"schema\": ...}`: llama-cpp-python's server, which refuses the other), or auto (json_object for llama_cpp, json_schema otherwise).", choices=("auto", "json_schema", "json_object"))
+    logprobs: bool = _f(True, "Ask an OpenAI-compatible engine for token log-probabilities and store the chosen widget's probability with the entry (its confidence).")
+
     ab_candidate: str = _f("", "A model version (name:tag, as activate_model takes it) that answers a share of requests besides the live one; empty: no A/B.")
     ab_share: float = _f(0.0, "Share of requests (0 to 1) the A/B candidate answers, chosen by a hash of the request, so one request always goes the same way.")
-    timeout_seconds: float = _f(30.0, "How long to wait for Ollama's answer before giving up (HTTP 504).")
-    temperature: float = _f(0.0, "Sampling temperature sent to Ollama; 0 is greedy, the same pick for the same question.")
-    max_tokens: int = _f(128, "Answer length limit (Ollama's num_predict); a pick is about 40 tokens, the longest the answer schema allows (3 fixtures, a 60-character title) about 110.")
+    timeout_seconds: float = _f(30.0, "How long to wait for the engine's answer before giving up (HTTP 504).")
+    temperature: float = _f(0.0, "Sampling temperature sent to the engine; 0 is greedy, the same pick for the same question.")
+    max_tokens: int = _f(128, "Answer length limit (Ollama's num_predict, the OpenAI API's max_tokens); a pick is about 40 tokens, the longest the answer schema allows (3 fixtures, a 60-character title) about 110.")
 
     def validate(self) -> None:
         super().validate()
@@ -239,6 +248,23 @@ class ServingConfig(SettingsBase):
             raise ConfigError("ab_share is above 0 but no ab_candidate is named.")
         if self.timeout_seconds <= 0 or self.max_tokens < 16:
             raise ConfigError("timeout_seconds must be positive and max_tokens at least 16.")
+
+    @property
+    def api(self) -> str:
+        """The protocol picks are asked in: `ollama` or `openai`."""
+        return "openai" if self.engine in OPENAI_ENGINES else "ollama"
+
+    @property
+    def openai_schema_format(self) -> str:
+        if self.schema_format != "auto":
+            return self.schema_format
+        return "json_object" if self.engine == "llama_cpp" else "json_schema"
+
+    def engine_url(self) -> str:
+        """Where the engine listens: OLLAMA_HOST for Ollama, OPENAI_BASE_URL (ending in /v1) for the others."""
+        from django.conf import settings
+
+        return settings.OPENAI_BASE_URL if self.api == "openai" else settings.OLLAMA_HOST
 
 
 def serving_config(**overrides: Any) -> ServingConfig:

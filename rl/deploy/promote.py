@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rl.core.config import OnlineLearningConfig
-from rl.deploy.ollama_registry import OllamaUnavailable
+from rl.deploy.engines import EngineUnavailable
 from rl.deploy.registry import activate
 from rl.export.exporter import export_to_ollama
 
@@ -81,10 +81,10 @@ def promote(candidate: Any, gate: Mapping[str, Any], cfg: OnlineLearningConfig, 
     forced = f" (forced by {gate['forced_by']})" if gate.get("forced_by") and not gate.get("passed") else ""
     try:
         deployment = activate(version, by=by + forced, reason=reason or "; ".join(gate.get("reasons", [])), alias=cfg.live_alias)
-    except OllamaUnavailable as exc:
+    except EngineUnavailable as exc:
         version.mark_pending(f"Passed its gate; not deployed yet: {exc}")
         logger.warning("deploy: %s pending: %s", version.ollama_name, exc)
-        return Promotion(Outcome.PENDING, f"{version.ollama_name} passed its gate but Ollama is down; the previous model stays "
+        return Promotion(Outcome.PENDING, f"{version.ollama_name} passed its gate but the serving engine is down; the previous model stays "
                                           "live and a later online_learn tick deploys it", version)
     return Promotion(Outcome.DEPLOYED, f"{version.ollama_name} is live as {deployment.alias}", version, deployment)
 
@@ -101,4 +101,4 @@ def promote_pending(cfg: OnlineLearningConfig, *, by: str) -> Promotion | None:
     for version in pending[1:]:
         version.drop_pending(f"Not deployed: {newest.ollama_name} passed its gate later.")
     logger.info("deploy: retrying the pending deployment of %s", newest.ollama_name)
-    return promote(newest, newest.gate, cfg, by=by, reason="pending deployment: passed its gate while Ollama was down")
+    return promote(newest, newest.gate, cfg, by=by, reason="pending deployment: passed its gate while the serving engine was down")

@@ -1,7 +1,7 @@
-"""Which model version is live, and the Ollama alias that points at it.
+"""Which model version is live, and the serving engine's alias that points at it.
 
-Activation and rollback change Ollama first (register the version if needed, then copy it to the alias) and the
-records second, in one transaction: if Ollama is down nothing changes anywhere. The database allows at most one
+Activation and rollback change the engine first (register the version if needed, then point the alias at it) and
+the records second, in one transaction: if the engine is down nothing changes anywhere. The database allows at most one
 `active` version (a conditional unique constraint), so two activations racing cannot both win.
 """
 from __future__ import annotations
@@ -9,10 +9,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from rl.deploy.ollama_registry import OllamaUnavailable, point_alias
+from rl.deploy.engines import EngineUnavailable, serving_engine
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ def live_version() -> Any:
 
 
 def find_version(name: str, quantization: str | None = None) -> Any:
-    """A version by `name:tag` (as Ollama knows it), by tag alone, or by id; a clear error naming the choices."""
+    """A version by `name:tag` (as the engine knows it), by tag alone, or by id; a clear error naming the choices."""
     from rl.models import ModelVersion
 
     versions = ModelVersion.objects.all()
@@ -57,31 +56,31 @@ def find_version(name: str, quantization: str | None = None) -> Any:
 
 def activate(version: Any, *, by: str, reason: str = "", host: str | None = None, alias: str | None = None,
              action: str = "activate") -> Any:
-    """Make `version` the live model: register it with Ollama if it is not yet, point the alias at it, record it.
+    """Make `version` the live model: register it with the serving engine (at `host`, or its configured address) if it
+    is not yet, point the alias at it, record it.
 
-    Raises OllamaUnavailable (nothing changed; retry later), RegistryError or RegistrationError."""
+    Raises EngineUnavailable (nothing changed; retry later), RegistryError or RegistrationError."""
     from rl.deploy.registration import register_version
     from rl.models import Deployment, ModelVersion
 
-    host = host or settings.OLLAMA_HOST
+    engine = serving_engine(url=host)
     alias = alias or live_alias()
     if version.status == ModelVersion.Status.REJECTED:
         raise RegistryError(f"{version.ollama_name} failed export verification and cannot be live: {version.message}")
-    if version.status == ModelVersion.Status.EXPORTED:
-        version.ollama_host = host
-        version = register_version(version)
-        if version.status != ModelVersion.Status.REGISTERED:
-            raise OllamaUnavailable(version.message)
-    point_alias(host, version.ollama_name, alias)
+    if version.status == ModelVersion.Status.EXPORTED or (version.engine and version.engine != engine.kind):
+        version = register_version(version, engine=engine)
+        if version.status not in (ModelVersion.Status.REGISTERED, ModelVersion.Status.ACTIVE) or version.engine != engine.kind:
+            raise EngineUnavailable(version.message)
+    engine.point_alias(version, alias)
     try:
         with transaction.atomic():
             previous = version.become_active()
             deployment = Deployment.objects.create(version=version, previous=previous, action=action, alias=alias,
-                                                   ollama_host=host, by=by, reason=reason)
+                                                   ollama_host=engine.url, by=by, reason=reason)
     except IntegrityError as exc:
         winner = live_version()
         if winner is not None:
-            point_alias(host, winner.ollama_name, alias)
+            engine.point_alias(winner, alias)
         raise RegistryError(f"Another activation made {winner} live at the same moment; {alias} points at it again.") from exc
     logger.info("%s: %s is live as %s (was %s)", action, version.ollama_name, alias, previous.ollama_name if previous else "nothing")
     return deployment

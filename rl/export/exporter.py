@@ -58,6 +58,42 @@ class ExportResult:
         )
 
 
+ADAPTER_ONLY = "lora"  # the `quantization` of a version that is its LoRA adapter as trained (vLLM, SGLang)
+
+
+def _naming(adapter_dir: Path, run_config: dict[str, Any] | None, model_name: str | None) -> tuple[str, str | None, str, str]:
+    """The run's name, its base model, and the version's name and tag (default: cc-widget-selector:<run>)."""
+    run_name = (run_config or {}).get("run") or adapter_dir.parent.name
+    base_model = (run_config or {}).get("config", {}).get("base_model") or None
+    name, _, tag = (model_name or f"{DEFAULT_MODEL_NAME}:{run_name}").partition(":")
+    return run_name, base_model, name, tag or run_name
+
+
+def record_adapter_version(checkpoint_path: str | Path, model_name: str | None = None, *, engine_url: str | None = None) -> ExportResult:
+    """A version that is the trained LoRA adapter itself, for engines that load adapters on a shared base (vLLM):
+    nothing is merged, converted or quantized, so there is nothing to verify; the adapter's weights get a digest so a
+    later change is caught at registration."""
+    from rl.models import ModelVersion, TrainingRun
+
+    adapter_dir, run_config = resolve_checkpoint(str(checkpoint_path))
+    weights = adapter_dir / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise ExportError(f"{adapter_dir} has no adapter_model.safetensors; vLLM loads adapters saved as safetensors.")
+    run_name, _base_model, name, tag = _naming(adapter_dir, run_config, model_name)
+    training_run = TrainingRun.objects.filter(name=run_name).first()
+    version, _ = ModelVersion.objects.update_or_create(
+        name=name, tag=tag, quantization=ADAPTER_ONLY,
+        defaults={
+            "training_run": training_run, "export_dir": str(adapter_dir), "gguf_path": "", "modelfile_path": "",
+            "adapter_path": str(adapter_dir), "sha256": file_sha256(weights), "size_bytes": weights.stat().st_size,
+            "evaluation": (training_run.evaluation if training_run else {}) or {}, "ollama_host": engine_url or "",
+            "registered_at": None, "engine": "", "verification": {"adapter": "served as trained; nothing converted"},
+            "status": ModelVersion.Status.EXPORTED, "message": "The LoRA adapter as trained, for an engine that loads adapters; not registered.",
+        },
+    )
+    return ExportResult.of(version, {})
+
+
 def merge_adapter(adapter_dir: Path, base_model: str | None, out_dir: Path) -> tuple[Any, Any]:
     """Fold the LoRA adapter into the base weights and save a plain Hugging Face folder with the tokenizer."""
     from peft import PeftModel
@@ -105,12 +141,11 @@ def export_to_ollama(
     from rl.export.verify import VerificationFailed, verify_export
     from rl.models import ModelVersion, TrainingRun
 
+    if quantization.lower() == ADAPTER_ONLY:
+        return record_adapter_version(checkpoint_path, model_name, engine_url=ollama_host)
     quantization = check_quantization(quantization)
     adapter_dir, run_config = resolve_checkpoint(str(checkpoint_path))
-    run_name = (run_config or {}).get("run") or adapter_dir.parent.name
-    base_model = (run_config or {}).get("config", {}).get("base_model") or None
-    name, _, tag = (model_name or f"{DEFAULT_MODEL_NAME}:{run_name}").partition(":")
-    tag = tag or run_name
+    run_name, base_model, name, tag = _naming(adapter_dir, run_config, model_name)
     host = ollama_host or settings.OLLAMA_HOST
     export_dir = adapter_dir.parent / EXPORTS_DIR / quantization
 
@@ -148,6 +183,7 @@ def export_to_ollama(
             "training_run": training_run, "export_dir": str(export_dir), "gguf_path": str(gguf_path),
             "modelfile_path": str(modelfile_path), "sha256": file_sha256(gguf_path), "size_bytes": gguf_path.stat().st_size,
             "evaluation": (training_run.evaluation if training_run else {}) or {}, "ollama_host": host, "registered_at": None,
+            "adapter_path": str(adapter_dir), "engine": "",
         },
     )
     try:

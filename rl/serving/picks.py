@@ -1,10 +1,10 @@
-"""Serving picks: ask the live model (or, for a share of requests, an A/B candidate) through Ollama's /api/chat.
+"""Serving picks: ask the live model (or, for a share of requests, an A/B candidate) through the serving engine.
 
 The prompt and the answer's JSON schema come from `rl.core.prompts`, the same as in training and evaluation; the schema
-goes to Ollama as `format`, so the answer is decoded under it. The answer is parsed by `rl.core.prompts.parse_pick` and
-stored as an Entry with the exact model version that produced it (the version's own Ollama name is asked, not the
-live alias, so a deploy in between cannot mislabel an answer). Anything that goes wrong raises a `ServingError`
-before anything is stored.
+goes to the engine (`rl.serving.backends`: Ollama's `format`, or the OpenAI API's `response_format`), so the answer is
+decoded under it. The answer is parsed by `rl.core.prompts.parse_pick` and stored as an Entry with the exact model
+version that produced it (the version's own name is asked, not the live alias, so a deploy in between cannot mislabel
+an answer). Anything that goes wrong raises a `ServingError` before anything is stored.
 """
 from __future__ import annotations
 
@@ -19,42 +19,16 @@ from django.db import transaction
 
 from rl.core.config import ServingConfig, serving_config
 from rl.core.prompts import Catalog, Pick, PickParseError, ScenarioText, answer_schema, build_messages, parse_pick
+from rl.serving.backends import chat_backend
+from rl.serving.errors import NoLiveModel, ServingError, UnusableAnswer
+
+__all__ = ["LIVE", "CANDIDATE", "ServingError", "ServedPick", "Answer", "route", "current_catalog", "choose_version",
+           "ask_pick", "store_pick", "pick_widget"]
 
 logger = logging.getLogger(__name__)
 
 
 LIVE, CANDIDATE = "live", "candidate"
-
-
-class ServingError(RuntimeError):
-    """A pick could not be served; nothing was stored. `code` and `http_status` are what the API answers."""
-
-    code = "serving_error"
-    http_status = 500
-
-    def __init__(self, message: str, *, model_version: str = ""):
-        super().__init__(message)
-        self.model_version = model_version
-
-
-class NoLiveModel(ServingError):
-    code, http_status = "no_live_model", 503
-
-
-class OllamaDown(ServingError):
-    code, http_status = "ollama_unavailable", 503
-
-
-class OllamaTimeout(ServingError):
-    code, http_status = "ollama_timeout", 504
-
-
-class OllamaRefused(ServingError):
-    code, http_status = "ollama_error", 502
-
-
-class UnusableAnswer(ServingError):
-    code, http_status = "unparseable_answer", 502
 
 
 @dataclass(frozen=True)
@@ -101,28 +75,10 @@ def choose_version(request_key: str, config: ServingConfig) -> tuple[Any, str]:
         else:
             if candidate.status in ("registered", "active"):
                 return candidate, CANDIDATE if live is None or candidate.pk != live.pk else LIVE
-            logger.warning("A/B candidate %s is %s, not registered with Ollama; serving the live model", candidate.ollama_name, candidate.status)
+            logger.warning("A/B candidate %s is %s, not registered with the engine; serving the live model", candidate.ollama_name, candidate.status)
     if live is None:
         raise NoLiveModel("No model is live: activate one with `manage.py activate_model NAME` (or let online_learn deploy one).")
     return live, LIVE
-
-
-def ask_ollama(model: str, messages: list[dict[str, str]], schema: dict[str, Any], config: ServingConfig, host: str) -> str:
-    """The model's answer text from Ollama's /api/chat, decoded under `schema`."""
-    import httpx
-    import ollama
-
-    client = ollama.Client(host=host, timeout=config.timeout_seconds)
-    try:
-        response = client.chat(model=model, messages=messages, format=schema, stream=False,
-                               options={"temperature": config.temperature, "num_predict": config.max_tokens})
-    except httpx.TimeoutException as exc:
-        raise OllamaTimeout(f"Ollama at {host} did not answer within {config.timeout_seconds:g} s ({model}).", model_version=model) from exc
-    except (httpx.ConnectError, ConnectionError) as exc:
-        raise OllamaDown(f"Ollama at {host} is unreachable ({exc}).", model_version=model) from exc
-    except ollama.ResponseError as exc:
-        raise OllamaRefused(f"Ollama at {host} refused the request for {model}: {exc.error} (HTTP {exc.status_code}).", model_version=model) from exc
-    return response.message.content or ""
 
 
 @dataclass(frozen=True)
@@ -130,21 +86,20 @@ class Answer:
     pick: Pick
     raw_output: str
     seconds: float
+    confidence: float | None = None
 
 
 def ask_pick(text: ScenarioText, model: str, *, config: ServingConfig | None = None, host: str | None = None,
              catalog: Catalog | None = None) -> Answer:
-    """Ask `model` for the pick that answers `text` through Ollama's /api/chat, under the answer schema, and parse it.
-    Stores nothing. Raises a ServingError when the model does not answer with a usable pick."""
-    from django.conf import settings
-
+    """Ask `model` for the pick that answers `text` through the serving engine (at `host`, or the configured one), under
+    the answer schema, and parse it. Stores nothing. Raises a ServingError when the model does not answer with a usable pick."""
     config = config or serving_config()
     catalog = catalog or current_catalog()
     started = time.perf_counter()
-    raw = ask_ollama(model, build_messages(text, catalog), answer_schema(text, catalog), config, host or settings.OLLAMA_HOST)
-    seconds = time.perf_counter() - started
+    reply = chat_backend(config, host).ask(model, build_messages(text, catalog), answer_schema(text, catalog))
+    seconds, raw = time.perf_counter() - started, reply.text
     try:
-        return Answer(parse_pick(raw, catalog), raw, seconds)
+        return Answer(parse_pick(raw, catalog), raw, seconds, reply.confidence)
     except PickParseError as exc:
         raise UnusableAnswer(f"{model} answered something that is not a pick ({exc.reason}): {exc}", model_version=model) from exc
 
@@ -161,7 +116,8 @@ def store_pick(scenario: Any, answer: Answer, *, entry_id: str, model_version: s
             scenario.save()
         return entry_create(external_id=entry_id, scenario=scenario, widget=Widget.objects.get(slug=pick.widget),
                             fixtures=Fixture.objects.filter(slug__in=pick.fixtures), title=pick.title[:200],
-                            raw_output=answer.raw_output, source=Entry.Source.PRODUCTION, model_version=model_version)
+                            raw_output=answer.raw_output, source=Entry.Source.PRODUCTION, model_version=model_version,
+                            confidence=answer.confidence)
 
 
 def pick_widget(scenario: Any, *, request_key: str | None = None, config: ServingConfig | None = None, host: str | None = None) -> ServedPick:

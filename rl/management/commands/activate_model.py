@@ -15,17 +15,17 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name", help="The version: name:tag as Ollama knows it (cc-widget-selector:<run>), its tag, or its id.")
         parser.add_argument("--quantization", help="When the run was exported in several quantizations.")
-        parser.add_argument("--ollama-host", help="Ollama server (default: OLLAMA_HOST).")
+        parser.add_argument("--engine-url", "--ollama-host", dest="ollama_host", help="The serving engine's address (default: OLLAMA_HOST for Ollama, OPENAI_BASE_URL for the OpenAI-compatible engines; RL_SERVING's engine says which).")
         parser.add_argument("--reason", default="", help="Why, for the deployment record.")
 
     def handle(self, *args, name: str, quantization: str | None, ollama_host: str | None, reason: str, **options) -> None:
-        from rl.deploy.ollama_registry import OllamaUnavailable, RegistrationError
+        from rl.deploy.engines import EngineUnavailable, RegistrationError
         from rl.deploy.registry import RegistryError, activate, find_version
 
         try:
             version = find_version(name, quantization)
             deployment = activate(version, by=getpass.getuser(), reason=reason or "activate_model", host=ollama_host)
-        except (RegistryError, OllamaUnavailable, RegistrationError) as exc:
+        except (RegistryError, EngineUnavailable, RegistrationError) as exc:
             raise CommandError(str(exc)) from exc
         was = deployment.previous.ollama_name if deployment.previous else "nothing"
         self.stdout.write(f"{version.ollama_name} is live as {deployment.alias} (was {was}).")

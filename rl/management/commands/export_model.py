@@ -1,4 +1,4 @@
-"""`manage.py export_model`: a trained adapter to a verified GGUF with its Modelfile, registered with Ollama on request."""
+"""`manage.py export_model`: a trained adapter to a verified GGUF with its Modelfile, registered with the serving engine on request."""
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from rl.core.base_model import BaseModelError
@@ -13,17 +13,20 @@ class Command(BaseCommand):
     help = (
         "Export a trained adapter for Ollama: merge it into the base model, convert to GGUF (f16), quantize with "
         "llama.cpp, write a Modelfile whose TEMPLATE matches the tokenizer's chat template, verify (llama.cpp vs "
-        "PyTorch next-token agreement, template parity, a parseable pick), then register with Ollama (--register). "
+        "PyTorch next-token agreement, template parity, a parseable pick), then register with the serving engine "
+        "(--register; RL_SERVING's engine: ollama, llama_cpp or vllm). --quantization lora records the adapter itself "
+        "for vLLM instead (no merge, no GGUF). "
         "Artifacts go to <run>/exports/<quantization>/; a ModelVersion row records the result."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--checkpoint", required=True, help="A run's adapter folder (final/), its run folder, or its run name.")
         parser.add_argument("--model-name", help="Ollama name[:tag] (default: cc-widget-selector:<run>).")
-        parser.add_argument("--quantization", default="q4_k_m", help=f"One of {', '.join(QUANTIZATIONS)} (default: q4_k_m).")
-        parser.add_argument("--register", action="store_true", help="Register with Ollama (OLLAMA_HOST) after a verified export.")
+        parser.add_argument("--quantization", default="q4_k_m", help=f"One of {', '.join(QUANTIZATIONS)} (default: q4_k_m), or "
+                            "'lora': no merge and no GGUF, the adapter itself, for engines that load LoRA adapters (vLLM).")
+        parser.add_argument("--register", action="store_true", help="Register with the serving engine (RL_SERVING's engine: Ollama by default) after a verified export.")
         parser.add_argument("--register-only", action="store_true", help="Register an earlier verified export of this checkpoint again.")
-        parser.add_argument("--ollama-host", help="Ollama server (default: OLLAMA_HOST).")
+        parser.add_argument("--engine-url", "--ollama-host", dest="ollama_host", help="The serving engine's address (default: OLLAMA_HOST for Ollama, OPENAI_BASE_URL for the OpenAI-compatible engines; RL_SERVING's engine says which).")
         parser.add_argument("--template-file", help="An Ollama TEMPLATE to use when the chat template's family is unknown.")
         parser.add_argument("--llama-cpp-dir", help="Convert with this llama.cpp checkout's convert_hf_to_gguf.py (other architectures).")
         parser.add_argument("--skip-pick-check", action="store_true", help="Do not require the quantized model to answer with a parseable pick.")
@@ -63,10 +66,14 @@ class Command(BaseCommand):
 
     def _version_for(self, options: dict, model_version: type):
         from rl.core.runs import EXPORTS_DIR, resolve_checkpoint
+        from rl.export.exporter import ADAPTER_ONLY
 
         adapter_dir, run_config = resolve_checkpoint(options["checkpoint"])
-        versions = model_version.objects.filter(export_dir__startswith=str(adapter_dir.parent / EXPORTS_DIR),
-                                                quantization=options["quantization"].lower())
+        quantization = options["quantization"].lower()
+        if quantization == ADAPTER_ONLY:
+            versions = model_version.objects.filter(adapter_path=str(adapter_dir), quantization=quantization)
+        else:
+            versions = model_version.objects.filter(export_dir__startswith=str(adapter_dir.parent / EXPORTS_DIR), quantization=quantization)
         version = versions.order_by("-created_at").first()
         if version is None:
             raise CommandError(f"No export of {options['checkpoint']} in {options['quantization']} to register: run export_model first.")

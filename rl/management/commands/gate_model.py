@@ -28,7 +28,7 @@ class Command(BaseCommand):
         from rl.core.config import online_learning_config
         from rl.core.runs import CheckpointError, resolve_checkpoint
         from rl.deploy.gating import gate_training_run
-        from rl.deploy.ollama_registry import RegistrationError
+        from rl.deploy.engines import RegistrationError
         from rl.deploy.promote import Outcome, promote, record_gate
         from rl.deploy.registry import RegistryError
         from rl.models import TrainingRun

@@ -6,8 +6,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 class Command(BaseCommand):
     help = (
-        "Ask the live model (or the A/B candidate, RL_SERVING) for a pick through Ollama, as POST /api/picks/ does, and "
-        "store it as an entry operators can rate. Prints the pick as JSON. Ollama down, a timeout or an answer that is "
+        "Ask the live model (or the A/B candidate, RL_SERVING) for a pick through the serving engine, as POST /api/picks/ does, and "
+        "store it as an entry operators can rate. Prints the pick as JSON. The engine down, a timeout or an answer that is "
         "not a pick: an error and nothing stored."
     )
 
@@ -29,4 +29,5 @@ class Command(BaseCommand):
             raise CommandError(f"{exc.code}: {exc}") from exc
         self.stdout.write(json.dumps({"question": query, "site": site, "widget": served.pick.widget, "fixtures": list(served.pick.fixtures),
                                       "title": served.pick.title, "entry_id": served.entry.external_id,
-                                      "model_version": served.model_version, "arm": served.arm, "seconds": round(served.seconds, 2)}))
+                                      "model_version": served.model_version, "arm": served.arm, "confidence": served.entry.confidence,
+                                      "seconds": round(served.seconds, 2)}))

@@ -11,16 +11,16 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--ollama-host", help="Ollama server (default: OLLAMA_HOST).")
+        parser.add_argument("--engine-url", "--ollama-host", dest="ollama_host", help="The serving engine's address (default: OLLAMA_HOST for Ollama, OPENAI_BASE_URL for the OpenAI-compatible engines; RL_SERVING's engine says which).")
         parser.add_argument("--reason", default="", help="Why, for the deployment record.")
 
     def handle(self, *args, ollama_host: str | None, reason: str, **options) -> None:
-        from rl.deploy.ollama_registry import OllamaUnavailable, RegistrationError
+        from rl.deploy.engines import EngineUnavailable, RegistrationError
         from rl.deploy.registry import RegistryError, rollback
 
         try:
             deployment = rollback(by=getpass.getuser(), reason=reason, host=ollama_host)
-        except (RegistryError, OllamaUnavailable, RegistrationError) as exc:
+        except (RegistryError, EngineUnavailable, RegistrationError) as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"Rolled back: {deployment.version.ollama_name} is live as {deployment.alias} "
                           f"(was {deployment.previous.ollama_name}).")
