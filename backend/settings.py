@@ -169,6 +169,9 @@ RL_SERVING = json.loads(os.environ.get("RL_SERVING") or "{}")
 # in the admin, where each rater's agreement with the majority is shown.
 RL_NEW_RATERS_TRUSTED = env_bool("RL_NEW_RATERS_TRUSTED", True)
 RL_FEEDBACK_USER = os.environ.get("RL_FEEDBACK_USER", "command-center")
+# The rating page offers the picks the serving engine was least sure of first (Entry.confidence, where the engine
+# reports log-probabilities), then the rest in catalog order. Off: catalog order.
+RL_RATE_LEAST_CONFIDENT_FIRST = env_bool("RL_RATE_LEAST_CONFIDENT_FIRST", False)
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
 LOGGING = {

@@ -62,13 +62,18 @@ class RatingAdmin(admin.ModelAdmin):
 
 @admin.register(Entry)
 class EntryAdmin(admin.ModelAdmin):
-    list_display = ("external_id", "scenario", "widget", "source", "created_at")
+    list_display = ("external_id", "scenario", "widget", "source", "model_version", "pick_confidence", "created_at")
     list_filter = ("widget", "source", "ratings__value")
     search_fields = ("external_id", "scenario__query", "title")
     list_select_related = ("scenario", "widget")
     autocomplete_fields = ("scenario", "widget")
     filter_horizontal = ("fixtures",)
     inlines = [RatingInline]
+
+    @admin.display(description="confidence", ordering="confidence", empty_value="-")
+    def pick_confidence(self, entry: Entry) -> str | None:
+        """The serving engine's probability of the chosen widget, where it reported one."""
+        return None if entry.confidence is None else f"{entry.confidence:.0%}"
 
 
 @admin.register(Scenario)

@@ -6,7 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+from django.conf import settings
+from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet
 
 from feedback.files import (
     EntryRecord, FeedbackData, FeedbackRatings, FixtureRecord, RaterRecord, RatingRecord, ScenarioRecord, WidgetRecord,
@@ -28,14 +29,24 @@ def entries_unrated_by(rater: AbstractBaseUser) -> QuerySet[Entry]:
     return Entry.objects.filter(~Exists(rated))
 
 
-def entry_next_unrated(rater: AbstractBaseUser, *, after: Entry | None = None) -> Entry | None:
-    """The next entry `rater` has not rated, in catalog order; `after` skips past an entry."""
+def entry_next_unrated(rater: AbstractBaseUser, *, after: Entry | None = None, least_confident_first: bool | None = None) -> Entry | None:
+    """The next entry `rater` has not rated, in catalog order, or (`least_confident_first`, default the setting
+    RL_RATE_LEAST_CONFIDENT_FIRST) the picks the serving engine was least sure of first, then the rest in catalog
+    order; `after` skips past an entry."""
+    if least_confident_first is None:
+        least_confident_first = settings.RL_RATE_LEAST_CONFIDENT_FIRST
     queryset = entries_unrated_by(rater).select_related("scenario", "widget").prefetch_related("fixtures")
+    in_catalog_order = Q(scenario__external_id__gt=after.scenario.external_id) | Q(
+        scenario__external_id=after.scenario.external_id, external_id__gt=after.external_id) if after is not None else Q()
+    if least_confident_first:
+        queryset = queryset.order_by(F("confidence").asc(nulls_last=True), "scenario__external_id", "external_id")
+        if after is not None and after.confidence is not None:
+            in_catalog_order = (Q(confidence__gt=after.confidence) | Q(confidence__isnull=True)
+                                | Q(confidence=after.confidence) & in_catalog_order)
+        elif after is not None:
+            in_catalog_order = Q(confidence__isnull=True) & in_catalog_order
     if after is not None:
-        later = queryset.filter(
-            Q(scenario__external_id__gt=after.scenario.external_id)
-            | Q(scenario__external_id=after.scenario.external_id, external_id__gt=after.external_id)
-        ).first()
+        later = queryset.filter(in_catalog_order).first()
         if later is not None:
             return later
     return queryset.first()

@@ -93,3 +93,14 @@ def test_the_admin_filters_ratings_by_value_widget_source_and_rater(admin_client
     assert listed({"rater__id__exact": first.rater_id}) == Rating.objects.filter(rater=first.rater).count()
     assert listed({"value__exact": "down", "entry__widget__id__exact": first.entry.widget_id}) == \
         Rating.objects.filter(value="down", entry__widget=first.entry.widget).count()
+
+
+def test_the_admin_lists_each_pick_s_confidence_and_sorts_by_it(admin_client_logged_in):
+    from feedback.models import Entry
+
+    entry = Entry.objects.order_by("external_id").last()  # last in the default order: on the list's second page
+    Entry.objects.update(confidence=0.5)
+    Entry.objects.filter(pk=entry.pk).update(confidence=0.034, model_version="cc-widget-selector:run-a")
+    page = admin_client_logged_in.get("/admin/feedback/entry/?o=6").content.decode()  # by confidence, lowest first
+    assert "cc-widget-selector:run-a" in page
+    assert page.index(entry.external_id) < page.index(">3%<") < page.index(">50%<")

@@ -58,3 +58,20 @@ def test_a_corrected_pick_from_the_form_becomes_a_correction_pair_from_the_datab
     chosen, rejected = (json.loads(corrections[0][side][0]["content"]) for side in ("chosen", "rejected"))
     assert (chosen["widget"], sorted(chosen["fixtures"])) == ("line_chart", sorted(fixtures))
     assert (rejected["widget"], sorted(rejected["fixtures"])) == (entry.widget.slug, sorted(fixtures))
+
+
+def test_with_the_setting_on_the_least_confident_picks_come_first_and_skip_follows_that_order(logged_in, settings):
+    ordered = list(Entry.objects.order_by("scenario__external_id", "external_id"))
+    unsure, middling, sure = ordered[-1], ordered[-2], ordered[-3]  # last in catalog order, so only the setting brings them forward
+    for entry, confidence in ((unsure, 0.12), (middling, 0.5), (sure, 0.97)):
+        Entry.objects.filter(pk=entry.pk).update(confidence=confidence)
+    settings.RL_RATE_LEAST_CONFIDENT_FIRST = False
+    assert f'data-entry="{ordered[0].external_id}"' in logged_in.get("/rate/").content.decode()
+    settings.RL_RATE_LEAST_CONFIDENT_FIRST = True
+    assert f'data-entry="{unsure.external_id}"' in logged_in.get("/rate/").content.decode()
+    visited = [unsure.external_id]
+    for _ in range(3):
+        response = logged_in.post(f"/rate/entry/{visited[-1]}/skip/")
+        visited.append(response["Location"].rstrip("/").rsplit("/", 1)[-1])
+    # then the picks without a confidence, in catalog order
+    assert visited == [unsure.external_id, middling.external_id, sure.external_id, ordered[0].external_id]

@@ -20,12 +20,13 @@ class Command(BaseCommand):
 
     def handle(self, *args, name: str, quantization: str | None, ollama_host: str | None, reason: str, **options) -> None:
         from rl.deploy.engines import EngineUnavailable, RegistrationError
+        from rl.export.exporter import ExportError
         from rl.deploy.registry import RegistryError, activate, find_version
 
         try:
             version = find_version(name, quantization)
             deployment = activate(version, by=getpass.getuser(), reason=reason or "activate_model", host=ollama_host)
-        except (RegistryError, EngineUnavailable, RegistrationError) as exc:
+        except (RegistryError, EngineUnavailable, RegistrationError, ExportError) as exc:
             raise CommandError(str(exc)) from exc
         was = deployment.previous.ollama_name if deployment.previous else "nothing"
         self.stdout.write(f"{version.ollama_name} is live as {deployment.alias} (was {was}).")

@@ -16,11 +16,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, ollama_host: str | None, reason: str, **options) -> None:
         from rl.deploy.engines import EngineUnavailable, RegistrationError
+        from rl.export.exporter import ExportError
         from rl.deploy.registry import RegistryError, rollback
 
         try:
             deployment = rollback(by=getpass.getuser(), reason=reason, host=ollama_host)
-        except (RegistryError, EngineUnavailable, RegistrationError) as exc:
+        except (RegistryError, EngineUnavailable, RegistrationError, ExportError) as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"Rolled back: {deployment.version.ollama_name} is live as {deployment.alias} "
                           f"(was {deployment.previous.ollama_name}).")
