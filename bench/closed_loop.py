@@ -5,8 +5,10 @@ The loop starts where a new installation starts: with few ratings. The demo gene
 questions (default 120 of the demo's 480), rated exhaustively by the SIMULATED rater, are all the feedback there is.
 Round 0 trains the first model on them (online_learn, gated against the base) and makes it live. Each round then:
   1. new operator questions from the demo generator with another seed (none of them in the training data),
-  2. the live model answers each through serving (rl/serving/picks.py -> Ollama /api/chat; here the SIMULATED Ollama,
-     which runs the live GGUF through llama.cpp with the answer schema as a grammar),
+  2. the live model answers each through serving (rl/serving/picks.py; --backend ollama: Ollama's /api/chat, here the
+     SIMULATED Ollama, which runs the live GGUF through llama.cpp with the answer schema as a grammar; --backend openai:
+     the OpenAI API of the REAL llama.cpp server, kept in step with the models file the deploys write, as
+     `manage.py serve_llama_cpp` keeps it),
   3. the SIMULATED rater rates each answer (the demo's rule: thumbs up when widget and fixtures are right, 5% noise,
      a correction on 30% of the thumbs down),
   4. online_learn retrains on everything (forced, the buffer being small) with the cpu preset as cron would run it
@@ -33,11 +35,13 @@ Everything lives in --workdir (its own SQLite database and run folders); the pro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +76,8 @@ def main() -> None:
     parser.add_argument("--warm-start-learning-rate-scale", type=float, default=0.0,
                         help="the warm retrains' learning rate as a share of the preset's (the online learner's "
                         "warm_start_learning_rate_scale; default: its setting)")
+    parser.add_argument("--backend", choices=("ollama", "openai"), default="ollama", help="serve through Ollama's API (the "
+                        "SIMULATED Ollama) or the OpenAI API of llama.cpp's real server (RL_SERVING engine llama_cpp)")
     parser.add_argument("--probe", type=int, default=0, help="at the end, ask every version that was ever deployed the same N "
                         "fresh questions (none in the database; ratings not stored) and compare their up-rates on them")
     args = parser.parse_args()
@@ -89,10 +95,11 @@ def main() -> None:
         overrides["init_adapter_reference"] = args.init_adapter_reference
     if overrides:
         os.environ["RL_TRAINING_OVERRIDES"] = json.dumps(overrides)
+    if args.backend == "openai":
+        os.environ.update({"RL_SERVING": json.dumps({"engine": "llama_cpp"}), "RL_LLAMA_CPP_MODELS_FILE": str(work / "llama_cpp_models.json")})
     import django
 
     django.setup()
-    from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
@@ -107,7 +114,6 @@ def main() -> None:
     from rl.loop.online_learner import init_online_learner
     from rl.models import Deployment, ModelVersion, OnlineRun, TrainingRun
     from rl.serving.picks import ServingError, pick_widget
-    from rl.simulated.ollama import SimulatedOllama
 
     call_command("migrate", verbosity=0)
     if not Scenario.objects.exists():
@@ -119,11 +125,10 @@ def main() -> None:
                                   heartbeat_seconds=60, stale_after_minutes=180, **scale)
     summary = []
     base_version = None
-    with SimulatedOllama() as ollama:
-        settings.OLLAMA_HOST = ollama.url
+    with serving_engine(args.backend, work) as engine:
         started = time.time()
-        if args.resume:
-            restore_registrations(ollama.url)
+        if args.resume and args.backend == "ollama":
+            restore_registrations(engine.url)
         if args.resume and live_version() is None and args.deploy_run:
             deploy_run = TrainingRun.objects.get(name=args.deploy_run)
             decision, gate = gate_training_run(deploy_run, learner.config)
@@ -147,6 +152,7 @@ def main() -> None:
             if live is None:
                 print(f"round {round_number}: no live model, stopping")
                 break
+            engine.wait_until_serving(live.ollama_name)
             known = {q.lower() for q in Scenario.objects.values_list("query", flat=True)}
             questions = fresh_questions(args.seed * 1000 + round_number, args.questions, known)
             ups = right = served = failed = 0
@@ -190,7 +196,7 @@ def main() -> None:
         if not args.skip_flipped:
             summary.append({"flipped": flipped_candidate(work, learner.config)})
         if args.probe:
-            probed = probe_deployed_versions(ollama.url, args.probe, args.seed * 1000 + 999, rng_seed=args.seed)
+            probed = probe_deployed_versions(engine, args.probe, args.seed * 1000 + 999, rng_seed=args.seed)
             (work / "probe.json").write_text(json.dumps(probed, indent=1))
     bad = [d for d in Deployment.objects.select_related("version") if not (d.version.gate or {}).get("passed") and not (d.version.gate or {}).get("forced_by")]
     print(f"deployments: {Deployment.objects.count()}, of versions that lost their gate: {len(bad)}")
@@ -206,6 +212,47 @@ def main() -> None:
     print(f"  with a newly deployed model in every round: {'yes' if renewed else 'no'}")
     summary_name = "summary.json" if args.first_round == 1 else f"summary-rounds-{args.first_round}-{last_round}.json"
     (work / summary_name).write_text(json.dumps(summary, indent=1, default=str))
+
+
+class ServingEngineForBench:
+    """The engine the rounds are served by: the SIMULATED Ollama, or llama.cpp's real server on the models file."""
+
+    def __init__(self, url: str, llama_cpp_server: Any = None):
+        self.url, self.llama_cpp_server = url, llama_cpp_server
+
+    def wait_until_serving(self, name: str, seconds: float = 180.0) -> None:
+        """Until the engine answers for `name` (llama.cpp's server restarts after each deploy; Ollama needs no wait)."""
+        deadline = time.time() + seconds
+        while self.llama_cpp_server is not None and not self.llama_cpp_server.serves(name):
+            if time.time() > deadline:
+                raise SystemExit(f"llama.cpp's server did not serve {name} within {seconds:g} s")
+            time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def serving_engine(backend: str, work: Path) -> Iterator[ServingEngineForBench]:
+    from django.conf import settings
+
+    if backend == "ollama":
+        from rl.simulated.ollama import SimulatedOllama
+
+        with SimulatedOllama() as ollama:
+            settings.OLLAMA_HOST = ollama.url
+            yield ServingEngineForBench(ollama.url)
+        return
+    import socket
+
+    from rl.serving.llama_cpp_server import LlamaCppServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    models_file = Path(settings.RL_LLAMA_CPP_MODELS_FILE)
+    if models_file.exists():  # --continue: the file keeps the versions; serve on a free port this time
+        models_file.write_text(json.dumps({**json.loads(models_file.read_text()), "port": port}))
+    settings.OPENAI_BASE_URL = f"http://127.0.0.1:{port}/v1"
+    with LlamaCppServer(models_file, log_path=work / "llama_cpp_server.log").watching(poll_seconds=0.5) as server:
+        yield ServingEngineForBench(settings.OPENAI_BASE_URL, server)
 
 
 def make_base_model_live(config: Any) -> Any:
@@ -226,8 +273,8 @@ def make_base_model_live(config: Any) -> Any:
     return version
 
 
-def probe_deployed_versions(url: str, count: int, seed: int, rng_seed: int) -> list[dict]:
-    """Every version ever deployed, in the order it went live, answers the same `count` fresh questions through Ollama
+def probe_deployed_versions(engine: ServingEngineForBench, count: int, seed: int, rng_seed: int) -> list[dict]:
+    """Every version ever deployed, in the order it went live, answers the same `count` fresh questions through the engine
     with serving's prompt and schema; the SIMULATED rater judges them with a random stream of the same seed. Nothing is stored:
     the questions stay fresh for a later round. Each round's up-rate is on questions of its own, so between two rounds
     the questions differ as well as the model; here only the model does."""
@@ -244,12 +291,13 @@ def probe_deployed_versions(url: str, count: int, seed: int, rng_seed: int) -> l
     catalog, results = current_catalog(), []
     for version in versions:
         if version.status not in (ModelVersion.Status.REGISTERED, ModelVersion.Status.ACTIVE):
-            register_again(version, url)
+            register_again(version, engine.url)
+        engine.wait_until_serving(version.ollama_name)
         rng, ups, right, started = random.Random(rng_seed), 0, 0, time.time()
         for question in questions:
             record = question.record
             text = ScenarioText(record.query, record.site, record.role, record.time_range)
-            pick = ask_pick(text, version.ollama_name, host=url, catalog=catalog).pick
+            pick = ask_pick(text, version.ollama_name, host=engine.url, catalog=catalog).pick
             ups += simulated_verdict(question, pick.widget, pick.fixtures, rng).value == "up"
             right += question.is_right(pick.widget, pick.fixtures)
         rate = UpRate(version.ollama_name, ups, len(questions))

@@ -5,7 +5,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
-from feedback.models import Entry, Fixture, Rating, RaterProfile, Scenario, Widget
+from feedback.models import Entry, Fixture, RaterProfile, Rating, Scenario, Widget
 from feedback.selectors import feedback_ratings_export, rater_agreement
 
 

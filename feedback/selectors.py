@@ -5,12 +5,19 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet
 
 from feedback.files import (
-    EntryRecord, FeedbackData, FeedbackRatings, FixtureRecord, RaterRecord, RatingRecord, ScenarioRecord, WidgetRecord,
+    EntryRecord,
+    FeedbackData,
+    FeedbackRatings,
+    FixtureRecord,
+    RaterRecord,
+    RatingRecord,
+    ScenarioRecord,
+    WidgetRecord,
 )
 from feedback.models import Entry, Fixture, RaterProfile, Rating, Scenario, Widget
 from feedback.validation import rating_is_usable

@@ -12,6 +12,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from feedback.files import FeedbackData, FeedbackRatings, check_references
+from feedback.metrics import RATINGS_STORED
 from feedback.models import Entry, Fixture, RaterProfile, Rating, Scenario, Widget
 from feedback.validation import FeedbackValidationError, RatingInput, clean_rating
 
@@ -52,6 +53,7 @@ def rating_submit(*, entry: Entry, rater: AbstractBaseUser, rating_input: Rating
         },
     )
     rating.corrected_fixtures.set(corrected_fixtures)
+    transaction.on_commit(RATINGS_STORED.labels(value=rating.value).inc)
     return rating, created
 
 

@@ -4,9 +4,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, close_old_connections, connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
+
+
+def replace_broken_connection() -> None:
+    """Replace the database connection if it broke (a database restart) or outlived CONN_MAX_AGE: Django does this
+    between web requests; the online learner runs for minutes with the database idle between its writes and must ask.
+    Not inside a transaction, which the connection carries."""
+    if not connection.in_atomic_block:
+        close_old_connections()
 
 
 class TrainingRun(models.Model):
@@ -195,6 +203,7 @@ class OnlineRun(models.Model):
 
     def _update_while_running(self, **fields: Any) -> bool:
         """Write `fields` only if this run still holds its claim; False when it was marked failed meanwhile."""
+        replace_broken_connection()
         for key, value in fields.items():
             setattr(self, key, value)
         return bool(type(self).objects.filter(pk=self.pk, status=self.Status.RUNNING).update(**fields))

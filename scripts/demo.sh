@@ -3,7 +3,8 @@
 # (cpu preset), evaluate it against the base model on held-out scenarios and on the hand-written natural-question set
 # (answers constrained to the answer schema, as served), export a verified q4_k_m GGUF with its Modelfile, register
 # it with Ollama, put it through the deploy gate (against the live model, or the base when nothing is live) and, if
-# it passes, make it live and serve a few new questions through Ollama's /api/chat.
+# it passes, make it live and serve a few new questions through Ollama's /api/chat, then the same questions through
+# llama.cpp's real OpenAI-compatible server (RL_SERVING engine llama_cpp, run by manage.py serve_llama_cpp).
 # Ollama: the one at OLLAMA_HOST if it answers; otherwise the SIMULATED Ollama (rl/simulated/ollama.py, which runs
 # the GGUF through llama.cpp) is started for the demo on a free loopback port and stopped at the end.
 set -euo pipefail
@@ -37,6 +38,21 @@ deployed=1
 $PY manage.py gate_model --checkpoint "$RUN" --deploy --set gate_eval_limit=$HELD_OUT_LIMIT || deployed=0
 if [ "$deployed" = 1 ]; then
   echo "Serving new questions through Ollama /api/chat (the picks are stored as entries to rate):"
+  $PY manage.py pick_widget "are any air handlers in fault at the moment?" --site "HQ Tower" --role "facility manager"
+  $PY manage.py pick_widget "how has the UPS load moved over the last day?" --site "Data Center East" --time-range "last 24 hours"
+  $PY manage.py pick_widget "which building on campus burns the most electricity?" --site "Riverside Campus" --time-range "this month"
+  # The same version on a real inference server: llama.cpp's OpenAI-compatible server (llama-cpp-python's), run by
+  # serve_llama_cpp on the models file that registration writes, asked through the OpenAI API (docs/serving.md).
+  llama_port=$($PY -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+  export RL_SERVING='{"engine": "llama_cpp"}' OPENAI_BASE_URL=http://127.0.0.1:$llama_port/v1 RL_LLAMA_CPP_MODELS_FILE=$OUT/llama_cpp_models.json
+  rm -f "$RL_LLAMA_CPP_MODELS_FILE"
+  $PY manage.py serve_llama_cpp --poll-seconds 0.5 --log-file "$OUT/llama-cpp-server.log" > "$OUT/serve-llama-cpp.log" 2>&1 &
+  llama_server=$!
+  trap 'kill $llama_server ${simulated:-} 2>/dev/null || true' EXIT
+  $PY manage.py activate_model "cc-widget-selector:$RUN" --reason "demo: served by llama.cpp's server too"
+  serves() { $PY -c "import sys, httpx; sys.exit(sys.argv[2] not in {m['id'] for m in httpx.get(sys.argv[1] + '/models', timeout=2).json()['data']})" "$OPENAI_BASE_URL" "$1" 2>/dev/null; }
+  for _ in $(seq 1 120); do serves "cc-widget-selector:$RUN" && break; sleep 0.5; done
+  echo "Serving the same questions through llama.cpp's real server at $OPENAI_BASE_URL (OpenAI chat completions):"
   $PY manage.py pick_widget "are any air handlers in fault at the moment?" --site "HQ Tower" --role "facility manager"
   $PY manage.py pick_widget "how has the UPS load moved over the last day?" --site "Data Center East" --time-range "last 24 hours"
   $PY manage.py pick_widget "which building on campus burns the most electricity?" --site "Riverside Campus" --time-range "this month"

@@ -155,8 +155,16 @@ def served_versions(demo_db, simulated_ollama, settings):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_throttle_counts():
-    """Throttle counts live in the cache; a test starts with none (user ids repeat across tests)."""
+def _fresh_throttle_counts(request):
+    """Throttle counts and lockouts live in the cache, a database table: a test that uses the database starts with
+    none (user ids repeat across tests); the others cannot reach it and need none."""
+    marker, names = request.node.get_closest_marker("django_db"), set(request.fixturenames)
+    if "transactional_db" in names or "live_server" in names or (marker and marker.kwargs.get("transaction")):
+        request.getfixturevalue("transactional_db")
+    elif marker or DATABASE_FIXTURES & names:
+        request.getfixturevalue("db")
+    else:
+        return
     from django.core.cache import cache
 
     cache.clear()

@@ -103,3 +103,16 @@ def test_serve_llama_cpp_explains_itself(capsys):
     with pytest.raises(SystemExit):
         call_command("serve_llama_cpp", "--help")
     assert "restart it whenever that file changes" in capsys.readouterr().out
+
+
+def test_retiring_drops_the_version_from_the_models_file_and_refuses_the_live_one(demo_db, llama_cpp_settings):
+    models_file = ModelsFile(llama_cpp_settings.RL_LLAMA_CPP_MODELS_FILE)
+    one, two = exported_version("one"), exported_version("two")
+    activate(one, by="test")
+    activate(two, by="test")
+    with pytest.raises(CommandError, match="is live"):
+        call_command("retire_model", "cc-widget-selector:two")
+    call_command("retire_model", "cc-widget-selector:one")
+    one.refresh_from_db()
+    assert one.status == "retired" and "cc-widget-selector:one" not in models_file.aliases()
+    assert set(models_file.aliases()) == {"cc-widget-selector:live", "cc-widget-selector:two"}

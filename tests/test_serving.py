@@ -5,7 +5,6 @@ import json
 
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.test import APIClient
 
 from feedback.models import Entry, Scenario
 from rl.core.config import ConfigError, serving_config

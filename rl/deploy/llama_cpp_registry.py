@@ -49,16 +49,19 @@ class ModelsFile:
 
     @contextlib.contextmanager
     def editing(self, url: str) -> Iterator[dict[str, Any]]:
-        """The file's content to change in place; written back when the block ends without an error."""
+        """The file's content to change in place; written back, if it changed, when the block ends without an error."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path.with_suffix(".lock"), "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
-                content = self.read()
+                before = self.read()
+                content = json.loads(json.dumps(before))
                 address = urlsplit(url)
                 content.setdefault("host", address.hostname or "127.0.0.1")
                 content.setdefault("port", address.port or 8080)
                 yield content
+                if content == before:  # an unchanged file must not restart the server
+                    return
                 handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".models-", suffix=".json")
                 with os.fdopen(handle, "w", encoding="utf-8") as out:
                     json.dump(content, out, indent=1)
@@ -75,7 +78,10 @@ def _model_entry(alias: str, gguf_path: str, chat_family: str) -> dict[str, Any]
 
 
 def _put(models: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
-    return [m for m in models if m.get("model_alias") != entry["model_alias"]] + [entry]
+    """`models` with `entry` in place of the one of its name, or added at the end."""
+    if any(m.get("model_alias") == entry["model_alias"] for m in models):
+        return [entry if m.get("model_alias") == entry["model_alias"] else m for m in models]
+    return [*models, entry]
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,9 @@ def register_version(version: Any, fmt: ChatFormat | None = None, engine: Servin
         raise ExportError(str(exc)) from exc
     if "digest" in outcome and outcome["digest"] != f"sha256:{version.sha256}":
         raise ExportError(f"{engine.kind} stored blob {outcome['digest']} but the file's digest is sha256:{version.sha256}.")
-    version.status, version.registered_at = ModelVersion.Status.REGISTERED, timezone.now()
+    if version.status != ModelVersion.Status.ACTIVE:  # the live version registered with another engine stays live
+        version.status = ModelVersion.Status.REGISTERED
+    version.registered_at = timezone.now()
     version.engine, version.ollama_host = engine.kind, engine.url
     version.message = f"Registered as {version.ollama_name} with {engine.kind} at {engine.url}."
     version.save()

@@ -74,7 +74,11 @@ def activate(version: Any, *, by: str, reason: str = "", host: str | None = None
     engine.point_alias(version, alias)
     try:
         with transaction.atomic():
+            already_live = version.status == ModelVersion.Status.ACTIVE
             previous = version.become_active()
+            if previous is None and already_live:  # live already (now on another engine): the version before stays the one to roll back to
+                last = Deployment.objects.filter(version=version).first()
+                previous = last.previous if last is not None else None
             deployment = Deployment.objects.create(version=version, previous=previous, action=action, alias=alias,
                                                    ollama_host=engine.url, by=by, reason=reason)
     except IntegrityError as exc:
@@ -98,3 +102,20 @@ def rollback(*, by: str, reason: str = "", host: str | None = None, alias: str |
         raise RegistryError(f"{current.ollama_name} replaced no earlier version, so there is nothing to roll back to.")
     return activate(last.previous, by=by, reason=reason or f"rollback from {current.ollama_name}", host=host, alias=alias,
                     action="rollback")
+
+
+def retire(version: Any, *, host: str | None = None) -> Any:
+    """Stop serving a version that is not live: the engine drops it (vLLM unloads its adapter, llama.cpp's models file
+    loses its entry, Ollama deletes the model) and its record says `retired`. Its export stays; activating it later
+    registers it again. Raises RegistryError for the live version, EngineUnavailable when the engine is down (nothing changed)."""
+    from rl.models import ModelVersion
+
+    if version.status == ModelVersion.Status.ACTIVE:
+        raise RegistryError(f"{version.ollama_name} is live: activate or roll back to another version before retiring it.")
+    if version.status == ModelVersion.Status.REGISTERED:
+        serving_engine(kind=version.engine or None, url=host or version.ollama_host or None).retire(version)
+    version.status, version.pending_deploy = ModelVersion.Status.RETIRED, False
+    version.message = "Retired: no longer served."
+    version.save(update_fields=["status", "pending_deploy", "message"])
+    logger.info("retire: %s is no longer served", version.ollama_name)
+    return version

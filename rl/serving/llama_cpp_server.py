@@ -7,6 +7,7 @@ While it restarts (about a second for a small GGUF) requests are refused and ser
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -98,18 +100,47 @@ class LlamaCppServer:
         return self.digest() != self.started_digest
 
     def watch(self, stop: threading.Event, poll_seconds: float = 1.0) -> None:
-        """Restart the server whenever the models file changes (and when it died), until `stop` is set."""
+        """Until `stop` is set: start the server once the models file names a model, restart it whenever the file
+        changes, and start it again when it died."""
         while not stop.wait(poll_seconds):
-            if self.changed():
+            if self.process is None:
+                if self.models_file.aliases():
+                    logger.info("%s names a model now: starting llama.cpp's server", self.models_file.path)
+                    self.start()
+            elif self.changed():
                 logger.info("%s changed: restarting llama.cpp's server", self.models_file.path)
                 self.restart()
-            elif self.process is not None and self.process.poll() is not None:
+            elif self.process.poll() is not None:
                 logger.warning("llama.cpp's server exited with code %s: starting it again", self.process.returncode)
                 self.restart()
+
+    def serves(self, name: str) -> bool:
+        """Whether the running server answers requests for `name` now."""
+        import httpx
+
+        try:
+            return name in {m["id"] for m in httpx.get(f"{self.url}/models", timeout=2).json()["data"]}
+        except (httpx.HTTPError, ValueError, KeyError):
+            return False
 
     def __enter__(self) -> LlamaCppServer:
         self.start()
         return self
+
+    @contextlib.contextmanager
+    def watching(self, poll_seconds: float = 1.0) -> Iterator[LlamaCppServer]:
+        """The server kept in step with its models file by a background thread (started once the file names a model)."""
+        stop = threading.Event()
+        watcher = threading.Thread(target=self.watch, args=(stop, poll_seconds), daemon=True, name="llama-cpp-watch")
+        if self.models_file.aliases():
+            self.start()
+        watcher.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            watcher.join()
+            self.__exit__(None, None, None)
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -21,6 +21,7 @@ from rl.core.config import ServingConfig, serving_config
 from rl.core.prompts import Catalog, Pick, PickParseError, ScenarioText, answer_schema, build_messages, parse_pick
 from rl.serving.backends import chat_backend
 from rl.serving.errors import NoLiveModel, ServingError, UnusableAnswer
+from rl.serving.metrics import PICK_SECONDS, PICKS_SERVED, SERVING_ERRORS
 
 __all__ = ["LIVE", "CANDIDATE", "ServingError", "ServedPick", "Answer", "route", "current_catalog", "choose_version",
            "ask_pick", "store_pick", "pick_widget"]
@@ -125,10 +126,16 @@ def pick_widget(scenario: Any, *, request_key: str | None = None, config: Servin
     the answer as an Entry. Raises a ServingError, with nothing stored, when no model answers with a usable pick."""
     config = config or serving_config()
     entry_id = f"pick-{uuid.uuid4().hex}"
-    version, arm = choose_version(request_key or entry_id, config)
-    text = ScenarioText(scenario.query, scenario.site, scenario.role, scenario.time_range)
-    answer = ask_pick(text, version.ollama_name, config=config, host=host)
+    try:
+        version, arm = choose_version(request_key or entry_id, config)
+        text = ScenarioText(scenario.query, scenario.site, scenario.role, scenario.time_range)
+        answer = ask_pick(text, version.ollama_name, config=config, host=host)
+    except ServingError as exc:
+        SERVING_ERRORS.labels(code=exc.code).inc()
+        raise
     entry = store_pick(scenario, answer, entry_id=entry_id, model_version=version.ollama_name)
+    PICKS_SERVED.labels(model_version=version.ollama_name, arm=arm).inc()
+    PICK_SECONDS.labels(arm=arm).observe(answer.seconds)
     logger.info("Served %s for %r: %s %s (%s, %s arm, %.2f s)", entry.external_id, scenario.query[:60], answer.pick.widget,
                 list(answer.pick.fixtures), version.ollama_name, arm, answer.seconds)
     return ServedPick(entry, answer.pick, version.ollama_name, arm, answer.raw_output, answer.seconds)

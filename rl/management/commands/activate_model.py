@@ -6,10 +6,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 class Command(BaseCommand):
     help = (
-        "Make a model version the live one: register it with Ollama if it is not yet, point the live alias "
+        "Make a model version the live one: register it with the serving engine if it is not yet, point the live alias "
         "(RL_ONLINE_LEARNING live_alias, default cc-widget-selector:live) at it with /api/copy, and record the "
         "deployment. Exactly one version is live. This is a person's decision and skips the gate; the online learner "
-        "deploys only what passed it. Ollama down: nothing changes."
+        "deploys only what passed it. The serving engine down: nothing changes."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -20,8 +20,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, name: str, quantization: str | None, ollama_host: str | None, reason: str, **options) -> None:
         from rl.deploy.engines import EngineUnavailable, RegistrationError
-        from rl.export.exporter import ExportError
         from rl.deploy.registry import RegistryError, activate, find_version
+        from rl.export.exporter import ExportError
 
         try:
             version = find_version(name, quantization)

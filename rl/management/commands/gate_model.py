@@ -27,8 +27,8 @@ class Command(BaseCommand):
     def handle(self, *args, checkpoint: str, deploy: bool, quantization: str | None, set: list[str], **options) -> None:
         from rl.core.config import online_learning_config
         from rl.core.runs import CheckpointError, resolve_checkpoint
-        from rl.deploy.gating import gate_training_run
         from rl.deploy.engines import RegistrationError
+        from rl.deploy.gating import gate_training_run
         from rl.deploy.promote import Outcome, promote, record_gate
         from rl.deploy.registry import RegistryError
         from rl.models import TrainingRun

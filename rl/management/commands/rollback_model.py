@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 class Command(BaseCommand):
     help = (
         "Make the version that was live before the current one live again: the live alias points back at it and "
-        "the rollback is recorded. Ollama down: nothing changes."
+        "the rollback is recorded. The serving engine down: nothing changes."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -16,8 +16,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, ollama_host: str | None, reason: str, **options) -> None:
         from rl.deploy.engines import EngineUnavailable, RegistrationError
-        from rl.export.exporter import ExportError
         from rl.deploy.registry import RegistryError, rollback
+        from rl.export.exporter import ExportError
 
         try:
             deployment = rollback(by=getpass.getuser(), reason=reason, host=ollama_host)

@@ -11,7 +11,8 @@ class Command(BaseCommand):
         "Run llama.cpp's OpenAI-compatible server (llama-cpp-python's python -m llama_cpp.server) on the models file "
         "the project writes (RL_LLAMA_CPP_MODELS_FILE) when versions are registered with RL_SERVING engine llama_cpp, "
         "and restart it whenever that file changes, since the server reads it only at start-up. Serves at the host and "
-        "port the file names (from OPENAI_BASE_URL when it was first written). Runs until interrupted (SIGINT/SIGTERM); "
+        "port the file names (from OPENAI_BASE_URL when it was first written); with no model registered yet it waits for "
+        "the first. Runs until interrupted (SIGINT/SIGTERM); "
         "run it under systemd or supervisor in production."
     )
 
@@ -28,9 +29,14 @@ class Command(BaseCommand):
             signal.signal(signum, lambda *_: stop.set())
         server = LlamaCppServer(models_file, log_path=log_file or None)
         try:
-            with server:
+            if server.models_file.aliases():
+                server.start()
                 self.stdout.write(f"llama.cpp's server at {server.url}: serving {', '.join(sorted(server.models_file.aliases()))}")
-                server.watch(stop, poll_seconds)
+            else:
+                self.stdout.write(f"{server.models_file.path} names no model yet: the server starts once a version is registered")
+            server.watch(stop, poll_seconds)
         except EngineStartError as exc:
             raise CommandError(str(exc)) from exc
+        finally:
+            server.stop()
         self.stdout.write(f"stopped after {server.restarts} restart(s)")
