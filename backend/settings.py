@@ -98,6 +98,8 @@ else:
 # /metrics (Prometheus text format) answers only with `Authorization: Bearer <METRICS_TOKEN>` when this is set;
 # unset, it answers anyone who reaches it (keep it on the private network).
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+# A load balancer and Prometheus reach these over plain HTTP on the private network: no redirect to HTTPS.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 
 ROOT_URLCONF = "backend.urls"
 

@@ -7,6 +7,13 @@ PostgreSQL that scripts/postgres.sh starts on loopback), dropped afterwards.
 
     .venv/bin/python bench/api_load.py --database postgres --workers 3 --clients 16 --seconds 20
     .venv/bin/python bench/api_load.py --database sqlite --workers 3 --clients 16 --seconds 20
+
+--generator wrk drives the same POSTs from Debian's wrk (C, `apt-get install wrk`) with bench/rating_load.lua
+instead of Python threads, which would share the two cores with the server; --pin puts gunicorn on CPU 0 and wrk on
+CPU 1 (PostgreSQL runs where the system puts it). wrk cannot say which ratings were acknowledged, so the count of
+lost ratings comes from the Python generator.
+
+    .venv/bin/python bench/api_load.py --database postgres --generator wrk --workers 2 --clients 16 --seconds 20 --pin
 """
 from __future__ import annotations
 
@@ -30,6 +37,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients, one rater each")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long the clients send (bounded)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--generator", choices=("python", "wrk"), default="python", help="who sends the load (wrk: bench/rating_load.lua)")
+    parser.add_argument("--pin", action="store_true", help="gunicorn on CPU 0, the generator on CPU 1 (taskset)")
+    parser.add_argument("--raters", type=int, default=64, help="with wrk: raters (API tokens) the requests spread over")
     args = parser.parse_args()
 
     from tests.databases import throwaway_database
@@ -48,8 +58,14 @@ def run(args: argparse.Namespace, database_url: str) -> None:
     django.setup()
     from tests.web_load import gunicorn, lost_ratings, post_ratings, seed_raters
 
-    tokens, entry_ids = seed_raters(args.clients)
-    with gunicorn(database_url, args.workers, args.threads, probe_token=tokens[0]) as (base, _server):
+    tokens, entry_ids = seed_raters(args.raters if args.generator == "wrk" else args.clients)
+    if args.pin:
+        os.sched_setaffinity(0, {1})  # this process and the load it sends on CPU 1; gunicorn is moved to CPU 0 below
+    with gunicorn(database_url, args.workers, args.threads, probe_token=tokens[0],
+                  cpus={0} if args.pin else None) as (base, _server):
+        if args.generator == "wrk":
+            print(drive_with_wrk(base, tokens, entry_ids, args))
+            return
         result = post_ratings(base + "/api/feedback/", tokens, entry_ids, args.seconds, seed=args.seed)
     lost = lost_ratings(result.acknowledged)
     latencies = sorted(result.latencies)
@@ -61,6 +77,32 @@ def run(args: argparse.Namespace, database_url: str) -> None:
     print(f"errors {len(result.failures)}{'  first: ' + result.failures[0] if result.failures else ''}")
     print(f"ratings lost {lost} (of {len(result.acknowledged)} distinct rater/entry ratings acknowledged)")
     sys.exit(1 if lost else 0)
+
+
+def drive_with_wrk(base: str, tokens: list[str], entry_ids: list[str], args: argparse.Namespace) -> str:
+    """wrk's summary line for `args.seconds` of rating POSTs over `args.clients` connections (2 wrk threads)."""
+    import shutil
+
+    from feedback.models import Rating
+
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as data:
+        data.write("tokens = {" + ", ".join(f'"{t}"' for t in tokens) + "}\nentries = {" + ", ".join(f'"{e}"' for e in entry_ids) + "}\n")
+    before = Rating.objects.count()
+    command = ["wrk", "-t2", f"-c{args.clients}", f"-d{args.seconds:g}s", "--latency", "-s", str(ROOT / "bench" / "rating_load.lua"), base]
+    output = subprocess.run(command, env={**os.environ, "CCRL_WRK_DATA": data.name}, capture_output=True, text=True, check=True).stdout
+    os.unlink(data.name)
+    summary = [line for line in output.splitlines() if line.startswith("wrk:")]
+    return (f"gunicorn {args.workers} workers x {args.threads} threads, wrk {args.clients} connections over {len(tokens)} raters, "
+            f"database {connection_vendor()}{', pinned: gunicorn CPU 0, wrk CPU 1' if args.pin else ''}\n"
+            + "\n".join(summary) + f"\nratings in the table: {before} before, {Rating.objects.count()} after")
+
+
+def connection_vendor() -> str:
+    import django.db
+
+    return django.db.connection.vendor
 
 
 if __name__ == "__main__":

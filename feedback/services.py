@@ -35,26 +35,26 @@ def _resolve_correction(rating_input: RatingInput) -> tuple[Widget | None, list[
     return widget, fixtures
 
 
-@transaction.atomic
 def rating_submit(*, entry: Entry, rater: AbstractBaseUser, rating_input: RatingInput) -> tuple[Rating, bool]:
     """Record `rater`'s verdict on `entry`; a second verdict by the same rater replaces the first.
 
-    Returns the rating and whether it was created (False: updated).
+    Returns the rating and whether it was created (False: updated). Two statements for a rating without corrections:
+    a read of the rater's earlier verdict and one upsert (INSERT ... ON CONFLICT DO UPDATE, so two verdicts racing on
+    one entry cannot fail on the unique constraint).
     """
-    corrected_widget, corrected_fixtures = _resolve_correction(rating_input)
-    rating, created = Rating.objects.update_or_create(
-        entry=entry,
-        rater=rater,
-        defaults={
-            "value": rating_input.value,
-            "tags": rating_input.tags,
-            "notes": rating_input.notes,
-            "corrected_widget": corrected_widget,
-        },
-    )
-    rating.corrected_fixtures.set(corrected_fixtures)
-    transaction.on_commit(RATINGS_STORED.labels(value=rating.value).inc)
-    return rating, created
+    corrected_widget, corrected_fixtures = _resolve_correction(rating_input)  # checked before anything is written
+    verdict = {"value": rating_input.value, "tags": rating_input.tags, "notes": rating_input.notes, "corrected_widget": corrected_widget}
+    # No savepoint: nothing inside is worth rolling back to; a failure fails the caller's transaction with it.
+    with transaction.atomic(savepoint=False):
+        earlier = Rating.objects.filter(entry=entry, rater=rater).only("id", "created_at").first()
+        rating = Rating(entry=entry, rater=rater, **verdict)
+        Rating.objects.bulk_create([rating], update_conflicts=True, unique_fields=["entry", "rater"], update_fields=[*verdict, "updated_at"])
+        if earlier is not None:
+            rating.pk, rating.created_at = earlier.pk, earlier.created_at
+        if corrected_fixtures or earlier is not None:
+            rating.corrected_fixtures.set(corrected_fixtures)
+        transaction.on_commit(RATINGS_STORED.labels(value=rating.value).inc)
+    return rating, earlier is None
 
 
 @transaction.atomic

@@ -201,3 +201,9 @@ def test_the_online_learner_s_claim_survives_a_database_restart_mid_run():
     assert words[0] == "beat" and words[2:] == ["stage", "True", "finish", "True"], output
     assert float(words[1]) > restarted.timestamp()  # the heartbeat thread wrote after the restart: it reconnected
     assert len(runs) == 1 and runs[0][:3] == ("succeeded", "rejected", "gate")
+
+
+def test_health_and_metrics_answer_over_plain_http_behind_the_https_redirect(client, db, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    assert client.get("/healthz").status_code == 200 and client.get("/metrics").status_code == 200
+    assert client.get("/rate/").status_code == 301  # everything else goes to HTTPS

@@ -42,8 +42,10 @@ def seed_raters(clients: int, scenarios: int = 40) -> tuple[list[str], list[str]
 
 
 @contextlib.contextmanager
-def gunicorn(database_url: str, workers: int, threads: int = 1, probe_token: str = "", extra_env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
-    """The app under gunicorn on a free loopback port, up and answering; yields its base URL and the master process."""
+def gunicorn(database_url: str, workers: int, threads: int = 1, probe_token: str = "", extra_env: dict[str, str] | None = None,
+             cpus: set[int] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """The app under gunicorn on a free loopback port (on `cpus` only, when given), up and answering; yields its base
+    URL and the master process."""
     import httpx
 
     with socket.socket() as probe:
@@ -53,7 +55,8 @@ def gunicorn(database_url: str, workers: int, threads: int = 1, probe_token: str
            "ALLOWED_HOSTS": "127.0.0.1", "WEB_BIND": f"127.0.0.1:{port}", "WEB_WORKERS": str(workers), "WEB_THREADS": str(threads),
            "THROTTLE_RATINGS": "1000000/min", "LOG_LEVEL": "warning", "DB_CONN_MAX_AGE": "60", **(extra_env or {})}
     server = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
-                               "backend.wsgi:application"], cwd=ROOT, env=env)
+                               "backend.wsgi:application"], cwd=ROOT, env=env,
+                              preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(150):
