@@ -59,6 +59,7 @@ def run(args: argparse.Namespace, database_url: str) -> None:
     from tests.web_load import gunicorn, lost_ratings, post_ratings, seed_raters
 
     tokens, entry_ids = seed_raters(args.raters if args.generator == "wrk" else args.clients)
+    print(statements_per_rating(tokens[0], entry_ids[:2]))
     if args.pin:
         os.sched_setaffinity(0, {1})  # this process and the load it sends on CPU 1; gunicorn is moved to CPU 0 below
     with gunicorn(database_url, args.workers, args.threads, probe_token=tokens[0],
@@ -97,6 +98,22 @@ def drive_with_wrk(base: str, tokens: list[str], entry_ids: list[str], args: arg
     return (f"gunicorn {args.workers} workers x {args.threads} threads, wrk {args.clients} connections over {len(tokens)} raters, "
             f"database {connection_vendor()}{', pinned: gunicorn CPU 0, wrk CPU 1' if args.pin else ''}\n"
             + "\n".join(summary) + f"\nratings in the table: {before} before, {Rating.objects.count()} after")
+
+
+def statements_per_rating(token: str, entry_ids: list[str]) -> str:
+    """The SQL statements of one new rating and of one changed rating through the API, in this process (as a worker
+    runs it: token authentication, the throttle's cache, the rating)."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client(HTTP_AUTHORIZATION=f"Token {token}", HTTP_HOST="127.0.0.1")
+    counts = []
+    for value in ("up", "down"):  # a new rating, then a change of it
+        with CaptureQueriesContext(connection) as queries:
+            response = client.post("/api/feedback/", {"entry_id": entry_ids[0], "rating": value}, content_type="application/json")
+        counts.append(f"{len(queries.captured_queries)} ({response.status_code})")
+    return f"SQL statements per rating, new / changed: {' / '.join(counts)} (including BEGIN and COMMIT where the driver sends them)"
 
 
 def connection_vendor() -> str:

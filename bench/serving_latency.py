@@ -34,6 +34,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", type=int, default=40, help="fresh demo questions each backend answers")
     parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads on both sides (0: llama-cpp-python's default)")
+    parser.add_argument("--logprobs", action=argparse.BooleanOptionalAction, default=True,
+                        help="ask the OpenAI-compatible server for log-probs (the pick's confidence), as serving does by default")
     parser.add_argument("--workdir", default=str(ROOT / "bench_output" / "serving_latency"))
     args = parser.parse_args()
 
@@ -83,7 +85,7 @@ def main() -> None:
     with SimulatedOllama(n_threads=threads) as ollama, LlamaCppServer(work / "models.json", log_path=work / "server.log") as server:
         register_gguf(host=ollama.url, model=name, gguf_path=gguf, template=CHATML.template, system=SYSTEM_PROMPT,
                       parameters=ollama_parameters(CHATML))
-        backends = {"ollama": (serving_config(engine="ollama"), ollama.url), "openai": (serving_config(engine="llama_cpp"), server.url)}
+        backends = {"ollama": (serving_config(engine="ollama"), ollama.url), "openai": (serving_config(engine="llama_cpp", logprobs=args.logprobs), server.url)}
         for backend, (config, url) in backends.items():  # one warm-up pick each: the model's first load is not a pick's latency
             try:
                 ask_pick(ScenarioText("warm up", questions[0].record.site, "", ""), name, config=config, host=url, catalog=catalog)
@@ -101,7 +103,7 @@ def main() -> None:
                     print(f"{backend}: {exc}")
                 seconds[backend].append(time.perf_counter() - started)
     print(f"\nserving latency per pick, {args.questions} fresh questions, the same GGUF ({Path(gguf).name}), "
-          f"threads {threads or 'default'}, {os.cpu_count()} CPUs")
+          f"threads {threads or 'default'}, {os.cpu_count()} CPUs, log-probs {'on' if args.logprobs else 'off'}")
     print(f"{'backend':<40} {'median s':>9} {'p95 s':>7} {'mean s':>7} {'usable':>7}")
     labels = {"ollama": "ollama (SIMULATED Ollama, llama-cpp-python)", "openai": "openai (llama.cpp's real server)"}
     for backend, values in seconds.items():

@@ -67,7 +67,9 @@ def activate(version: Any, *, by: str, reason: str = "", host: str | None = None
     alias = alias or live_alias()
     if version.status == ModelVersion.Status.REJECTED:
         raise RegistryError(f"{version.ollama_name} failed export verification and cannot be live: {version.message}")
-    if version.status == ModelVersion.Status.EXPORTED or (version.engine and version.engine != engine.kind):
+    # llama.cpp's models file and vLLM's loaded adapters can lose a version (a new file, a vLLM restart): registering
+    # with them again costs little and changes nothing when it is there. Ollama keeps what it registered.
+    if version.status == ModelVersion.Status.EXPORTED or version.engine != engine.kind or engine.kind != "ollama":
         version = register_version(version, engine=engine)
         if version.status not in (ModelVersion.Status.REGISTERED, ModelVersion.Status.ACTIVE) or version.engine != engine.kind:
             raise EngineUnavailable(version.message)
