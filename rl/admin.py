@@ -17,7 +17,18 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ("name", "tag", "quantization", "status", "gate_passed", "served_up_rate", "pending_deploy", "size_bytes", "created_at", "activated_at")
     list_filter = ("status", "quantization", "pending_deploy")
     search_fields = ("name", "tag", "sha256", "message")
-    readonly_fields = [f.name for f in ModelVersion._meta.fields]
+    readonly_fields = ["gate_decision", *(f.name for f in ModelVersion._meta.fields)]
+
+    @admin.display(description="gate decision")
+    def gate_decision(self, version: ModelVersion) -> str:
+        """The gate's rule, verdict and each check in words (discordant counts and p, intervals and margins)."""
+        from django.utils.html import format_html, format_html_join
+
+        gate = version.gate or {}
+        if not gate:
+            return "-"
+        checks = format_html_join("", "<li>{}</li>", ((c.get("reason", ""),) for c in gate.get("checks", [])))
+        return format_html("{} ({} rule)<ul>{}</ul>", "passed" if gate.get("passed") else "rejected", gate.get("rule", "margins"), checks)
 
     @admin.display(description="up-rate on served picks")
     def served_up_rate(self, version: ModelVersion) -> str:

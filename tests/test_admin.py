@@ -104,3 +104,17 @@ def test_the_admin_lists_each_pick_s_confidence_and_sorts_by_it(admin_client_log
     page = admin_client_logged_in.get("/admin/feedback/entry/?o=6").content.decode()  # by confidence, lowest first
     assert "cc-widget-selector:run-a" in page
     assert page.index(entry.external_id) < page.index(">3%<") < page.index(">50%<")
+
+
+def test_the_admin_shows_a_version_s_gate_decision_in_words(admin_client_logged_in):
+    from rl.deploy.gates import PairedRule, gate_decision_paired
+    from rl.models import ModelVersion
+
+    n = 30
+    decision = gate_decision_paired({"natural": {"widget": [1] * 12 + [0] * 18, "fixture": [1] * n, "valid": [1] * n, "preference": []}},
+                                    {"natural": {"widget": [0] * 12 + [0] * 18, "fixture": [1] * n, "valid": [1] * n, "preference": []}},
+                                    PairedRule())
+    version = ModelVersion.objects.create(name="cc-widget-selector", tag="run-a", quantization="q4_k_m", export_dir="", gguf_path="",
+                                          gate=decision.as_dict())
+    page = admin_client_logged_in.get(f"/admin/rl/modelversion/{version.pk}/change/").content.decode()
+    assert "passed (paired rule)" in page and "candidate right where live was wrong on 12 items, the reverse on 0 (of 30)" in page

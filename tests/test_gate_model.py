@@ -7,7 +7,9 @@ from django.core.management import CommandError, call_command
 from rl.models import Deployment, ModelVersion
 
 QUICK = ["--set", "gate_sets=held_out", "--set", "gate_eval_limit=2", "--set", "max_new_tokens=24", "--set", "verify_pick=false"]
-PERMISSIVE = ["--set", "gate_min_widget_gain=-1", "--set", "gate_fixture_tolerance=1", "--set", "gate_preference_tolerance=1",
+# The plumbing tests force the decision through the margins rule; the paired rule has tests of its own.
+MARGINS = ["--set", "gate_rule=margins"]
+PERMISSIVE = [*MARGINS, "--set", "gate_min_widget_gain=-1", "--set", "gate_fixture_tolerance=1", "--set", "gate_preference_tolerance=1",
               "--set", "gate_min_valid_rate=0"]
 
 
@@ -30,7 +32,7 @@ def test_the_gate_reuses_scores_evaluate_model_made_on_the_same_data(tiny_run, m
 def test_a_rejected_run_exits_1_with_its_reasons_and_nothing_goes_live(tiny_run, simulated_ollama, settings, capsys):
     settings.OLLAMA_HOST = simulated_ollama.url
     with pytest.raises(CommandError, match="rejected by the gate") as error:
-        call_command("gate_model", "--checkpoint", "tiny", "--deploy", *QUICK, "--set", "gate_min_widget_gain=1.0")
+        call_command("gate_model", "--checkpoint", "tiny", "--deploy", *QUICK, *MARGINS, "--set", "gate_min_widget_gain=1.0")
     assert error.value.returncode == 1
     assert "constrained_widget_accuracy" in capsys.readouterr().out
     assert not ModelVersion.objects.exists() and not Deployment.objects.exists() and simulated_ollama.models == {}
@@ -77,8 +79,12 @@ def test_the_gate_judges_on_the_whole_natural_set(tiny_run, monkeypatch, capsys,
     def fixed_scores(backend, evalset, **kwargs):
         scored.append((backend.name, evalset))
         widget = candidate_widget if backend.name.startswith("candidate") else 0.30
+        n, pairs = len(evalset.cases), len(evalset.pairs)
+        right = round(widget * n)  # the first `right` questions: the candidate's right answers include the base's
         return {"constrained_widget_accuracy": widget, "constrained_fixture_accuracy": 0.5, "preference_accuracy": 0.7,
-                "constrained_valid_pick_rate": 1.0, "n_scenarios": len(evalset.cases), "n_pairs": len(evalset.pairs)}, None
+                "constrained_valid_pick_rate": 1.0, "n_scenarios": n, "n_pairs": pairs,
+                "constrained_widget_outcomes": [1] * right + [0] * (n - right), "constrained_fixture_outcomes": [1, 0] * (n // 2),
+                "constrained_valid_outcomes": [1] * n, "preference_outcomes": [1] * round(0.7 * pairs) + [0] * (pairs - round(0.7 * pairs))}, None
 
     monkeypatch.setattr("rl.evaluation.gate_scoring.evaluate_backend", fixed_scores)
     with pytest.raises(CommandError) if verdict.startswith("rejected") else nullcontext():
@@ -88,6 +94,20 @@ def test_the_gate_judges_on_the_whole_natural_set(tiny_run, monkeypatch, capsys,
     for _, evalset in scored:  # both on every hand-written question, the same data
         assert len(evalset.cases) == 86 and evalset.description["data_file"] == str(NATURAL_DATA_FILE)
     assert scored[0][1].cases == scored[1][1].cases
-    assert "natural: constrained_widget_accuracy" in printed
+    assert "widget: candidate right where live was wrong on" in printed
     evaluation = TrainingRun.objects.get(name="tiny").evaluation
     assert evaluation["gate:natural"]["constrained_widget_accuracy"] == candidate_widget and "gate:held_out" not in evaluation
+
+
+def test_the_paired_rule_is_the_default_and_its_numbers_are_printed_and_kept(tiny_run, simulated_ollama, settings, capsys):
+    settings.OLLAMA_HOST = simulated_ollama.url
+    # two held-out questions: no gain can be told from chance on so few, whatever the tiny adapter answers
+    with pytest.raises(CommandError, match="rejected by the gate"):
+        call_command("gate_model", "--checkpoint", "tiny", "--deploy", *QUICK)
+    out = capsys.readouterr().out
+    assert "widget: candidate right where live was wrong on" in out and "not shown better" in out
+    from rl.models import TrainingRun
+
+    scores = TrainingRun.objects.get(name="tiny").evaluation["gate:held_out"]
+    assert len(scores["constrained_widget_outcomes"]) == scores["constrained_n_scenarios"] == 2
+    assert len(scores["preference_outcomes"]) == scores["n_pairs"]

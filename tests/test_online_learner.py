@@ -19,7 +19,7 @@ ALIAS = "cc-widget-selector:live"
 # Small and fast: gate on 3 held-out scenarios with short answers; a heartbeat that never fires in-process.
 QUICK = dict(min_samples_to_retrain=1, gate_sets="held_out", gate_eval_limit=3, max_new_tokens=24, heartbeat_seconds=3600,
              stale_after_minutes=180, verify_pick=False, quantization="q8_0", auto_export=False)
-PERMISSIVE = dict(gate_min_widget_gain=-1.0, gate_fixture_tolerance=1.0, gate_preference_tolerance=1.0, gate_min_valid_rate=0.0)
+PERMISSIVE = dict(gate_rule="margins", gate_min_widget_gain=-1.0, gate_fixture_tolerance=1.0, gate_preference_tolerance=1.0, gate_min_valid_rate=0.0)
 
 
 @pytest.fixture
@@ -204,7 +204,7 @@ def test_the_loop_deploys_what_passes_keeps_live_what_fails_and_retries_a_pendin
 
     # A candidate that does not beat the live model by the margin is rejected with its reasons; the live one stays.
     OnlineLearner().add_feedback({"entry_id": entry.external_id, "rating": "down"}, rater="r2")
-    fourth = learner(auto_export=True, auto_deploy=True, gate_min_widget_gain=1.01, warm_start=False).tick()
+    fourth = learner(auto_export=True, auto_deploy=True, gate_rule="margins", gate_min_widget_gain=1.01, warm_start=False).tick()
     assert fourth.action == "rejected" and fourth.exit_code == ExitCode.OK
     run = OnlineRun.objects.get(pk=fourth.run_id)
     assert run.training_run.config["init_adapter"] == ""
@@ -240,7 +240,7 @@ def test_force_retrains_when_nothing_is_due_and_force_deploy_records_the_person_
     settings.ENABLE_ONLINE_LEARNING = False  # --force is a person's flag: it runs even so
     monkeypatch.setattr("getpass.getuser", lambda: "ops-person")
     flags = [f"--set={k}={v}" for k, v in {**QUICK, "min_samples_to_retrain": 100_000, "max_buffer_size": 100_000,
-                                            "gate_min_widget_gain": 1.01, "warm_start": False}.items()]
+                                            "gate_rule": "margins", "gate_min_widget_gain": 1.01, "warm_start": False}.items()]
     call_command("online_learn", *flags)  # not due, and off: nothing
     assert not OnlineRun.objects.exists()
 

@@ -181,9 +181,16 @@ class OnlineLearningConfig(SettingsBase):
     algo: str = _f("auto", "dpo, kto, or auto: DPO on preference pairs, or KTO on pairs and unpaired thumbs together when unpaired thumbs are a large share.", choices=("dpo", "kto", "auto"))
     gate_sets: str = _f("held_out,natural", "Evaluation sets the gate compares on, comma separated: held_out (the candidate's eval split) and/or natural (evalsets/natural).")
     gate_eval_limit: int = _f(0, "Score at most this many pairs and scenarios of the held-out split (0: all); the natural set (86 questions) is always scored whole. The same data for candidate and live model.")
-    gate_min_widget_gain: float = _f(0.02, "The candidate's constrained widget accuracy must beat the live model's by at least this, on every gate set.")
-    gate_fixture_tolerance: float = _f(0.02, "Constrained fixture accuracy may fall at most this far below the live model's.")
-    gate_preference_tolerance: float = _f(0.02, "Preference accuracy on held-out pairs may fall at most this far below the live model's.")
+    gate_rule: str = _f("paired", "How the gate decides. paired: item by item on the same questions, pooled over the gate sets: the primary metric must be better by an exact one-sided McNemar test at gate_alpha, and fixture, preference and valid-pick accuracy no worse than their margins by a paired bootstrap 95% interval. margins (the old rule): fixed margins on each set's accuracies (gate_min_widget_gain and the tolerances).", choices=("paired", "margins"))
+    gate_primary_metric: str = _f("widget", "The paired rule's primary metric, which must be better: widget or fixture (constrained accuracy); the other one joins the no-worse checks.", choices=("widget", "fixture"))
+    gate_alpha: float = _f(0.05, "The paired rule's significance level for the primary metric (one-sided exact McNemar test on the discordant items).")
+    gate_fixture_margin: float = _f(0.05, "The paired rule: constrained fixture accuracy (when not the primary metric) may be at most this much worse: the lower end of the paired 95% interval of candidate - live must lie above -margin.")
+    gate_widget_margin: float = _f(0.05, "The paired rule with gate_primary_metric fixture: the same no-worse margin for widget accuracy.")
+    gate_preference_margin: float = _f(0.05, "The paired rule: the same for preference accuracy on the held-out pairs.")
+    gate_valid_margin: float = _f(0.02, "The paired rule: the same for the valid-pick rate.")
+    gate_min_widget_gain: float = _f(0.02, "The margins rule: the candidate's constrained widget accuracy must beat the live model's by at least this, on every gate set.")
+    gate_fixture_tolerance: float = _f(0.02, "The margins rule: constrained fixture accuracy may fall at most this far below the live model's.")
+    gate_preference_tolerance: float = _f(0.02, "The margins rule: preference accuracy on held-out pairs may fall at most this far below the live model's.")
     gate_min_valid_rate: float = _f(0.95, "Share of constrained answers that must parse to a pick from the prompt's catalog and shortlist.")
     max_new_tokens: int = _f(96, "Answer length limit when generating picks for the gate.")
     quantization: str = _f("q4_k_m", "GGUF quantization of an exported candidate.")
@@ -204,6 +211,8 @@ class OnlineLearningConfig(SettingsBase):
             raise ConfigError(f"warm_start_learning_rate_scale must be in (0, 1], got {self.warm_start_learning_rate_scale}.")
         if self.preset not in PRESETS:
             raise ConfigError(f"Unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}.")
+        if not 0 < self.gate_alpha < 1 or min(self.gate_fixture_margin, self.gate_widget_margin, self.gate_preference_margin, self.gate_valid_margin) < 0:
+            raise ConfigError("gate_alpha must be between 0 and 1 and the gate margins at least 0.")
         if self.heartbeat_seconds <= 0 or self.stale_after_minutes * 60 <= 2 * self.heartbeat_seconds:
             raise ConfigError("stale_after_minutes must be longer than two heartbeats.")
 

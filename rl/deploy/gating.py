@@ -15,7 +15,7 @@ from typing import Any
 
 from rl.core.config import OnlineLearningConfig
 from rl.core.runs import is_adapter_folder, read_run_config
-from rl.deploy.gates import GateDecision, GateThresholds, gate_decision
+from rl.deploy.gates import GateDecision, GateThresholds, PairedRule, gate_decision, gate_decision_paired, item_outcomes
 from rl.evaluation.score_cache import RUN_CACHE, VERSION_CACHE
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,14 @@ def score_candidate_and_live(training_run: Any, cfg: OnlineLearningConfig) -> tu
     return candidate, scores, f"live {live.ollama_name}"
 
 
+def decide(candidate_scores: dict[str, dict[str, Any]], live_scores: dict[str, dict[str, Any]], cfg: OnlineLearningConfig) -> GateDecision:
+    """The configured rule on the two models' scores per gate set."""
+    if cfg.gate_rule == "margins":
+        return gate_decision(candidate_scores, live_scores, GateThresholds.from_config(cfg))
+    return gate_decision_paired({name: item_outcomes(m) for name, m in candidate_scores.items()},
+                                {name: item_outcomes(m) for name, m in live_scores.items()}, PairedRule.from_config(cfg))
+
+
 def gate_training_run(training_run: Any, cfg: OnlineLearningConfig) -> tuple[GateDecision, dict[str, Any]]:
     """The gate's decision on a trained run and the record of it (reasons, numbers, the live model's served up-rate);
     the candidate's scores are kept on its TrainingRun."""
@@ -76,7 +84,7 @@ def gate_training_run(training_run: Any, cfg: OnlineLearningConfig) -> tuple[Gat
     from rl.evaluation.ab_results import up_rate
 
     candidate_scores, live_scores, live_label = score_candidate_and_live(training_run, cfg)
-    decision = gate_decision(candidate_scores, live_scores, GateThresholds.from_config(cfg))
+    decision = decide(candidate_scores, live_scores, cfg)
     gate = {**decision.as_dict(), "live_model": live_label, "candidate": _summaries(candidate_scores), "live": _summaries(live_scores)}
     live = live_version()
     if live is not None:  # how the live model does on its own traffic, for whoever reads the decision

@@ -39,6 +39,7 @@ def preference_metrics(logps: list[tuple[float, float, int, int]], ref_logps: li
         "preference_accuracy": wins / len(logps),
         "preference_accuracy_normalized": normalized / len(logps),
         "preference_ties": ties,
+        "preference_outcomes": [int(c > r) for c, r, _, _ in logps],  # per pair, for paired comparisons
         "mean_logp_chosen": statistics.fmean(c for c, _, _, _ in logps),
         "mean_logp_rejected": statistics.fmean(r for _, r, _, _ in logps),
     }
@@ -54,6 +55,7 @@ def generation_metrics(answers: list[str], cases: list[GenerationCase], catalog:
     if not cases:
         return {"n_scenarios": 0}
     valid_json = known_widget = valid_picks = widget_hits = fixture_hits = 0
+    outcomes: dict[str, list[int]] = {"widget": [], "fixture": [], "valid": []}  # per case, for paired comparisons
     overlaps: list[float] = []
     failures: Counter = Counter()
     confusion: dict[str, Counter] = defaultdict(Counter)
@@ -67,13 +69,19 @@ def generation_metrics(answers: list[str], cases: list[GenerationCase], catalog:
             known_widget += error.reason == "unknown_fixture"
             confusion[expected_widget][f"<{error.reason}>"] += 1
             overlaps.append(0.0)
+            for name in outcomes:
+                outcomes[name].append(0)
             continue
         valid_json += 1
         known_widget += 1
         valid_picks += 1
         matches_widget = [p for p in case.expected if p.widget == pick.widget]
+        fixture_right = any(set(p.fixtures) == set(pick.fixtures) for p in case.expected)
         widget_hits += bool(matches_widget)
-        fixture_hits += any(set(p.fixtures) == set(pick.fixtures) for p in case.expected)
+        fixture_hits += fixture_right
+        outcomes["widget"].append(int(bool(matches_widget)))
+        outcomes["fixture"].append(int(fixture_right))
+        outcomes["valid"].append(1)
         overlaps.append(max(len(set(p.fixtures) & set(pick.fixtures)) / len(set(p.fixtures) | set(pick.fixtures)) for p in case.expected))
         confusion[matches_widget[0].widget if matches_widget else expected_widget][pick.widget] += 1
     n = len(cases)
@@ -98,6 +106,7 @@ def generation_metrics(answers: list[str], cases: list[GenerationCase], catalog:
         "predicted_share": predicted_share,
         "true_share": {widget: round(share, 4) for widget, share in sorted(true_share.items())},
         "collapse_warnings": widget_collapse(predicted_share, dict(true_share)),
+        **{f"{name}_outcomes": values for name, values in outcomes.items()},
     }
 
 

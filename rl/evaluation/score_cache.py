@@ -21,6 +21,7 @@ def data_key(evalset: EvalSet, max_new_tokens: int) -> str:
         "pairs": [(p.prompt_ids, p.chosen_ids, p.rejected_ids) for p in evalset.pairs],
         "cases": [(c.scenario_id, c.prompt_ids, [(e.widget, e.fixtures) for e in c.expected], c.schema) for c in evalset.cases],
         "decodings": GATE_DECODINGS, "max_new_tokens": max_new_tokens, "precision": evaluation_precision(),
+        "with": "item_outcomes",  # scores made before per-item outcomes were kept do not serve the paired gate
     }
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=list).encode()).hexdigest()
 
