@@ -205,11 +205,10 @@ def main() -> None:
     for r in rounds:
         print(f"  round {r['round']}: {r['live']}: up {r['ups']}/{r['n']} = {r['ups'] / max(r['n'], 1):.1%} "
               f"(95% {r['low']:.1%}-{r['high']:.1%}), right {r['right']}")
-    rates = [r["ups"] / max(r["n"], 1) for r in rounds]
-    print(f"up-rate rose from round to round: {'yes' if len(rates) > 1 and all(a < b for a, b in zip(rates, rates[1:])) else 'no'}")
-    # Two rounds served by the same model differ only by their questions: a rise between them is noise, not learning.
-    renewed = len(rounds) > 1 and all(a["live"] != b["live"] for a, b in zip(rounds, rounds[1:]))
-    print(f"  with a newly deployed model in every round: {'yes' if renewed else 'no'}")
+    print("from round to round (each round asks new questions, so rounds compare as independent samples; --probe "
+          "compares the deployed versions on the same questions):")
+    for before, after in zip(rounds, rounds[1:]):
+        print(f"  round {before['round']} -> {after['round']}: {round_verdict(before, after)}")
     summary_name = "summary.json" if args.first_round == 1 else f"summary-rounds-{args.first_round}-{last_round}.json"
     (work / summary_name).write_text(json.dumps(summary, indent=1, default=str))
 
@@ -255,6 +254,20 @@ def serving_engine(backend: str, work: Path) -> Iterator[ServingEngineForBench]:
         yield ServingEngineForBench(settings.OPENAI_BASE_URL, server)
 
 
+def round_verdict(before: dict, after: dict) -> str:
+    """Whether the up-rate rose between two rounds, as the statistics say: 'no change' when the same model stayed live
+    (the rounds differ only by their questions), else a one-sided Fisher exact test on the two rounds' thumbs up."""
+    from scipy.stats import fisher_exact
+
+    if before["live"] == after["live"]:
+        return f"no change: {after['live']} stayed live (the rounds differ only by their questions)"
+    table = [[after["ups"], after["n"] - after["ups"]], [before["ups"], before["n"] - before["ups"]]]
+    p_value = fisher_exact(table, alternative="greater").pvalue
+    verdict = "rose" if p_value < 0.05 else "not shown to rise"
+    return (f"{verdict}: {before['live']} {before['ups']}/{before['n']} -> {after['live']} {after['ups']}/{after['n']} "
+            f"(one-sided Fisher exact p = {p_value:.3g})")
+
+
 def make_base_model_live(config: Any) -> Any:
     """Register the base model's GGUF with the SIMULATED Ollama and make it the live version, as Command Center has it
     before any tuned model: round 0's picks come from it. Its record says it was put live by this bench, not by a gate."""
@@ -283,6 +296,7 @@ def probe_deployed_versions(engine: ServingEngineForBench, count: int, seed: int
     from rl.core.prompts import ScenarioText
     from rl.evaluation.ab_results import UpRate
     from rl.models import Deployment, ModelVersion
+    from rl.deploy.paired import mcnemar_one_sided
     from rl.serving.picks import ask_pick, current_catalog
 
     versions = list(dict.fromkeys(d.version for d in Deployment.objects.select_related("version").order_by("created_at", "pk")))
@@ -294,17 +308,25 @@ def probe_deployed_versions(engine: ServingEngineForBench, count: int, seed: int
             register_again(version, engine.url)
         engine.wait_until_serving(version.ollama_name)
         rng, ups, right, started = random.Random(rng_seed), 0, 0, time.time()
+        outcomes = []  # per question, in order: the same questions for every version, so versions compare item by item
         for question in questions:
             record = question.record
             text = ScenarioText(record.query, record.site, record.role, record.time_range)
             pick = ask_pick(text, version.ollama_name, host=engine.url, catalog=catalog).pick
-            ups += simulated_verdict(question, pick.widget, pick.fixtures, rng).value == "up"
+            up = simulated_verdict(question, pick.widget, pick.fixtures, rng).value == "up"
+            outcomes.append(int(up))
+            ups += up
             right += question.is_right(pick.widget, pick.fixtures)
         rate = UpRate(version.ollama_name, ups, len(questions))
         print(f"probe: {version.ollama_name}: up-rate on the same {len(questions)} fresh questions {rate}, right {right} "
               f"({time.time() - started:.0f} s)", flush=True)
         results.append({"version": version.ollama_name, "ups": ups, "right": right, "n": len(questions),
-                        "low": rate.interval[0], "high": rate.interval[1]})
+                        "low": rate.interval[0], "high": rate.interval[1], "up_outcomes": outcomes})
+    for before, after in zip(results, results[1:]):
+        test = mcnemar_one_sided([bool(x) for x in after["up_outcomes"]], [bool(x) for x in before["up_outcomes"]])
+        verdict = "rose" if test.p_value < 0.05 else "not shown to rise"
+        print(f"probe: {before['version']} -> {after['version']}: {verdict} (one-sided McNemar on the same questions: "
+              f"up for the newer only on {test.candidate_only}, for the older only on {test.live_only}, p = {test.p_value:.3g})")
     return results
 
 
