@@ -86,6 +86,7 @@ class ModelVersion(models.Model):
     engine = models.CharField(max_length=16, blank=True, help_text="The serving engine it was registered with: ollama, llama_cpp or vllm.")
     adapter_path = models.CharField(max_length=500, blank=True, help_text="The LoRA adapter folder it was made from (what vLLM serves).")
     gate = models.JSONField(default=dict, blank=True, help_text="The deploy gate's decision on this version: passed, reasons, numbers.")
+    ab_share = models.FloatField(default=0.0, help_text="Above 0: an A/B arm answering this share of requests beside the live model (deploy_mode ab).")
     pending_deploy = models.BooleanField(default=False, help_text="Passed its gate but Ollama was down; the next online_learn tick deploys it.")
     created_at = models.DateTimeField(auto_now_add=True)
     registered_at = models.DateTimeField(null=True, blank=True)
@@ -132,6 +133,9 @@ class Deployment(models.Model):
     class Action(models.TextChoices):
         ACTIVATE = "activate"
         ROLLBACK = "rollback"
+        AB_START = "ab_start", "A/B arm started"
+        AB_PROMOTE = "ab_promote", "A/B arm promoted to live"
+        AB_RETIRE = "ab_retire", "A/B arm retired"
 
     version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="deployments")
     previous = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
@@ -163,6 +167,7 @@ class OnlineRun(models.Model):
         DEPLOY_PENDING = "deploy_pending", "Passed its gate; Ollama was down, deployed on a later tick"
         REJECTED = "rejected", "Rejected by its gate or by export verification"
         TRAINED = "trained", "Trained and gated; auto_export is off"
+        AB_STARTED = "ab_started", "Passed its gate; serving as an A/B arm beside the live model"
 
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING, db_index=True)
     stage = models.CharField(max_length=12, blank=True, help_text="train, evaluate, gate, export or deploy.")

@@ -175,6 +175,11 @@ class OnlineLearningConfig(SettingsBase):
     retrain_interval_hours: float = _f(24.0, "A retrain is also due this long after the last trained run if any new rating waits, however few.")
     auto_export: bool = _f(True, "Export a candidate that passed its gate to GGUF (merge, quantize, verify).")
     auto_deploy: bool = _f(False, "Make an exported, verified candidate that passed its gate the live model (Ollama alias).")
+    deploy_mode: str = _f("replace", "How a candidate that passed its gate goes live (with auto_deploy): replace (it replaces the live model at once) or ab (it becomes an A/B arm answering ab_share of requests; later ticks promote it when its served up-rate is better by a one-sided Fisher exact test at ab_alpha, or retire it when it is worse, or when ab_max_ratings pass without evidence). Nothing live: it goes live at once either way.", choices=("replace", "ab"))
+    ab_share: float = _f(0.2, "deploy_mode ab: the share of requests the candidate arm answers.")
+    ab_min_ratings: int = _f(50, "deploy_mode ab: usable ratings of the candidate's served picks before any decision.")
+    ab_max_ratings: int = _f(400, "deploy_mode ab: with this many and no evidence either way, the candidate is retired and the live model keeps all traffic.")
+    ab_alpha: float = _f(0.05, "deploy_mode ab: one-sided significance level of the better and worse tests.")
     preset: str = _f("cpu", "Training preset for retraining (RL_TRAINING_OVERRIDES applies on top).")
     warm_start: bool = _f(True, "Retrain from the live model's adapter (continue training it) rather than from a fresh one; a fresh adapter when nothing trained is live. Either way the scenarios rated since the last run are trained first, older ones fill the preset's max_train_scenarios.")
     warm_start_learning_rate_scale: float = _f(1.0, "A warm-started retrain's learning rate is the preset's times this (in (0, 1]): an adapter that already learned the picks is moved in smaller steps than a fresh one, so it keeps what it knows while it learns from new ratings.")
@@ -211,6 +216,8 @@ class OnlineLearningConfig(SettingsBase):
             raise ConfigError(f"warm_start_learning_rate_scale must be in (0, 1], got {self.warm_start_learning_rate_scale}.")
         if self.preset not in PRESETS:
             raise ConfigError(f"Unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}.")
+        if not 0 < self.ab_share < 1 or not 0 < self.ab_alpha < 1 or not 0 < self.ab_min_ratings <= self.ab_max_ratings:
+            raise ConfigError("ab_share and ab_alpha must be between 0 and 1, and 0 < ab_min_ratings <= ab_max_ratings.")
         if not 0 < self.gate_alpha < 1 or min(self.gate_fixture_margin, self.gate_widget_margin, self.gate_preference_margin, self.gate_valid_margin) < 0:
             raise ConfigError("gate_alpha must be between 0 and 1 and the gate margins at least 0.")
         if self.heartbeat_seconds <= 0 or self.stale_after_minutes * 60 <= 2 * self.heartbeat_seconds:

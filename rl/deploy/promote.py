@@ -10,7 +10,7 @@ from typing import Any
 
 from rl.core.config import OnlineLearningConfig
 from rl.deploy.engines import EngineUnavailable
-from rl.deploy.registry import activate
+from rl.deploy.registry import activate, live_version
 from rl.export.exporter import export_to_ollama
 
 logger = logging.getLogger(__name__)
@@ -21,6 +21,7 @@ class Outcome:
     EXPORTED = "exported"  # passed and exported; not deployed (deploy=False)
     PENDING = "deploy_pending"  # passed and exported; the engine was down, a later online_learn tick deploys it
     DEPLOYED = "deployed"
+    AB_STARTED = "ab_started"  # passed and exported; answers a share of requests beside the live model (deploy_mode ab)
 
 
 @dataclass
@@ -79,6 +80,17 @@ def promote(candidate: Any, gate: Mapping[str, Any], cfg: OnlineLearningConfig, 
         return Promotion(Outcome.EXPORTED, f"{version.ollama_name} exported and verified; not deployed "
                                            f"(deploy with: manage.py activate_model {version.ollama_name})", version)
     forced = f" (forced by {gate['forced_by']})" if gate.get("forced_by") and not gate.get("passed") else ""
+    if cfg.deploy_mode == "ab" and live_version() is not None and not forced:
+        from rl.deploy.ab import start_ab
+
+        try:
+            deployment = start_ab(version, cfg, by=by, reason=reason or "; ".join(gate.get("reasons", [])))
+        except EngineUnavailable as exc:
+            version.mark_pending(f"Passed its gate; not deployed yet: {exc}")
+            return Promotion(Outcome.PENDING, f"{version.ollama_name} passed its gate but the serving engine is down; a later "
+                                              "online_learn tick starts its A/B", version)
+        return Promotion(Outcome.AB_STARTED, f"{version.ollama_name} answers {cfg.ab_share:.0%} of requests as an A/B arm; "
+                                             "online_learn promotes or retires it on its served up-rate", version, deployment)
     try:
         deployment = activate(version, by=by + forced, reason=reason or "; ".join(gate.get("reasons", [])), alias=cfg.live_alias)
     except EngineUnavailable as exc:

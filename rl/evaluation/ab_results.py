@@ -49,12 +49,15 @@ class UpRate:
         return f"{self.rate:.0%} of {self.n} (95% CI {low:.0%} to {high:.0%})"
 
 
-def up_rates(model_versions: list[str] | None = None) -> dict[str, UpRate]:
-    """Up-rate per model version (by Ollama name, as entries record it) over usable ratings of the entries it served."""
+def up_rates(model_versions: list[str] | None = None, *, since: Any = None) -> dict[str, UpRate]:
+    """Up-rate per model version (by name, as entries record it) over usable ratings of the entries it served (`since`:
+    only entries served from then on, e.g. since an A/B test began)."""
     from feedback.models import Rating
     from feedback.selectors import usable_ratings
 
     ratings = Rating.objects.exclude(entry__model_version="")
+    if since is not None:
+        ratings = ratings.filter(entry__created_at__gte=since)
     if model_versions is not None:
         ratings = ratings.filter(entry__model_version__in=model_versions)
     counts: dict[str, list[int]] = {}

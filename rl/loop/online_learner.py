@@ -130,6 +130,9 @@ class OnlineLearner:
             return self._dry_run(force)
         if not enabled() and not force:
             return TickResult("disabled", "Online learning is off (ENABLE_ONLINE_LEARNING=false): nothing to do.")
+        ab = self.ab_decision()
+        if ab is not None:
+            return ab
         pending = self.deploy_pending()
         if pending is not None and pending.exit_code != ExitCode.OK:
             return pending
@@ -217,6 +220,16 @@ class OnlineLearner:
             if not connection.in_atomic_block:  # a run takes long; drop a connection the server may have timed out
                 close_old_connections()
         return result
+
+    def ab_decision(self) -> TickResult | None:
+        """With an A/B candidate arm serving: promote it, retire it, or keep waiting for evidence (no retrain meanwhile:
+        one candidate at a time). None when no A/B runs."""
+        from rl.deploy.ab import decide_ab
+
+        evidence = decide_ab(self.config, by="online_learn")
+        if evidence is None:
+            return None
+        return TickResult(f"ab_{evidence.decision}", evidence.words())
 
     def deploy_pending(self) -> TickResult | None:
         """Deploy the newest candidate that passed its gate while Ollama was down; older pending ones are dropped."""

@@ -117,4 +117,6 @@ def run_stages(cfg: OnlineLearningConfig, run: Any, force_deploy: str = "") -> T
     deployed = promote(version, gate, cfg, by="online_learn")
     if deployed.outcome == Outcome.PENDING:
         return finish(run, OnlineRun.Outcome.DEPLOY_PENDING, deployed.message, ExitCode.DEPLOY_PENDING)
+    if deployed.outcome == Outcome.AB_STARTED:
+        return finish(run, OnlineRun.Outcome.AB_STARTED, deployed.message)
     return finish(run, OnlineRun.Outcome.DEPLOYED, deployed.message)

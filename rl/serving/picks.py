@@ -67,6 +67,8 @@ def choose_version(request_key: str, config: ServingConfig) -> tuple[Any, str]:
     """The model version that answers this request, and its arm."""
     from rl.deploy.registry import RegistryError, find_version, live_version
 
+    from rl.deploy.ab import candidate_arm
+
     live = live_version()
     if config.ab_share > 0 and route(request_key, config.ab_share) == CANDIDATE:
         try:
@@ -77,6 +79,10 @@ def choose_version(request_key: str, config: ServingConfig) -> tuple[Any, str]:
             if candidate.status in ("registered", "active"):
                 return candidate, CANDIDATE if live is None or candidate.pk != live.pk else LIVE
             logger.warning("A/B candidate %s is %s, not registered with the engine; serving the live model", candidate.ollama_name, candidate.status)
+    elif config.ab_share == 0 and live is not None:  # no A/B in the settings: the online learner's arm, if one runs
+        arm = candidate_arm()
+        if arm is not None and route(request_key, arm.ab_share) == CANDIDATE:
+            return arm, CANDIDATE
     if live is None:
         raise NoLiveModel("No model is live: activate one with `manage.py activate_model NAME` (or let online_learn deploy one).")
     return live, LIVE
