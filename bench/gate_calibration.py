@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--run", help="the training run whose gate scores to use")
     parser.add_argument("--outcomes", help="a JSON file of per-item outcomes instead")
     parser.add_argument("--trials", type=int, default=400)
-    parser.add_argument("--scales", default="1,2,4", help="gate-set sizes as multiples of today's")
+    parser.add_argument("--scales", default="1,2,4,8", help="gate-set sizes as multiples of today's")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     if args.outcomes:
