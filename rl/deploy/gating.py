@@ -55,7 +55,11 @@ def score_candidate_and_live(training_run: Any, cfg: OnlineLearningConfig) -> tu
     training_run.save(update_fields=["evaluation"])
     live = live_version()
     if live is None:
-        base = score(GateModel(f"base ({base_model or 'default'})", base_model), dict(run_cache.get("base", {})))
+        base_cache = dict(run_cache.get("base", {}))
+        base = score(GateModel(f"base ({base_model or 'default'})", base_model), base_cache)
+        # Kept too: the next gate of this run on the same data, and bench/gate_calibration.py, read them there.
+        training_run.evaluation = {**training_run.evaluation, RUN_CACHE: {**training_run.evaluation[RUN_CACHE], "base": base_cache}}
+        training_run.save(update_fields=["evaluation"])
         return candidate, base, f"the base model ({base_model or 'default'}; nothing is live)"
     if live.training_run is None or not is_adapter_folder(live.training_run.adapter_dir):
         raise RuntimeError(f"cannot re-score the live model {live.ollama_name}: its adapter is gone "
