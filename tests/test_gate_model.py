@@ -111,3 +111,5 @@ def test_the_paired_rule_is_the_default_and_its_numbers_are_printed_and_kept(tin
     scores = TrainingRun.objects.get(name="tiny").evaluation["gate:held_out"]
     assert len(scores["constrained_widget_outcomes"]) == scores["constrained_n_scenarios"] == 2
     assert len(scores["preference_outcomes"]) == scores["n_pairs"]
+    base_scores = list(TrainingRun.objects.get(name="tiny").evaluation["gate_cache"]["base"].values())  # kept for the next gate
+    assert len(base_scores) == 1 and len(base_scores[0]["constrained_widget_outcomes"]) == 2
