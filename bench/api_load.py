@@ -68,7 +68,7 @@ def run(args: argparse.Namespace, database_url: str) -> None:
             print(drive_with_wrk(base, tokens, entry_ids, args))
             return
         result = post_ratings(base + "/api/feedback/", tokens, entry_ids, args.seconds, seed=args.seed)
-    lost = lost_ratings(result.acknowledged)
+    lost = lost_ratings(result)
     latencies = sorted(result.latencies)
     wall = result.wall
     print(f"gunicorn {args.workers} workers x {args.threads} threads, {args.clients} clients, {wall:.1f} s, database {django.db.connection.vendor}")

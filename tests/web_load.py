@@ -78,6 +78,9 @@ def gunicorn(database_url: str, workers: int, threads: int = 1, probe_token: str
 class LoadResult:
     latencies: list[float] = field(default_factory=list)
     acknowledged: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Values sent for a key after its last acknowledgement and not acknowledged themselves: a commit whose answer was
+    # cut off by the fault may have landed, so the table may hold one of these instead, and nothing acknowledged is lost.
+    unacknowledged_since: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)
     timeline: list[tuple[float, str]] = field(default_factory=list)  # (seconds since start, status or error kind)
@@ -109,16 +112,20 @@ def post_ratings(url: str, tokens: list[str], entry_ids: list[str], seconds: flo
                     with lock:
                         note(type(exc).__name__)
                         result.failures.append(f"transport: {exc}")
+                        result.unacknowledged_since.setdefault((f"bench-{index}", entry_id), set()).add(value)
                     time.sleep(0.05)
                     continue
                 elapsed = time.perf_counter() - began
                 with lock:
                     note(str(response.status_code))
+                    key = (f"bench-{index}", entry_id)
                     if response.status_code in (200, 201):
                         result.latencies.append(elapsed)
-                        result.acknowledged[(f"bench-{index}", entry_id)] = value
+                        result.acknowledged[key] = value
+                        result.unacknowledged_since.pop(key, None)
                     else:
                         result.failures.append(f"{response.status_code} {response.text[:100]}")
+                        result.unacknowledged_since.setdefault(key, set()).add(value)
                 if response.status_code == 503:
                     time.sleep(0.05)
 
@@ -133,12 +140,18 @@ def post_ratings(url: str, tokens: list[str], entry_ids: list[str], seconds: flo
     return result
 
 
-def lost_ratings(acknowledged: dict[tuple[str, str], str]) -> int:
-    """Acknowledged ratings the database does not hold with the acknowledged value."""
+def lost(stored: dict[tuple[str, str], str], result: LoadResult) -> int:
+    """Acknowledged ratings the table does not hold: missing, or with a value neither acknowledged last nor sent after."""
+    return sum(1 for key, value in result.acknowledged.items()
+               if stored.get(key) != value and stored.get(key) not in result.unacknowledged_since.get(key, set()))
+
+
+def lost_ratings(result: LoadResult) -> int:
+    """Acknowledged ratings the database does not hold (`lost`), read through Django."""
     from feedback.models import Rating
 
     stored = {(r.rater.username, r.entry.external_id): r.value for r in Rating.objects.select_related("rater", "entry")}
-    return sum(1 for key, value in acknowledged.items() if stored.get(key) != value)
+    return lost(stored, result)
 
 
 def seed_raters_elsewhere(database_url: str, clients: int, scenarios: int = 40) -> tuple[list[str], list[str]]:
@@ -153,14 +166,14 @@ def seed_raters_elsewhere(database_url: str, clients: int, scenarios: int = 40) 
     return tokens, entry_ids
 
 
-def lost_ratings_in(database_url: str, acknowledged: dict[tuple[str, str], str]) -> int:
+def lost_ratings_in(database_url: str, result: LoadResult) -> int:
     """`lost_ratings`, read with plain SQL from the database at `database_url`."""
     from tests.databases import query_database
 
     rows = query_database(database_url, "SELECT u.username, e.external_id, r.value FROM feedback_rating r "
                                         "JOIN auth_user u ON u.id = r.rater_id JOIN feedback_entry e ON e.id = r.entry_id")
     stored = {(username, entry): value for username, entry, value in rows}
-    return sum(1 for key, value in acknowledged.items() if stored.get(key) != value)
+    return lost(stored, result)
 
 
 def run_fault(fault: str, *, seconds: float, at: float, down_seconds: float = 3.0, workers: int = 2, clients: int = 8) -> dict:
@@ -186,7 +199,7 @@ def run_fault(fault: str, *, seconds: float, at: float, down_seconds: float = 3.
                 events["back"] = time.perf_counter() - started
 
             result = post_ratings(f"{base}/api/feedback/", tokens, entry_ids, seconds, during=inject)
-        lost = lost_ratings_in(cluster.url, result.acknowledged)
+        lost_count = lost_ratings_in(cluster.url, result)
     during = [kind for when, kind in result.timeline if events["fault"] <= when <= events["back"] + 0.5]
     refused = {kind: during.count(kind) for kind in sorted(set(during)) if kind not in ("200", "201")}
     recovered = [when for when, kind in result.timeline if when > events["back"] and kind in ("200", "201")]
@@ -195,13 +208,13 @@ def run_fault(fault: str, *, seconds: float, at: float, down_seconds: float = 3.
     lines = [
         f"fault: {fault}{f' ({down_seconds:g} s down)' if fault == 'restart' else ''} at {events['fault']:.1f} s of {result.wall:.1f} s; "
         f"gunicorn {workers} workers, {clients} clients, PostgreSQL (a cluster of its own)",
-        f"ratings acknowledged {len(result.acknowledged)} distinct ({len(result.latencies)} requests), stored {len(result.acknowledged) - lost}, lost {lost}",
+        f"ratings acknowledged {len(result.acknowledged)} distinct ({len(result.latencies)} requests), stored {len(result.acknowledged) - lost_count}, lost {lost_count}",
         f"all answers by status: {dict(sorted(result.statuses.items()))}",
         f"refused during the fault: {refused or 'none'}",
         f"seconds from the {'database' if fault == 'restart' else 'worker'} being back to the first rating stored: {recovery:.2f}",
         f"500s: {server_errors}",
     ]
-    return {"ok": lost == 0 and server_errors == 0 and bool(recovered), "lost": lost, "statuses": result.statuses, "refused": refused,
+    return {"ok": lost_count == 0 and server_errors == 0 and bool(recovered), "lost": lost_count, "statuses": result.statuses, "refused": refused,
             "recovery_seconds": recovery, "lines": lines}
 
 
