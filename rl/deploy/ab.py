@@ -27,14 +27,11 @@ def candidate_arm() -> Any:
 def start_ab(version: Any, cfg: OnlineLearningConfig, *, by: str, reason: str = "") -> Any:
     """Make `version` the A/B candidate arm at `cfg.ab_share` (registering it with the serving engine first); any
     earlier arm stops. Raises EngineUnavailable (nothing changed) when the engine is down."""
-    from rl.deploy.registration import register_version
+    from rl.deploy.registration import ensure_registered
     from rl.models import Deployment, ModelVersion
 
     engine = serving_engine()
-    if version.status == ModelVersion.Status.EXPORTED or version.engine != engine.kind or engine.kind != "ollama":
-        version = register_version(version, engine=engine)
-        if version.status != ModelVersion.Status.REGISTERED:
-            raise EngineUnavailable(version.message)
+    version = ensure_registered(version, engine)
     ModelVersion.objects.filter(ab_share__gt=0).exclude(pk=version.pk).update(ab_share=0.0)
     version.ab_share = cfg.ab_share
     version.save(update_fields=["ab_share"])

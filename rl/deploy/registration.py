@@ -60,6 +60,19 @@ def register_version(version: Any, fmt: ChatFormat | None = None, engine: Servin
     return version
 
 
+def ensure_registered(version: Any, engine: ServingEngine) -> Any:
+    """`version` registered with `engine`, registering it (again) when needed: llama.cpp's models file and vLLM's
+    loaded adapters can lose a version (a new file, a vLLM restart), and registering with them again costs little and
+    changes nothing when it is there; Ollama keeps what it registered. Raises EngineUnavailable when the engine is down."""
+    from rl.models import ModelVersion
+
+    if version.status == ModelVersion.Status.EXPORTED or version.engine != engine.kind or engine.kind != "ollama":
+        version = register_version(version, engine=engine)
+        if version.status not in (ModelVersion.Status.REGISTERED, ModelVersion.Status.ACTIVE) or version.engine != engine.kind:
+            raise EngineUnavailable(version.message)
+    return version
+
+
 def export_and_register(checkpoint_path: str | Path, *, register: bool = True, **export: Any) -> ExportResult:
     """`export_to_ollama`, then (with `register`) registration of the verified export with the serving engine."""
     from rl.models import ModelVersion

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from rl.deploy.engines import EngineUnavailable, serving_engine
+from rl.deploy.engines import serving_engine
 
 logger = logging.getLogger(__name__)
 
@@ -60,19 +60,14 @@ def activate(version: Any, *, by: str, reason: str = "", host: str | None = None
     is not yet, point the alias at it, record it.
 
     Raises EngineUnavailable (nothing changed; retry later), RegistryError or RegistrationError."""
-    from rl.deploy.registration import register_version
+    from rl.deploy.registration import ensure_registered
     from rl.models import Deployment, ModelVersion
 
     engine = serving_engine(url=host)
     alias = alias or live_alias()
     if version.status == ModelVersion.Status.REJECTED:
         raise RegistryError(f"{version.ollama_name} failed export verification and cannot be live: {version.message}")
-    # llama.cpp's models file and vLLM's loaded adapters can lose a version (a new file, a vLLM restart): registering
-    # with them again costs little and changes nothing when it is there. Ollama keeps what it registered.
-    if version.status == ModelVersion.Status.EXPORTED or version.engine != engine.kind or engine.kind != "ollama":
-        version = register_version(version, engine=engine)
-        if version.status not in (ModelVersion.Status.REGISTERED, ModelVersion.Status.ACTIVE) or version.engine != engine.kind:
-            raise EngineUnavailable(version.message)
+    version = ensure_registered(version, engine)
     engine.point_alias(version, alias)
     try:
         with transaction.atomic():
