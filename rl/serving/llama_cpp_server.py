@@ -69,8 +69,10 @@ class LlamaCppServer:
 
         deadline = time.monotonic() + self.ready_seconds
         while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise EngineStartError(f"llama.cpp's server exited with code {self.process.returncode} at start-up"
+            process = self.process
+            # A process that stop() ended is no longer self.process: a restart by the watcher is not a failure.
+            if process is not None and process.poll() is not None and process is self.process:
+                raise EngineStartError(f"llama.cpp's server exited with code {process.returncode} at start-up"
                                        f"{f'; see {self.log_path}' if self.log_path else ''}.")
             try:
                 served = {m["id"] for m in httpx.get(f"{self.url}/models", timeout=2).json()["data"]}
@@ -82,14 +84,14 @@ class LlamaCppServer:
         raise EngineStartError(f"llama.cpp's server at {self.url} did not serve {sorted(names)} within {self.ready_seconds:g} s.")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
             try:
-                self.process.wait(timeout=20)
+                process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
+                process.kill()
+                process.wait()
 
     def restart(self) -> None:
         self.stop()
