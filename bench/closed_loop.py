@@ -24,8 +24,15 @@ answers were right before the rater's noise), what the retrain trained on, and t
 candidate trained on FLIPPED ratings is gated against the live model on the natural set and must be rejected, every
 deployment is checked to be of a version that passed its gate, and the up-rates are listed round by round.
 
-With --probe N, every version that was ever deployed then answers the same N fresh questions (not stored, not
-rated into the database): the rounds' own up-rates are each on other questions, this compares the models alone.
+With --probe N, the model live after each round (and at the start) answers the same N fresh questions (not stored,
+not rated into the database): the rounds' own up-rates are each on other questions, this compares the models alone.
+The round-to-round verdict is a one-sided exact McNemar test on those questions, "no change" when the same model
+stayed live.
+
+With --deploy-mode ab (the online learner's deploy_mode), a candidate that passed its gate first answers --ab-share
+of the next rounds' questions beside the live model; each round's tick then promotes it when its rated picks are
+better by a one-sided Fisher exact test, retires it when worse or after --ab-max-ratings without evidence, or waits
+(no retrain while it waits). The round line gives each arm's up-rate and the decision.
 
 Everything lives in --workdir (its own SQLite database and run folders); the project's database is not touched.
 
@@ -36,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -78,8 +86,12 @@ def main() -> None:
                         "warm_start_learning_rate_scale; default: its setting)")
     parser.add_argument("--backend", choices=("ollama", "openai"), default="ollama", help="serve through Ollama's API (the "
                         "SIMULATED Ollama) or the OpenAI API of llama.cpp's real server (RL_SERVING engine llama_cpp)")
-    parser.add_argument("--probe", type=int, default=0, help="at the end, ask every version that was ever deployed the same N "
-                        "fresh questions (none in the database; ratings not stored) and compare their up-rates on them")
+    parser.add_argument("--probe", type=int, default=0, help="ask the live model at the start and after every round the same N "
+                        "fresh questions (none in the database; ratings not stored) and compare the live models on them")
+    parser.add_argument("--deploy-mode", choices=("replace", "ab"), default="replace", help="the online learner's deploy_mode")
+    parser.add_argument("--ab-share", type=float, default=0.5, help="deploy_mode ab: the candidate arm's share of requests")
+    parser.add_argument("--ab-min-ratings", type=int, default=50, help="deploy_mode ab: the candidate's ratings before any decision")
+    parser.add_argument("--ab-max-ratings", type=int, default=200, help="deploy_mode ab: retire without evidence after this many")
     args = parser.parse_args()
 
     work = Path(args.workdir).resolve()
@@ -121,8 +133,12 @@ def main() -> None:
     rater, _ = get_user_model().objects.get_or_create(username="closed-loop-operator")
     rng = random.Random(args.seed)
     scale = {"warm_start_learning_rate_scale": args.warm_start_learning_rate_scale} if args.warm_start_learning_rate_scale else {}
+    ab = {"deploy_mode": args.deploy_mode, "ab_share": args.ab_share, "ab_min_ratings": args.ab_min_ratings,
+          "ab_max_ratings": args.ab_max_ratings} if args.deploy_mode == "ab" else {}
     learner = init_online_learner(min_samples=1, auto_deploy=True, gate_sets=args.gate_sets, gate_eval_limit=args.gate_eval_limit,
-                                  heartbeat_seconds=60, stale_after_minutes=180, **scale)
+                                  heartbeat_seconds=60, stale_after_minutes=180, **scale, **ab)
+    probe_questions = fresh_probe_questions(args.probe, args.seed * 1000 + 999) if args.probe else []
+    probed: dict[str, dict] = {}
     summary = []
     base_version = None
     with serving_engine(args.backend, work) as engine:
@@ -156,6 +172,7 @@ def main() -> None:
             known = {q.lower() for q in Scenario.objects.values_list("query", flat=True)}
             questions = fresh_questions(args.seed * 1000 + round_number, args.questions, known)
             ups = right = served = failed = 0
+            arms: dict[str, list[int]] = {}
             started = time.time()
             for question in questions:
                 record = question.record
@@ -170,36 +187,55 @@ def main() -> None:
                     verdict.value, ["corrected"] if verdict.corrected_widget else [], "", verdict.corrected_widget, list(verdict.corrected_fixtures)))
                 served += 1
                 ups += verdict.value == "up"
+                arm = arms.setdefault(f"{answer.arm} {answer.model_version}", [0, 0])
+                arm[0], arm[1] = arm[0] + (verdict.value == "up"), arm[1] + 1
                 right += question.is_right(answer.pick.widget, answer.pick.fixtures)
             rate = UpRate(live.ollama_name, ups, served)
             serve_seconds = time.time() - started
             line = (f"round {round_number}: live {live.ollama_name}: up-rate on {served} new questions {rate}, right {right} "
                     f"({failed} not served, {serve_seconds:.0f} s serving)")
-            outcome = reasons = ""
+            if len(arms) > 1:
+                line += " | arms: " + ", ".join(f"{name} {u}/{n}" for name, (u, n) in sorted(arms.items()))
+            outcome = reasons = ab_words = ""
             if round_number < last_round or args.retrain_after_last:
                 started = time.time()
                 if base_version is not None:  # nothing live: the first model is gated against the base model itself
                     ModelVersion.objects.filter(pk=base_version.pk).update(status=ModelVersion.Status.RETIRED)
                 result = learner.tick(force=True)
+                if result.action.startswith("ab_"):  # the tick decided on the A/B arm first; it retrains only once that is over
+                    ab_words = result.message
+                    line += f" | {ab_words}"
+                    if result.action != "ab_wait":
+                        result = learner.tick(force=True)
                 if base_version is not None and live_version() is None:  # the first model lost its gate: base serves on
                     promote(base_version, base_version.gate, learner.config, by="closed_loop bench --serve-base (the first tuned model lost its gate)")
                 elif base_version is not None:
                     base_version = None
-                run = OnlineRun.objects.filter(pk=result.run_id).first() if result.run_id else None
-                outcome, reasons = result.action, "; ".join((run.gate or {}).get("reasons", [])) if run else ""
-                line += (f" | retrain ({training_summary(run.training_run if run else None)}): {outcome} "
-                         f"({time.time() - started:.0f} s): {reasons}")
+                if not result.action.startswith("ab_"):
+                    run = OnlineRun.objects.filter(pk=result.run_id).first() if result.run_id else None
+                    outcome, reasons = result.action, "; ".join((run.gate or {}).get("reasons", [])) if run else ""
+                    line += (f" | retrain ({training_summary(run.training_run if run else None)}): {outcome} "
+                             f"({time.time() - started:.0f} s): {reasons}")
             print(line, flush=True)
-            summary.append({"round": round_number, "live": live.ollama_name, "ups": ups, "right": right, "n": served, "low": rate.interval[0],
-                            "high": rate.interval[1], "outcome": outcome, "reasons": reasons})
+            entry = {"round": round_number, "live": live.ollama_name, "ups": ups, "right": right, "n": served, "low": rate.interval[0],
+                     "high": rate.interval[1], "arms": arms, "ab": ab_words, "outcome": outcome, "reasons": reasons}
+            if probe_questions:
+                after = live_version()
+                entry["probe_before"] = probe_version(engine, live, probe_questions, probed, rng_seed=args.seed)["version"]
+                entry["probe_after"] = probe_version(engine, after, probe_questions, probed, rng_seed=args.seed)["version"] if after else ""
+            summary.append(entry)
 
         if not args.skip_flipped:
             summary.append({"flipped": flipped_candidate(work, learner.config)})
-        if args.probe:
-            probed = probe_deployed_versions(engine, args.probe, args.seed * 1000 + 999, rng_seed=args.seed)
-            (work / "probe.json").write_text(json.dumps(probed, indent=1))
+        if probe_questions:
+            for version in deployed_versions():
+                probe_version(engine, version, probe_questions, probed, rng_seed=args.seed)
+            (work / "probe.json").write_text(json.dumps(list(probed.values()), indent=1))
     bad = [d for d in Deployment.objects.select_related("version") if not (d.version.gate or {}).get("passed") and not (d.version.gate or {}).get("forced_by")]
-    print(f"deployments: {Deployment.objects.count()}, of versions that lost their gate: {len(bad)}")
+    lost_ab = {d.version_id for d in Deployment.objects.filter(action=Deployment.Action.AB_RETIRE)}
+    live_after_losing_ab = [d for d in Deployment.objects.filter(version_id__in=lost_ab, action__in=[Deployment.Action.ACTIVATE, Deployment.Action.AB_PROMOTE])]
+    print(f"deployments: {Deployment.objects.count()} ({', '.join(f'{a} {n}' for a, n in deployment_counts())}), of versions that "
+          f"lost their gate: {len(bad)}, of versions that lost their A/B: {len(live_after_losing_ab)}")
     print(f"live at the end: {live_version()}; versions: {[str(v) for v in ModelVersion.objects.all()]}")
     rounds = [r for r in summary if "round" in r]
     for r in rounds:
@@ -207,8 +243,13 @@ def main() -> None:
               f"(95% {r['low']:.1%}-{r['high']:.1%}), right {r['right']}")
     print("from round to round (each round asks new questions, so rounds compare as independent samples; --probe "
           "compares the deployed versions on the same questions):")
-    for before, after in zip(rounds, rounds[1:]):
+    for before, after in itertools.pairwise(rounds):
         print(f"  round {before['round']} -> {after['round']}: {round_verdict(before, after)}")
+    if probe_questions:
+        print(f"the live model after each round on the same {len(probe_questions)} fresh probe questions (one-sided exact McNemar):")
+        for r in rounds:
+            if r.get("probe_after"):
+                print(f"  round {r['round']}: {probe_verdict(probed[r['probe_before']], probed[r['probe_after']])}")
     summary_name = "summary.json" if args.first_round == 1 else f"summary-rounds-{args.first_round}-{last_round}.json"
     (work / summary_name).write_text(json.dumps(summary, indent=1, default=str))
 
@@ -222,7 +263,8 @@ class ServingEngineForBench:
     def wait_until_serving(self, name: str, seconds: float = 180.0) -> None:
         """Until the engine answers for `name` (llama.cpp's server restarts after each deploy; Ollama needs no wait)."""
         deadline = time.time() + seconds
-        while self.llama_cpp_server is not None and not self.llama_cpp_server.serves(name):
+        # A registration changes the models file first: wait for the restart it causes, not only for the name.
+        while self.llama_cpp_server is not None and (self.llama_cpp_server.changed() or not self.llama_cpp_server.serves(name)):
             if time.time() > deadline:
                 raise SystemExit(f"llama.cpp's server did not serve {name} within {seconds:g} s")
             time.sleep(0.5)
@@ -286,48 +328,76 @@ def make_base_model_live(config: Any) -> Any:
     return version
 
 
-def probe_deployed_versions(engine: ServingEngineForBench, count: int, seed: int, rng_seed: int) -> list[dict]:
-    """Every version ever deployed, in the order it went live, answers the same `count` fresh questions through the engine
-    with serving's prompt and schema; the SIMULATED rater judges them with a random stream of the same seed. Nothing is stored:
-    the questions stay fresh for a later round. Each round's up-rate is on questions of its own, so between two rounds
-    the questions differ as well as the model; here only the model does."""
-    from feedback.demo import fresh_questions, simulated_verdict
+def fresh_probe_questions(count: int, seed: int) -> list:
+    """`count` fresh demo-generator questions, none in the database: the same for every model probed."""
+    from feedback.demo import fresh_questions
     from feedback.models import Scenario
+
+    known = {q.lower() for q in Scenario.objects.values_list("query", flat=True)}
+    return fresh_questions(seed, count, known)
+
+
+def deployed_versions() -> list:
+    from rl.models import Deployment
+
+    return list(dict.fromkeys(d.version for d in Deployment.objects.select_related("version").order_by("created_at", "pk")
+                              if d.action in (Deployment.Action.ACTIVATE, Deployment.Action.AB_PROMOTE)))
+
+
+def deployment_counts() -> list[tuple[str, int]]:
+    from django.db.models import Count
+
+    from rl.models import Deployment
+
+    return [(row["action"], row["n"]) for row in Deployment.objects.values("action").annotate(n=Count("pk")).order_by("action")]
+
+
+def probe_version(engine: ServingEngineForBench, version: Any, questions: list, probed: dict, rng_seed: int) -> dict:
+    """`version` answers the probe questions through the engine with serving's prompt and schema; the SIMULATED rater
+    judges them with a random stream of the same seed. Nothing is stored (the questions stay fresh); a version is asked
+    once (`probed` keeps its result). Each round's own up-rate is on questions of its own; here only the model differs."""
+    from feedback.demo import simulated_verdict
     from rl.core.prompts import ScenarioText
     from rl.evaluation.ab_results import UpRate
-    from rl.models import Deployment, ModelVersion
-    from rl.deploy.paired import mcnemar_one_sided
+    from rl.models import ModelVersion
     from rl.serving.picks import ask_pick, current_catalog
 
-    versions = list(dict.fromkeys(d.version for d in Deployment.objects.select_related("version").order_by("created_at", "pk")))
-    known = {q.lower() for q in Scenario.objects.values_list("query", flat=True)}
-    questions = fresh_questions(seed, count, known)
-    catalog, results = current_catalog(), []
-    for version in versions:
-        if version.status not in (ModelVersion.Status.REGISTERED, ModelVersion.Status.ACTIVE):
-            register_again(version, engine.url)
-        engine.wait_until_serving(version.ollama_name)
-        rng, ups, right, started = random.Random(rng_seed), 0, 0, time.time()
-        outcomes = []  # per question, in order: the same questions for every version, so versions compare item by item
-        for question in questions:
-            record = question.record
-            text = ScenarioText(record.query, record.site, record.role, record.time_range)
-            pick = ask_pick(text, version.ollama_name, host=engine.url, catalog=catalog).pick
-            up = simulated_verdict(question, pick.widget, pick.fixtures, rng).value == "up"
-            outcomes.append(int(up))
-            ups += up
-            right += question.is_right(pick.widget, pick.fixtures)
-        rate = UpRate(version.ollama_name, ups, len(questions))
-        print(f"probe: {version.ollama_name}: up-rate on the same {len(questions)} fresh questions {rate}, right {right} "
-              f"({time.time() - started:.0f} s)", flush=True)
-        results.append({"version": version.ollama_name, "ups": ups, "right": right, "n": len(questions),
-                        "low": rate.interval[0], "high": rate.interval[1], "up_outcomes": outcomes})
-    for before, after in zip(results, results[1:]):
-        test = mcnemar_one_sided([bool(x) for x in after["up_outcomes"]], [bool(x) for x in before["up_outcomes"]])
-        verdict = "rose" if test.p_value < 0.05 else "not shown to rise"
-        print(f"probe: {before['version']} -> {after['version']}: {verdict} (one-sided McNemar on the same questions: "
-              f"up for the newer only on {test.candidate_only}, for the older only on {test.live_only}, p = {test.p_value:.3g})")
-    return results
+    if version.ollama_name in probed:
+        return probed[version.ollama_name]
+    if version.status not in (ModelVersion.Status.REGISTERED, ModelVersion.Status.ACTIVE):
+        register_again(version, engine.url)
+    engine.wait_until_serving(version.ollama_name)
+    catalog, rng, ups, right, started = current_catalog(), random.Random(rng_seed), 0, 0, time.time()
+    outcomes = []  # per question, in order: the same questions for every version, so versions compare item by item
+    for question in questions:
+        record = question.record
+        text = ScenarioText(record.query, record.site, record.role, record.time_range)
+        pick = ask_pick(text, version.ollama_name, host=engine.url, catalog=catalog).pick
+        up = simulated_verdict(question, pick.widget, pick.fixtures, rng).value == "up"
+        outcomes.append(int(up))
+        ups += up
+        right += question.is_right(pick.widget, pick.fixtures)
+    rate = UpRate(version.ollama_name, ups, len(questions))
+    print(f"probe: {version.ollama_name}: up-rate on the same {len(questions)} fresh questions {rate}, right {right} "
+          f"({time.time() - started:.0f} s)", flush=True)
+    probed[version.ollama_name] = {"version": version.ollama_name, "ups": ups, "right": right, "n": len(questions),
+                                   "low": rate.interval[0], "high": rate.interval[1], "up_outcomes": outcomes}
+    return probed[version.ollama_name]
+
+
+def probe_verdict(before: dict, after: dict) -> str:
+    """Whether the live model's probe up-rate rose, fell or stayed, by a one-sided exact McNemar test each way on the
+    same questions; 'no change' when the same model stayed live."""
+    from rl.deploy.paired import mcnemar_one_sided
+
+    if before["version"] == after["version"]:
+        return f"no change: {after['version']} stayed live ({after['ups']}/{after['n']} up)"
+    newer, older = [bool(x) for x in after["up_outcomes"]], [bool(x) for x in before["up_outcomes"]]
+    rose, fell = mcnemar_one_sided(newer, older), mcnemar_one_sided(older, newer)
+    verdict = "rose" if rose.p_value < 0.05 else "fell" if fell.p_value < 0.05 else "neither rose nor fell significantly"
+    return (f"{verdict}: {before['version']} {before['ups']}/{before['n']} -> {after['version']} {after['ups']}/{after['n']} "
+            f"(up for the newer only on {rose.candidate_only}, for the older only on {rose.live_only}; p(rose) = {rose.p_value:.3g}, "
+            f"p(fell) = {fell.p_value:.3g})")
 
 
 def training_summary(training_run) -> str:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the demo data: seed the demo command center (SIMULATED ratings), train a LoRA adapter with DPO
 # (cpu preset), evaluate it against the base model on held-out scenarios and on the hand-written natural-question set
+# (its gate part, which the deploy gate scores too, and its sealed part, which nothing else reads)
 # (answers constrained to the answer schema, as served), export a verified q4_k_m GGUF with its Modelfile, register
 # it with Ollama, put it through the deploy gate (against the live model, or the base when nothing is live) and, if
 # it passes, make it live and serve a few new questions through Ollama's /api/chat, then the same questions through
@@ -20,6 +21,8 @@ $PY manage.py train_dpo --config cpu --run-name "$RUN"
 # The held-out split is capped at 48 pairs/scenarios to keep the job near 20 minutes on 2 cores; the natural set is whole.
 $PY manage.py evaluate_model --checkpoint "$RUN" --compare-base --decoding constrained --limit $HELD_OUT_LIMIT
 $PY manage.py evaluate_model --checkpoint "$RUN" --compare-base --decoding constrained --natural
+# The natural set's sealed part: no gate, checkpoint choice or recipe decision ever read it (rl/data/sealed.py).
+$PY manage.py evaluate_model --checkpoint "$RUN" --compare-base --decoding constrained --natural sealed
 
 answers() { $PY -c "import sys, httpx; httpx.get(sys.argv[1] + '/api/tags', timeout=2)" "$1" 2>/dev/null; }
 export OLLAMA_HOST=${OLLAMA_HOST:-http://127.0.0.1:11434}
@@ -62,7 +65,7 @@ fi
 cat <<MSG
 
 Demo done. Run folder: rl_checkpoints/$RUN (config.json, metrics.jsonl, tensorboard/, final/, evaluation.json and
-evaluation-natural.json with their .png and -confusion.png, exports/q4_k_m/ with model-q4_k_m.gguf and Modelfile).
+evaluation-natural.json and evaluation-natural-sealed.json with their .png and -confusion.png, exports/q4_k_m/ with model-q4_k_m.gguf and Modelfile).
   Rate picks:   make serve, then open http://127.0.0.1:8000/rate/ (user 'demo', password 'demo-rater-password')
   Dashboard:    http://127.0.0.1:8000/runs/  (staff; the demo account is staff, demo only)
   Browse:       http://127.0.0.1:8000/admin/

@@ -1,10 +1,14 @@
 """The natural-question evaluation set: hand-written operator questions, kept apart from the demo generator.
 
-`evalsets/natural/questions.json` is the hand-written source (question, site, right widgets, right fixtures, and
-fixtures the demo catalog does not have). This module turns it into the feedback file format, so `evaluate_model
---data-file ... --ratings-file ...` and the demo read it like any other feedback: every right widget with the right
-fixtures is rated up, and for pairs, three wrong widgets and one wrong fixture from the prompt's shortlist are rated
-down. Regenerate the two files after editing the questions:
+It has two parts, split by question, each a folder under `evalsets/`: the **gate** part (`evalsets/natural/`, this
+module's NATURAL_* files), which deploy gates may score, and the **sealed** part (its folder is named in
+rl/data/sealed.py alone), which only `evaluate_model --natural sealed` and the demo's report read.
+
+A part's `questions.json` is the hand-written source (question, site, right widgets, right fixtures, and fixtures the
+demo catalog does not have). This module turns it into the feedback file format, so `evaluate_model --data-file ...
+--ratings-file ...` and the demo read it like any other feedback: every right widget with the right fixtures is rated
+up, and for pairs, three wrong widgets and one wrong fixture from the prompt's shortlist are rated down. Regenerate
+every part's two files after editing questions:
 
     python -m rl.data.evalsets
 """
@@ -23,10 +27,12 @@ from feedback.files import (
 )
 from rl.core.prompts import Catalog, CatalogItem, ScenarioText
 
-NATURAL_DIR = Path(__file__).resolve().parents[2] / "evalsets" / "natural"
-NATURAL_QUESTIONS = NATURAL_DIR / "questions.json"
-NATURAL_DATA_FILE = NATURAL_DIR / "exhaustive_data.json"
-NATURAL_RATINGS_FILE = NATURAL_DIR / "ratings.json"
+EVALSETS_DIR = Path(__file__).resolve().parents[2] / "evalsets"
+QUESTIONS_FILE, DATA_FILE, RATINGS_FILE = "questions.json", "exhaustive_data.json", "ratings.json"
+NATURAL_DIR = EVALSETS_DIR / "natural"  # the gate part
+NATURAL_QUESTIONS = NATURAL_DIR / QUESTIONS_FILE
+NATURAL_DATA_FILE = NATURAL_DIR / DATA_FILE
+NATURAL_RATINGS_FILE = NATURAL_DIR / RATINGS_FILE
 WRONG_WIDGETS_PER_QUESTION = 3
 
 
@@ -79,13 +85,15 @@ def build_natural_evalset(spec: dict[str, Any] | None = None, seed: int = 0) -> 
     return data, FeedbackRatings(raters=[RaterRecord(username=author)], ratings=ratings)
 
 
-def write_natural_evalset() -> tuple[Path, Path]:
-    data, ratings = build_natural_evalset()
-    write_json(NATURAL_DATA_FILE, data)
-    write_json(NATURAL_RATINGS_FILE, ratings)
-    return NATURAL_DATA_FILE, NATURAL_RATINGS_FILE
+def write_natural_evalset(directory: Path = NATURAL_DIR) -> tuple[Path, Path]:
+    """Build a part's data and ratings files from its questions.json, in its folder."""
+    data, ratings = build_natural_evalset(load_questions(directory / QUESTIONS_FILE))
+    write_json(directory / DATA_FILE, data)
+    write_json(directory / RATINGS_FILE, ratings)
+    return directory / DATA_FILE, directory / RATINGS_FILE
 
 
 if __name__ == "__main__":
-    for path in write_natural_evalset():
-        print(f"wrote {path}")
+    for questions in sorted(EVALSETS_DIR.glob(f"*/{QUESTIONS_FILE}")):
+        for path in write_natural_evalset(questions.parent):
+            print(f"wrote {path}")

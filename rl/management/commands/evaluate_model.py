@@ -16,8 +16,9 @@ class Command(BaseCommand):
         "Evaluate a tuned model on held-out ratings: preference accuracy (log p(chosen) > log p(rejected)), DPO reward "
         "margin against the base, and pick accuracy by greedy generation (valid JSON, widget, fixtures), free and constrained "
         "to the answer's JSON schema. --checkpoint scores a run's LoRA adapter through PyTorch; --gguf scores an exported "
-        "GGUF through llama.cpp. Held-out data: the run's eval split, --natural (the hand-written natural-question set), or "
-        "all of --data-file/--ratings-file. Output format: docs/evaluation.md."
+        "GGUF through llama.cpp. Held-out data: the run's eval split, --natural (the hand-written natural-question set's "
+        "gate part; --natural sealed: its sealed part, which no gate or tuning reads), or all of --data-file/--ratings-file. "
+        "Output format: docs/evaluation.md."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -27,8 +28,10 @@ class Command(BaseCommand):
         parser.add_argument("--base-model", help="Base model (default: the run's, else RL_BASE_MODEL or SmolLM2).")
         parser.add_argument("--data-file", help="Held-out data file (import format); use with --ratings-file.")
         parser.add_argument("--ratings-file", help="Held-out ratings file (import format).")
-        parser.add_argument("--natural", action="store_true",
-                            help="Evaluate on the natural-question set (evalsets/natural/), hand-written apart from the demo generator.")
+        parser.add_argument("--natural", nargs="?", const="gate", choices=("gate", "sealed"),
+                            help="Evaluate on the natural-question set, hand-written apart from the demo generator: its gate part "
+                            "(evalsets/natural/, the default), which deploy gates score too, or its sealed part "
+                            "(evalsets/natural-sealed/), which nothing else reads.")
         parser.add_argument("--decoding", choices=(*DECODINGS, "both"), default="both",
                             help="Pick accuracy from free greedy answers, answers constrained to the JSON schema, or both (default).")
         parser.add_argument("--limit", type=int, help="Evaluate at most N pairs and N scenarios.")
@@ -44,7 +47,12 @@ class Command(BaseCommand):
         if options["natural"]:
             if options["data_file"] or options["ratings_file"]:
                 raise CommandError("--natural and --data-file/--ratings-file name two evaluation sets: pass one.")
-            options["data_file"], options["ratings_file"] = str(NATURAL_DATA_FILE), str(NATURAL_RATINGS_FILE)
+            if options["natural"] == "sealed":
+                from rl.data.sealed import SEALED_DATA_FILE, SEALED_RATINGS_FILE
+
+                options["data_file"], options["ratings_file"] = str(SEALED_DATA_FILE), str(SEALED_RATINGS_FILE)
+            else:
+                options["data_file"], options["ratings_file"] = str(NATURAL_DATA_FILE), str(NATURAL_RATINGS_FILE)
         decodings = DECODINGS if options["decoding"] == "both" else (options["decoding"],)
         try:
             results = evaluate_model(
