@@ -221,6 +221,9 @@ LOGGING = {
     "loggers": {
         "feedback": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "rl": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        # bitsandbytes tries to fetch a CPU 4-bit kernel from the Hugging Face hub when imported and warns on every
+        # model load that it could not; nothing here runs 4-bit on a CPU, and the hub is not reachable.
+        "bitsandbytes.backends.cpu.ops": {"level": "ERROR"},
     },
 }
 

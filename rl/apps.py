@@ -6,3 +6,8 @@ class RlConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "rl"
     verbose_name = "Reinforcement learning"
+
+    def ready(self) -> None:
+        from rl.core.console import quiet_third_party
+
+        quiet_third_party()

@@ -15,15 +15,30 @@ OUT=${DEMO_OUTPUT:-demo_output}
 RUN=${DEMO_RUN:-demo-$(date -u +%Y%m%d-%H%M%S)}
 HELD_OUT_LIMIT=48
 mkdir -p "$OUT"
-$PY manage.py migrate --noinput
-$PY manage.py seed_demo --write-files "$OUT"
-$PY manage.py train_dpo --config cpu --run-name "$RUN"
+PHASES="$OUT/phases-$RUN.tsv"
+: > "$PHASES"
+# Runs a phase and records its seconds for the closing summary (manage.py run_report --phases).
+phase() {
+  local name=$1 started=$SECONDS rc=0
+  shift
+  echo "== $name"
+  "$@" || rc=$?
+  printf '%s\t%s\n' "$name" $((SECONDS - started)) >> "$PHASES"
+  return $rc
+}
+phase "seed" bash -c "$PY manage.py migrate --noinput && $PY manage.py seed_demo --write-files '$OUT'"
+phase "train" $PY manage.py train_dpo --config cpu --run-name "$RUN"
 # The held-out split is capped at 48 pairs/scenarios to keep the job near 20 minutes on 2 cores; the natural set is whole.
-$PY manage.py evaluate_model --checkpoint "$RUN" --compare-base --decoding constrained --limit $HELD_OUT_LIMIT
-$PY manage.py evaluate_model --checkpoint "$RUN" --compare-base --decoding constrained --natural
+phase "evaluate held-out" $PY manage.py evaluate_model --checkpoint "$RUN" --compare-base --decoding constrained --limit $HELD_OUT_LIMIT
+phase "evaluate natural (gate)" $PY manage.py evaluate_model --checkpoint "$RUN" --compare-base --decoding constrained --natural
 # The natural set's sealed part: no gate, checkpoint choice or recipe decision ever read it (rl/data/sealed.py).
-$PY manage.py evaluate_model --checkpoint "$RUN" --compare-base --decoding constrained --natural sealed
+phase "evaluate natural (sealed)" $PY manage.py evaluate_model --checkpoint "$RUN" --compare-base --decoding constrained --natural sealed
 
+serve_questions() {
+  $PY manage.py pick_widget "are any air handlers in fault at the moment?" --site "HQ Tower" --role "facility manager"
+  $PY manage.py pick_widget "how has the UPS load moved over the last day?" --site "Data Center East" --time-range "last 24 hours"
+  $PY manage.py pick_widget "which building on campus burns the most electricity?" --site "Riverside Campus" --time-range "this month"
+}
 answers() { $PY -c "import sys, httpx; httpx.get(sys.argv[1] + '/api/tags', timeout=2)" "$1" 2>/dev/null; }
 export OLLAMA_HOST=${OLLAMA_HOST:-http://127.0.0.1:11434}
 if ! answers "$OLLAMA_HOST"; then
@@ -35,15 +50,13 @@ if ! answers "$OLLAMA_HOST"; then
   for _ in $(seq 1 50); do answers "$OLLAMA_HOST" && break; sleep 0.2; done
   echo "No Ollama answered; started the SIMULATED Ollama at $OLLAMA_HOST (runs the GGUF through llama.cpp)."
 fi
-$PY manage.py export_model --checkpoint "$RUN" --quantization q4_k_m --register
+phase "export" $PY manage.py export_model --checkpoint "$RUN" --quantization q4_k_m --register
 # The gate reuses the evaluations above (same data, same constrained decoding), so it costs seconds here.
 deployed=1
-$PY manage.py gate_model --checkpoint "$RUN" --deploy --set gate_eval_limit=$HELD_OUT_LIMIT || deployed=0
+phase "gate" $PY manage.py gate_model --checkpoint "$RUN" --deploy --set gate_eval_limit=$HELD_OUT_LIMIT || deployed=0
 if [ "$deployed" = 1 ]; then
   echo "Serving new questions through Ollama /api/chat (the picks are stored as entries to rate):"
-  $PY manage.py pick_widget "are any air handlers in fault at the moment?" --site "HQ Tower" --role "facility manager"
-  $PY manage.py pick_widget "how has the UPS load moved over the last day?" --site "Data Center East" --time-range "last 24 hours"
-  $PY manage.py pick_widget "which building on campus burns the most electricity?" --site "Riverside Campus" --time-range "this month"
+  phase "serve (Ollama)" serve_questions
   # The same version on a real inference server: llama.cpp's OpenAI-compatible server (llama-cpp-python's), run by
   # serve_llama_cpp on the models file that registration writes, asked through the OpenAI API (docs/serving.md).
   llama_port=$($PY -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
@@ -56,12 +69,12 @@ if [ "$deployed" = 1 ]; then
   serves() { $PY -c "import sys, httpx; sys.exit(sys.argv[2] not in {m['id'] for m in httpx.get(sys.argv[1] + '/models', timeout=2).json()['data']})" "$OPENAI_BASE_URL" "$1" 2>/dev/null; }
   for _ in $(seq 1 120); do serves "cc-widget-selector:$RUN" && break; sleep 0.5; done
   echo "Serving the same questions through llama.cpp's real server at $OPENAI_BASE_URL (OpenAI chat completions):"
-  $PY manage.py pick_widget "are any air handlers in fault at the moment?" --site "HQ Tower" --role "facility manager"
-  $PY manage.py pick_widget "how has the UPS load moved over the last day?" --site "Data Center East" --time-range "last 24 hours"
-  $PY manage.py pick_widget "which building on campus burns the most electricity?" --site "Riverside Campus" --time-range "this month"
+  phase "serve (llama.cpp server)" serve_questions
 else
   echo "The gate rejected $RUN (reasons above): nothing was made live, so no questions are served."
 fi
+echo
+$PY manage.py run_report "$RUN" --phases "$PHASES"
 cat <<MSG
 
 Demo done. Run folder: rl_checkpoints/$RUN (config.json, metrics.jsonl, tensorboard/, final/, evaluation.json and

@@ -8,7 +8,14 @@ import pytest
 
 from feedback.demo import PHRASINGS, build_demo
 from feedback.files import read_data_file, read_ratings_file
-from rl.data.evalsets import DATA_FILE, NATURAL_DIR, QUESTIONS_FILE, RATINGS_FILE, build_natural_evalset, load_questions
+from rl.data.evalsets import (
+    DATA_FILE,
+    NATURAL_DIR,
+    QUESTIONS_FILE,
+    RATINGS_FILE,
+    build_natural_evalset,
+    load_questions,
+)
 from rl.data.sealed import SEALED_DIR
 
 # Measured when the parts were written: 1.5% (gate) and 1.3% (sealed) of their word 4-grams occur in some generated

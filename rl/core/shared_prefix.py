@@ -159,7 +159,7 @@ def prefix_cache(causal_lm: Any, prefix_ids: torch.Tensor, rows: int) -> Any:
     for `rows` rows, so every row of a batch continues from the same prefix."""
     backbone = getattr(causal_lm, causal_lm.base_model_prefix)
     positions = torch.arange(prefix_ids.size(1), device=prefix_ids.device).unsqueeze(0)
-    cache = backbone(input_ids=prefix_ids, position_ids=positions, use_cache=True).past_key_values
+    cache = backbone(input_ids=prefix_ids, position_ids=positions, use_cache=True).cache
     if cache is None or cache.get_seq_length() != prefix_ids.size(1):
         raise RuntimeError("The model returned no key/value cache for the shared prefix (gradient checkpointing turns it "
                            "off): build the collator with prefix_cache=False.")
@@ -173,7 +173,7 @@ def answer_logps(causal_lm: Any, batch: dict[str, torch.Tensor]) -> AnswerLogps:
     cache = prefix_cache(causal_lm, batch["prefix_ids"], batch["input_ids"].size(0)) if "prefix_ids" in batch else None
     hidden = backbone(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"],
-        past_key_values=cache, use_cache=cache is not None,
+        cache=cache, use_cache=cache is not None,
     ).last_hidden_state
     index = batch["score_index"].unsqueeze(-1).expand(-1, -1, hidden.size(-1))
     logits = causal_lm.get_output_embeddings()(hidden.gather(1, index)).float()

@@ -111,7 +111,7 @@ class TorchBackend:
         order = sorted(range(len(pairs)), key=lambda i: pairs[i].prompt_ids)
         results: dict[int, tuple[float, float, int, int]] = {}
         with self._mode():
-            for start in tqdm(range(0, len(order), self.batch_size), desc=f"{self.name}: scoring pairs", leave=False):
+            for start in tqdm(range(0, len(order), self.batch_size), desc=f"{self.name}: scoring pairs", leave=False, disable=None):
                 chunk = order[start : start + self.batch_size]
                 batch = collate([{"prompt_ids": list(pairs[i].prompt_ids), "chosen_ids": list(pairs[i].chosen_ids),
                                   "rejected_ids": list(pairs[i].rejected_ids)} for i in chunk])
@@ -135,7 +135,7 @@ class TorchBackend:
         mode = "constrained" if schemas is not None else "free"
         device = self.model.device
         with self._mode():
-            for start in tqdm(range(0, len(prompts), self.batch_size), desc=f"{self.name}: generating ({mode})", leave=False):
+            for start in tqdm(range(0, len(prompts), self.batch_size), desc=f"{self.name}: generating ({mode})", leave=False, disable=None):
                 chunk = prompts[start : start + self.batch_size]
                 common = shared_prefix_length(chunk)
                 width = max(len(p) for p in chunk) - common
@@ -145,7 +145,7 @@ class TorchBackend:
                 cache = prefix_cache(self._causal_lm(), ids[:1, :common], len(chunk)) if common else None
                 processors = [grammars.logits_processor(schemas[start : start + len(chunk)])] if grammars is not None else None
                 generated = self.model.generate(
-                    input_ids=ids, attention_mask=mask, past_key_values=cache, max_new_tokens=max_new_tokens, do_sample=False,
+                    input_ids=ids, attention_mask=mask, cache=cache, max_new_tokens=max_new_tokens, do_sample=False,
                     eos_token_id=_stop_ids(self.tokenizer), pad_token_id=pad, logits_processor=processors,
                 )
                 outputs += self.tokenizer.batch_decode(generated[:, ids.size(1):], skip_special_tokens=True)
@@ -174,7 +174,7 @@ class LlamaCppBackend:
         for index, pair in enumerate(pairs):
             by_prompt[pair.prompt_ids].append(index)
         scores: dict[tuple[tuple[int, ...], tuple[int, ...]], float] = {}
-        for prompt, indices in tqdm(by_prompt.items(), desc=f"{self.name}: scoring pairs", leave=False):
+        for prompt, indices in tqdm(by_prompt.items(), desc=f"{self.name}: scoring pairs", leave=False, disable=None):
             self.llm.reset()
             self.llm.eval(list(prompt))
             for index in indices:
@@ -195,7 +195,7 @@ class LlamaCppBackend:
         outputs = []
         grammars: dict[str, Any] = {}
         mode = "constrained" if schemas is not None else "free"
-        for index, prompt in enumerate(tqdm(prompts, desc=f"{self.name}: generating ({mode})", leave=False)):
+        for index, prompt in enumerate(tqdm(prompts, desc=f"{self.name}: generating ({mode})", leave=False, disable=None)):
             grammar = None
             if schemas is not None:
                 key = json.dumps(schemas[index], sort_keys=True)

@@ -1,10 +1,12 @@
 """Quantize an f16 GGUF with llama.cpp (through llama-cpp-python's `llama_model_quantize`)."""
 from __future__ import annotations
 
+import logging
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 QUANTIZATIONS = {
     "q3_k_m": "LLAMA_FTYPE_MOSTLY_Q3_K_M",
@@ -49,6 +51,20 @@ def tensor_types(path: Path) -> Counter:
     return Counter(t.tensor_type.name for t in gguf.GGUFReader(str(path)).tensors)
 
 
+def _quiet_llama_cpp(call: Any, *args: Any) -> Any:
+    """`call` with llama.cpp's own log (a line per tensor, a warning per K-quant fallback) held back: the report
+    below sums it up. llama-cpp-python's log callback prints only what its logger's level lets through."""
+    import llama_cpp.llama  # noqa: F401  (installs that callback)
+
+    llama_log = logging.getLogger("llama-cpp-python")
+    level = llama_log.level
+    llama_log.setLevel(logging.ERROR)
+    try:
+        return call(*args)
+    finally:
+        llama_log.setLevel(level)
+
+
 def quantize_gguf(f16_path: str | Path, out_path: str | Path, quantization: str, *, threads: int = 0) -> QuantizeReport:
     """Write `out_path` as `quantization` of `f16_path`; `f16` copies. Reports tensor types and K-quant fallbacks."""
     import llama_cpp
@@ -62,7 +78,7 @@ def quantize_gguf(f16_path: str | Path, out_path: str | Path, quantization: str,
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = getattr(llama_cpp, QUANTIZATIONS[quantization])
         params.nthread = threads
-        status = llama_cpp.llama_model_quantize(str(f16_path).encode(), str(out_path).encode(), params)
+        status = _quiet_llama_cpp(llama_cpp.llama_model_quantize, str(f16_path).encode(), str(out_path).encode(), params)
         if status != 0 or not out_path.is_file():
             out_path.unlink(missing_ok=True)
             raise QuantizationError(f"llama.cpp could not quantize {f16_path} to {quantization} (status {status}).")

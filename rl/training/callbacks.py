@@ -59,6 +59,35 @@ def progress_callback() -> Any:
     return RewardProgress
 
 
+def step_log_callback() -> Any:
+    """Off a terminal: a log line every `logging_steps` steps (step, loss, reward accuracy, pace, time left) and one
+    per evaluation, instead of a progress bar that would write a new line per update."""
+
+    class StepLog(TrainerCallback):
+        def __init__(self) -> None:
+            self.began = 0.0
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.began = time.perf_counter()
+            if state.is_world_process_zero:
+                logger.info("training: %d steps", state.max_steps)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+            if not state.is_world_process_zero or not logs or not state.global_step:
+                return
+            if "loss" in logs:
+                pace = (time.perf_counter() - self.began) / state.global_step
+                accuracy = f", reward accuracy {logs['rewards/accuracies']:.2f}" if "rewards/accuracies" in logs else ""
+                logger.info("step %d/%d (%.0f%%): loss %.3f%s, %.1f s/step, about %.0f min left", state.global_step, state.max_steps,
+                            100 * state.global_step / max(state.max_steps, 1), logs["loss"], accuracy, pace,
+                            pace * (state.max_steps - state.global_step) / 60)
+            elif any(key.startswith("eval_") for key in logs):
+                shown = {k: round(v, 4) for k, v in logs.items() if k in ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins")}
+                logger.info("eval at step %d: %s", state.global_step, shown)
+
+    return StepLog()
+
+
 def pick_score(metrics: dict[str, Any]) -> float:
     """What the best checkpoint maximizes: the mean of widget and fixture accuracy under constrained decoding."""
     return (metrics["widget_accuracy"] + metrics["fixture_accuracy"]) / 2

@@ -77,7 +77,7 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         loader = self.accelerator.prepare(DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=self.data_collator,
                                                      num_workers=self.args.dataloader_num_workers))
         chosen, rejected = [], []
-        for batch in tqdm(loader, desc=f"Computing reference log probs for {name} dataset"):
+        for batch in tqdm(loader, desc=f"Computing reference log probs for {name} dataset", disable=self.args.disable_tqdm):
             batch_chosen, batch_rejected = self.accelerator.gather_for_metrics(self.compute_ref_log_probs(self.model, batch))
             chosen.append(batch_chosen.float().cpu())
             rejected.append(batch_rejected.float().cpu())

@@ -14,9 +14,10 @@ from typing import Any
 
 from rl.core.base_model import cpu_has_bf16, has_cuda, load_causal_lm, load_tokenizer
 from rl.core.config import TrainingConfig, training_config
+from rl.core.console import on_terminal
 from rl.core.runs import CHECKPOINT_DIR, FINAL_DIR, METRICS_FILE
 from rl.training.adapter import adapted_layers, load_initial_adapter, lora_config
-from rl.training.callbacks import metrics_callback, progress_callback
+from rl.training.callbacks import metrics_callback, progress_callback, step_log_callback
 from rl.training.distributed import (
     on_main_process,
     share_adapter_from_main,
@@ -133,9 +134,10 @@ class CommandCenterDPOTrainer:
             beta=cfg.beta,
             bf16=cfg.bf16,
             fp16=False,
-            gradient_checkpointing=cfg.gradient_checkpointing,
+            activation_checkpointing=cfg.gradient_checkpointing,
             logging_steps=cfg.logging_steps,
             logging_first_step=True,
+            disable_tqdm=not on_terminal(),
             save_strategy="steps",
             save_steps=cfg.save_steps,
             save_total_limit=2,
@@ -170,7 +172,7 @@ class CommandCenterDPOTrainer:
         algo = self.choose_algo(len(train_dataset), n_unpaired_only)
         eval_dataset = self._capped_eval(eval_dataset)
         all_callbacks = [metrics_callback(output_dir / METRICS_FILE), *(callbacks or [])]
-        from transformers.trainer_callback import ProgressCallback
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
         previous_tb = os.environ.get("TENSORBOARD_LOGGING_DIR")
         # Read by TensorBoardCallback when the trainer is built.
@@ -192,7 +194,8 @@ class CommandCenterDPOTrainer:
             if self.config.init_adapter and not starts_as_reference:
                 load_initial_adapter(trainer.model, self.config.init_adapter)
             trainer.remove_callback(ProgressCallback)
-            trainer.add_callback(progress_callback())
+            trainer.remove_callback(PrinterCallback)
+            trainer.add_callback(progress_callback() if on_terminal() else step_log_callback())
             for callback in all_callbacks:
                 trainer.add_callback(callback)
             result = trainer.train(resume_from_checkpoint=True if resume_from_checkpoint else None)

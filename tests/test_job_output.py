@@ -1,0 +1,61 @@
+"""What long work prints when nobody watches a terminal (cron, make demo > log): a log line every few steps, no
+progress bars, no FutureWarning; and the closing summary of a run."""
+import logging
+import warnings
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from rl.core.console import quiet_third_party
+from rl.evaluation.evaluation_run import evaluate_model
+from rl.training.run import run_training
+from tests.rl_cases import data, tiny_config
+
+
+def test_off_a_terminal_training_and_evaluation_log_lines_draw_no_bars_and_warn_nothing(demo_db, tiny_model_dir, checkpoints, capfd, caplog):
+    caplog.set_level(logging.INFO, logger="rl")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_third_party()  # what the rl app installs: only the known third-party warnings are held back
+        result = run_training(tiny_config(tiny_model_dir, max_steps=4, logging_steps=2), data(), preset="cpu", run_name="quiet")
+        evaluate_model(checkpoint="quiet", compare_base=True, limit=3, max_new_tokens=4)
+    assert result.status == "succeeded", result.error
+    assert [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))] == []
+    err = capfd.readouterr().err
+    assert "%|" not in err and "it/s]" not in err  # no tqdm bar of ours, the Trainer's, TRL's or the datasets library's
+    steps = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert steps[-1].startswith("step 4/4 (100%): loss ") and "s/step" in steps[-1] and len(steps) >= 2
+
+
+def test_the_run_report_gathers_every_set_base_adapter_and_gguf_the_gate_and_the_phase_minutes(db, tmp_path, capsys):
+    from rl.models import ModelVersion, TrainingRun
+
+    def scores(widget):
+        return {"constrained_widget_accuracy": widget, "constrained_fixture_accuracy": 0.5, "preference_accuracy": 0.75,
+                "constrained_valid_pick_rate": 1.0, "n_scenarios": 120}
+
+    run = TrainingRun.objects.create(name="r", status="succeeded", evaluation={
+        "natural-sealed": {"base": scores(0.1), "tuned": scores(0.6)}, "held_out": {"base": scores(0.2), "tuned": scores(0.7)},
+        "gate:natural": {"constrained_widget_accuracy": 0.9}})
+    ModelVersion.objects.create(name="cc", tag="r", quantization="q4_k_m", training_run=run, evaluation={"natural-sealed": {"tuned": scores(0.55)}},
+                                gate={"passed": True, "reasons": ["widget: candidate right where live was wrong on 14 items"]})
+    phases = tmp_path / "phases.tsv"
+    phases.write_text("train\t600\nevaluate natural (sealed)\t150\n")
+    call_command("run_report", "r", "--phases", str(phases))
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines()]
+    assert ["held_out", "(120", "q.)", "adapter", "0.700", "0.500", "0.750", "1.000"] in rows
+    assert ["natural-sealed", "(120", "q.)", "GGUF", "q4_k_m", "0.550", "0.500", "0.750", "1.000"] in rows
+    assert out.index("held_out") < out.index("natural-sealed") and "gate:natural" not in out
+    assert "gate of cc:r: passed" in out and "wrong on 14 items" in out
+    assert ["train", "10.0"] in rows and ["total", "12.5"] in rows
+
+
+def test_the_run_report_refuses_an_unknown_run_or_a_missing_phases_file(db, tmp_path):
+    with pytest.raises(CommandError, match="No training run named 'nope'"):
+        call_command("run_report", "nope")
+    from rl.models import TrainingRun
+
+    TrainingRun.objects.create(name="r", status="succeeded")
+    with pytest.raises(CommandError, match="No phases file"):
+        call_command("run_report", "r", "--phases", str(tmp_path / "missing.tsv"))
