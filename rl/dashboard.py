@@ -105,11 +105,14 @@ def up_rate_chart(versions: list[VersionView]) -> str:
 
 def dashboard_context() -> dict[str, Any]:
     from rl.core.config import serving_config
+    from rl.deploy.ab import candidate_arm
     from rl.loop.online_learner import get_online_learner
-    from rl.models import OnlineRun
+    from rl.models import Deployment, OnlineRun
 
     versions = version_views()
     return {
+        "ab_arm": candidate_arm(),
+        "deployments": list(Deployment.objects.select_related("version", "previous")[:15]),
         "learner": get_online_learner().get_status(),
         "online_runs": list(OnlineRun.objects.select_related("training_run", "model_version")[:10]),
         "versions": versions,

@@ -71,6 +71,25 @@ def test_staff_see_runs_evaluations_versions_gates_learner_and_up_rates(loop_rec
     assert 'id="buffer"' in page and "that trigger a retrain" in page
 
 
+def test_staff_see_the_a_b_arm_and_every_deployment_decision_with_its_numbers(loop_records, admin_client):
+    from rl.models import Deployment
+
+    _, live, candidate = loop_records
+    candidate.status, candidate.ab_share = ModelVersion.Status.REGISTERED, 0.25
+    candidate.save()
+    Deployment.objects.create(version=candidate, previous=live, action=Deployment.Action.AB_START, alias="", ollama_host="", by="online_learn",
+                              reason="A/B arm at 25% of requests")
+    page = admin_client.get("/runs/").content.decode()
+    assert "cc-widget-selector:run-b answers 0.25 of requests until the evidence decides" in page
+    Deployment.objects.create(version=candidate, previous=live, action=Deployment.Action.AB_RETIRE, alias="", ollama_host="", by="online_learn",
+                              reason="A/B: 12/60 up against 30/60; one-sided Fisher exact p(worse) = 0.0004: retire")
+    ModelVersion.objects.filter(pk=candidate.pk).update(ab_share=0.0)
+    page = admin_client.get("/runs/").content.decode()
+    assert 'data-action="ab_retire"' in page and "A/B arm retired" in page and "p(worse) = 0.0004: retire" in page
+    assert page.index('data-action="ab_retire"') < page.index('data-action="ab_start"')  # newest first
+    assert '<dd id="ab">off</dd>' in page
+
+
 def test_the_dashboard_is_refused_to_raters_and_sends_anonymous_users_to_log_in(loop_records, client):
     response = client.get("/runs/")
     assert response.status_code == 302 and response.url.startswith("/accounts/login/")
