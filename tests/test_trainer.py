@@ -269,3 +269,34 @@ def test_train_dpo_with_too_few_pairs_fails_and_records_nothing(demo_db, tiny_mo
     with pytest.raises(CommandError, match="Too few preference pairs"):
         call_command("train_dpo", "--config", "cpu", "--base-model", str(tiny_model_dir), "--min-samples", "100000")
     assert not TrainingRun.objects.exists()
+
+
+def test_rows_the_steps_reach_are_whole_scenarios_enough_for_every_step_and_none_when_all_are_reached():
+    from rl.training.sampler import rows_the_steps_reach
+
+    keys = [f"s{i // 3}" for i in range(30)]  # ten scenarios of three pairs
+    rows = rows_the_steps_reach(keys, max_steps=2, rows_per_step=4, seed=1)
+    assert 8 <= len(rows) < 8 + 3 and len(set(rows)) == len(rows)
+    chosen = {keys[i] for i in rows}
+    assert all(keys.count(key) == sum(keys[i] == key for i in rows) for key in chosen)  # no scenario cut in two
+    assert rows != rows_the_steps_reach(keys, max_steps=2, rows_per_step=4, seed=2)
+    assert rows_the_steps_reach(keys, max_steps=10, rows_per_step=4, seed=1) is None  # 40 > 30: every row is reached
+    assert rows_the_steps_reach(keys, max_steps=-1, rows_per_step=4, seed=1) is None  # epochs, not steps
+
+
+def test_a_step_capped_run_computes_reference_log_probs_only_for_the_pairs_its_steps_reach(demo_db, tiny_model_dir, tmp_path, monkeypatch):
+    from rl.training.prefix_sharing import PrefixSharingDPOTrainer
+
+    referenced = []
+    original = PrefixSharingDPOTrainer._precompute_ref_logps
+
+    def counting(self, dataset, name, batch_size):
+        referenced.append((name, len(dataset)))
+        return original(self, dataset, name, batch_size)
+
+    monkeypatch.setattr(PrefixSharingDPOTrainer, "_precompute_ref_logps", counting)
+    train = prepare_training_dataset("db", min_samples=10).dataset["train"].select(range(40))
+    trainer = CommandCenterDPOTrainer("cpu", **{**FAST, "base_model": str(tiny_model_dir), "max_steps": 2, "batch_size": 4})
+    trainer.train(train, None, output_dir=tmp_path)
+    (name, rows), = referenced
+    assert name == "train" and 8 <= rows < 40  # two steps of four pairs, whole scenarios: not all 40

@@ -55,3 +55,23 @@ class PromptGroupedBatchSampler:
         else:
             bounds = [round(i * self.n_rows / count) for i in range(count + 1)]
         return iter([order[bounds[i] : bounds[i + 1]] for i in range(count)])
+
+
+def rows_the_steps_reach(group_keys: list[Any], max_steps: int, rows_per_step: int, seed: int) -> list[int] | None:
+    """With `max_steps` ending training before one pass over the rows, the rows those steps can draw: whole groups
+    (a scenario's pairs stay together, as the batches keep them) in a seeded random order, until there are enough for
+    every step. None when the steps reach every row anyway. Only these rows need reference log-probs."""
+    needed = max_steps * rows_per_step
+    if max_steps <= 0 or len(group_keys) <= needed:
+        return None
+    groups: dict[Any, list[int]] = {}
+    for index, key in enumerate(group_keys):
+        groups.setdefault(key, []).append(index)
+    order = list(groups.values())
+    random.Random(seed).shuffle(order)
+    chosen: list[int] = []
+    for rows in order:
+        if len(chosen) >= needed:
+            break
+        chosen += rows
+    return sorted(chosen)

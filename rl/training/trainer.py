@@ -23,6 +23,7 @@ from rl.training.distributed import (
     share_adapter_from_main,
     training_state,
 )
+from rl.training.sampler import rows_the_steps_reach
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +152,20 @@ class CommandCenterDPOTrainer:
             remove_unused_columns=True,
         )
 
+    def _rows_the_steps_reach(self, train_dataset: Any) -> Any:
+        """With max_steps ending training within the first pass, train (and compute reference log-probs) on the rows
+        the steps can reach, not on all of them: the online learner's capped retrains spent most of their time on
+        reference passes over pairs they never trained on."""
+        cfg = self.config
+        keys = train_dataset["scenario_id"] if "scenario_id" in train_dataset.column_names else list(range(len(train_dataset)))
+        rows_per_step = cfg.batch_size * cfg.gradient_accumulation_steps * training_state().num_processes
+        rows = rows_the_steps_reach(keys, cfg.max_steps, rows_per_step, cfg.seed)
+        if rows is None:
+            return train_dataset
+        logger.info("max_steps %d x %d pairs per step: training on %d of the %d pairs (whole scenarios, seeded)",
+                    cfg.max_steps, rows_per_step, len(rows), len(train_dataset))
+        return train_dataset.select(rows)
+
     def train(
         self,
         train_dataset: Any,
@@ -170,6 +185,8 @@ class CommandCenterDPOTrainer:
         # Thumbs on questions that also have pairs are mostly pairs left out by max_pairs_per_scenario, not missing ones.
         n_unpaired_only = sum(s not in paired for s in kto_dataset["train"]["scenario_id"]) if kto_dataset is not None else 0
         algo = self.choose_algo(len(train_dataset), n_unpaired_only)
+        if algo == "dpo":
+            train_dataset = self._rows_the_steps_reach(train_dataset)
         eval_dataset = self._capped_eval(eval_dataset)
         all_callbacks = [metrics_callback(output_dir / METRICS_FILE), *(callbacks or [])]
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
