@@ -15,7 +15,8 @@ Round 0 trains the first model on them (online_learn, gated against the base) an
      (warm start from the live adapter, 1.5 epochs over the newest ratings first; --max-steps caps it), gates the
      candidate against the live model on the production gate sets (the whole held-out split and the natural set), and
      deploys a candidate that passed.
-The last round only serves and rates (its retrain would not be measured; --retrain-after-last adds it).
+The last round only serves and rates (its retrain would not be measured; --retrain-after-last adds it), and decides
+on an A/B arm that its ratings completed.
 With --serve-base, round 0 first serves the base model (the demo's SmolLM2 GGUF, live as in an installation before any
 tuned model) the same way; its up-rate is the loop's starting figure, and the first model is gated against that base.
 --continue --first-round N goes on with a --workdir after round N-1.
@@ -216,6 +217,11 @@ def main() -> None:
                     outcome, reasons = result.action, "; ".join((run.gate or {}).get("reasons", [])) if run else ""
                     line += (f" | retrain ({training_summary(run.training_run if run else None)}): {outcome} "
                              f"({time.time() - started:.0f} s): {reasons}")
+            else:  # the last round retrains nothing, but an A/B arm's ratings are in: the decision a tick would make
+                decided = learner.ab_decision()
+                if decided is not None:
+                    ab_words = decided.message
+                    line += f" | {ab_words}"
             print(line, flush=True)
             entry = {"round": round_number, "live": live.ollama_name, "ups": ups, "right": right, "n": served, "low": rate.interval[0],
                      "high": rate.interval[1], "arms": arms, "ab": ab_words, "outcome": outcome, "reasons": reasons}
