@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 class Command(BaseCommand):
     help = ("Print a training run's summary: base, adapter and GGUF pick accuracies (constrained) on every evaluation set "
-            "recorded for it (held_out, natural, natural-sealed, ...), its gate decision, and with --phases the minutes "
+            "recorded for it (held_out, natural, the natural set's sealed part, ...), its gate decision, and with --phases the minutes "
             "each phase of the job took. make demo ends with it.")
 
     def add_arguments(self, parser: CommandParser) -> None:
