@@ -34,11 +34,17 @@ def test_the_run_report_gathers_every_set_base_adapter_and_gguf_the_gate_and_the
         return {"constrained_widget_accuracy": widget, "constrained_fixture_accuracy": 0.5, "preference_accuracy": 0.75,
                 "constrained_valid_pick_rate": 1.0, "n_scenarios": 120}
 
+    def evaluated(base, tuned, tuned_model="adapter (final)"):
+        return {"data": {}, "models": {"tuned": tuned_model}, "base": base, "tuned": tuned}
+
+    held_out = evaluated(scores(0.2), scores(0.7))
     run = TrainingRun.objects.create(name="r", status="succeeded", evaluation={
-        "natural-sealed": {"base": scores(0.1), "tuned": scores(0.6)}, "held_out": {"base": scores(0.2), "tuned": scores(0.7)},
-        "gate:natural": {"constrained_widget_accuracy": 0.9}})
-    ModelVersion.objects.create(name="cc", tag="r", quantization="q4_k_m", training_run=run, evaluation={"natural-sealed": {"tuned": scores(0.55)}},
-                                gate={"passed": True, "reasons": ["widget: candidate right where live was wrong on 14 items"]})
+        "natural-sealed": evaluated(scores(0.1), scores(0.6)), "held_out": held_out,
+        "gate:natural": {"constrained_widget_accuracy": 0.9}, "gate_cache": {"base": {"k": scores(0.3)}, "candidate": {}}})
+    # the export copied the adapter's held-out results; the sealed part was evaluated through the GGUF itself
+    ModelVersion.objects.create(name="cc", tag="r", quantization="q4_k_m", training_run=run, evaluation={
+        "held_out": held_out, "natural-sealed": evaluated(None, scores(0.55), "gguf (model-q4_k_m.gguf)")},
+        gate={"passed": True, "reasons": ["widget: candidate right where live was wrong on 14 items"]})
     phases = tmp_path / "phases.tsv"
     phases.write_text("train\t600\nevaluate natural (sealed)\t150\n")
     call_command("run_report", "r", "--phases", str(phases))
@@ -46,7 +52,8 @@ def test_the_run_report_gathers_every_set_base_adapter_and_gguf_the_gate_and_the
     rows = [line.split() for line in out.splitlines()]
     assert ["held_out", "(120", "q.)", "adapter", "0.700", "0.500", "0.750", "1.000"] in rows
     assert ["natural-sealed", "(120", "q.)", "GGUF", "q4_k_m", "0.550", "0.500", "0.750", "1.000"] in rows
-    assert out.index("held_out") < out.index("natural-sealed") and "gate:natural" not in out
+    assert out.index("held_out") < out.index("natural-sealed") and "gate:natural" not in out and "gate_cache" not in out
+    assert sum(row[:4] == ["held_out", "(120", "q.)", "GGUF"] for row in rows) == 0  # a copy of the adapter's is no GGUF row
     assert "gate of cc:r: passed" in out and "wrong on 14 items" in out
     assert ["train", "10.0"] in rows and ["total", "12.5"] in rows
 

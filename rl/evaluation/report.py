@@ -28,17 +28,19 @@ def _cell(metrics: dict[str, Any] | None, key: str) -> str:
 def evaluation_rows(run: Any) -> list[tuple[str, str, dict[str, Any] | None]]:
     """(set, model, metrics) for the base and the adapter of every set recorded on the run, and for the GGUF of every
     exported version evaluated on that set."""
-    evaluations = {k: v for k, v in (run.evaluation or {}).items() if isinstance(v, dict) and ("tuned" in v or "base" in v)}
+    # evaluate_model's results (they name their data); not the gate's score cache kept beside them
+    evaluations = {k: v for k, v in (run.evaluation or {}).items() if isinstance(v, dict) and "data" in v and ("tuned" in v or "base" in v)}
     names = [s for s in SET_ORDER if s in evaluations] + sorted(s for s in evaluations if s not in SET_ORDER)
     rows = []
     for name in names:
         result = evaluations[name]
-        size = (result.get("tuned") or result.get("base") or {}).get("n_scenarios", "?")
+        scored = result.get("tuned") or result.get("base") or {}
+        size = scored.get("n_scenarios") or scored.get("constrained_n_scenarios") or "?"
         label = f"{name} ({size} q.)"
         rows += [(label, "base", result.get("base")), (label, "adapter", result.get("tuned"))]
         for version in run.model_versions.all():
-            gguf = (version.evaluation or {}).get(name)
-            if gguf and gguf.get("tuned"):
+            gguf = (version.evaluation or {}).get(name)  # an export copies the adapter's results here: only a GGUF's own count
+            if gguf and gguf.get("tuned") and str((gguf.get("models") or {}).get("tuned", "")).startswith("gguf"):
                 rows.append((label, f"GGUF {version.quantization}", gguf["tuned"]))
     return rows
 
