@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+import time
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -145,14 +146,20 @@ def evaluate_backend(backend: Backend, evalset: EvalSet, *, ref_logps: list | No
 
     Free-decoding pick metrics are top-level keys (`widget_accuracy`, ...); constrained ones the same keys prefixed
     `constrained_`."""
+    started = time.perf_counter()
     logps = backend.answer_logps(evalset.pairs) if evalset.pairs else []
     metrics: dict[str, Any] = {"model": backend.name, **preference_metrics(logps, ref_logps, beta)}
+    logger.info("%s: %d pairs scored in %.0f s", backend.name, len(evalset.pairs), time.perf_counter() - started)
     prompts = [c.prompt_ids for c in evalset.cases]
     for decoding in decodings:
+        started = time.perf_counter()
         schemas = [c.schema for c in evalset.cases] if decoding == "constrained" else None
         answers = backend.generate(prompts, max_new_tokens, schemas) if evalset.cases else []
         prefix = "constrained_" if decoding == "constrained" else ""
         metrics.update({prefix + k: v for k, v in generation_metrics(answers, evalset.cases, evalset.catalog).items()})
+        logger.info("%s: %d questions answered (%s decoding) in %.0f s: widget %.3f, fixture %.3f", backend.name, len(prompts),
+                    decoding, time.perf_counter() - started, metrics.get(prefix + "widget_accuracy") or 0.0,
+                    metrics.get(prefix + "fixture_accuracy") or 0.0)
         metrics[prefix + "examples"] = [{"scenario_id": c.scenario_id, "answer": a} for c, a in list(zip(evalset.cases, answers))[:5]]
         for warning in metrics.get(prefix + "collapse_warnings", []):
             logger.warning("%s (%s decoding): %s", backend.name, decoding, warning)
