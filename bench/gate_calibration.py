@@ -15,6 +15,8 @@ The outcomes come from a training run's gate scores (its candidate and the model
 closed-loop workdir:
 
     .venv/bin/python bench/gate_calibration.py --database /tmp/cl_openai/db.sqlite3 --run online-1-20261201-224253
+    .venv/bin/python bench/gate_calibration.py --database /tmp/cl_ab2/db.sqlite3 --run online-2-20261202-031440 \
+        --live-run online-1-20261202-023100      # a warm retrain gated against the tuned live model
     .venv/bin/python bench/gate_calibration.py --outcomes outcomes.json     # {"candidate": {set: {metric: [0/1...]}}, "live": ...}
 """
 from __future__ import annotations
@@ -33,8 +35,9 @@ sys.path.insert(0, str(ROOT))
 METRICS = ("widget", "fixture", "valid", "preference")
 
 
-def outcomes_from_run(database: str, run_name: str) -> tuple[dict, dict]:
-    """The candidate's and the live (or base) model's per-item outcomes on each gate set, from the run's gate cache."""
+def outcomes_from_run(database: str, run_name: str, live_run: str = "") -> tuple[dict, dict]:
+    """The candidate's and the live (or base) model's per-item outcomes on each gate set, from the run's gate cache
+    (a tuned live model's own scores are in its run's cache: `live_run`)."""
     os.environ.update({"DJANGO_SETTINGS_MODULE": "backend.settings", "DATABASE_URL": f"sqlite:///{Path(database).resolve()}"})
     import django
 
@@ -47,8 +50,11 @@ def outcomes_from_run(database: str, run_name: str) -> tuple[dict, dict]:
     cache = (run.evaluation or {}).get(RUN_CACHE, {})
     gate = next((v.gate for v in run.model_versions.all() if v.gate), None) or {}
     candidate, live = {}, {}
+    live_scores = cache.get("base", {})
+    if live_run:
+        live_scores = (TrainingRun.objects.get(name=live_run).evaluation or {}).get(RUN_CACHE, {}).get("candidate", {})
     for key, metrics in cache.get("candidate", {}).items():
-        other = cache.get("base", {}).get(key)
+        other = live_scores.get(key)
         if other is not None and item_outcomes(metrics) and item_outcomes(other):
             name = f"set-{len(candidate) + 1}"
             candidate[name], live[name] = item_outcomes(metrics), item_outcomes(other)
@@ -111,6 +117,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database", help="SQLite database of the run (a closed-loop workdir's db.sqlite3)")
     parser.add_argument("--run", help="the training run whose gate scores to use")
+    parser.add_argument("--live-run", default="", help="the live model's training run, when --run was gated against a tuned live model")
     parser.add_argument("--outcomes", help="a JSON file of per-item outcomes instead")
     parser.add_argument("--trials", type=int, default=400)
     parser.add_argument("--scales", default="1,2,4,8", help="gate-set sizes as multiples of today's")
@@ -122,7 +129,7 @@ def main() -> None:
     else:
         if not (args.database and args.run):
             parser.error("give --database and --run, or --outcomes")
-        candidate_sets, live_sets = outcomes_from_run(args.database, args.run)
+        candidate_sets, live_sets = outcomes_from_run(args.database, args.run, args.live_run)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
     from rl.deploy.gates import GateThresholds, PairedRule, gate_decision_paired, legacy_decision_on_outcomes
 
