@@ -25,7 +25,7 @@ def _cell(metrics: dict[str, Any] | None, key: str) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def evaluation_rows(run: Any) -> list[tuple[str, str, dict[str, Any] | None]]:
+def evaluation_rows(run: Any, versions: list[Any]) -> list[tuple[str, str, dict[str, Any] | None]]:
     """(set, model, metrics) for the base and the adapter of every set recorded on the run, and for the GGUF of every
     exported version evaluated on that set."""
     # evaluate_model's results (they name their data); not the gate's score cache kept beside them
@@ -38,7 +38,7 @@ def evaluation_rows(run: Any) -> list[tuple[str, str, dict[str, Any] | None]]:
         size = scored.get("n_scenarios") or scored.get("constrained_n_scenarios") or "?"
         label = f"{name} ({size} q.)"
         rows += [(label, "base", result.get("base")), (label, "adapter", result.get("tuned"))]
-        for version in run.model_versions.all():
+        for version in versions:
             gguf = (version.evaluation or {}).get(name)  # an export copies the adapter's results here: only a GGUF's own count
             if gguf and gguf.get("tuned") and str((gguf.get("models") or {}).get("tuned", "")).startswith("gguf"):
                 rows.append((label, f"GGUF {version.quantization}", gguf["tuned"]))
@@ -51,11 +51,13 @@ def run_summary(run: Any, phases: list[tuple[str, float]] | None = None) -> str:
     header = f"{'set':<24}{'model':<12}" + "".join(f"{label:>12}" for label, _ in SUMMARY_METRICS)
     lines.append(header)
     lines.append("-" * len(header))
-    for set_label, model, metrics in evaluation_rows(run):
+    versions = list(run.model_versions.all())
+    rows = evaluation_rows(run, versions)
+    for set_label, model, metrics in rows:
         lines.append(f"{set_label:<24}{model:<12}" + "".join(f"{_cell(metrics, key):>12}" for _, key in SUMMARY_METRICS))
-    if len(lines) == 4:
+    if not rows:
         lines.append("(no evaluation recorded for this run)")
-    gates = [(v.ollama_name, v.gate) for v in run.model_versions.all() if v.gate]
+    gates = [(v.ollama_name, v.gate) for v in versions if v.gate]
     for name, gate in gates:
         lines += ["", f"gate of {name}: {'passed' if gate.get('passed') else 'rejected'}"]
         lines += [f"  {reason}" for reason in gate.get("reasons", [])]

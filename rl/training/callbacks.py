@@ -38,6 +38,11 @@ def metrics_callback(path: Path) -> Any:
     return MetricsJsonl()
 
 
+def eval_summary(logs: dict[str, Any]) -> dict[str, float]:
+    """The evaluation figures a person reads during training."""
+    return {k: round(v, 4) for k, v in logs.items() if k in ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins")}
+
+
 def progress_callback() -> Any:
     from transformers.trainer_callback import ProgressCallback
 
@@ -53,7 +58,7 @@ def progress_callback() -> Any:
                     postfix["reward_acc"] = f"{logs['rewards/accuracies']:.2f}"
                 self.training_bar.set_postfix(postfix)
             elif any(key.startswith("eval_") for key in logs):
-                shown = {k: round(v, 4) for k, v in logs.items() if k in ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins")}
+                shown = eval_summary(logs)
                 self.training_bar.write(f"eval at step {state.global_step}: {shown}") if self.training_bar else logger.info("eval: %s", shown)
 
     return RewardProgress
@@ -82,8 +87,7 @@ def step_log_callback() -> Any:
                             100 * state.global_step / max(state.max_steps, 1), logs["loss"], accuracy, pace,
                             pace * (state.max_steps - state.global_step) / 60)
             elif any(key.startswith("eval_") for key in logs):
-                shown = {k: round(v, 4) for k, v in logs.items() if k in ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins")}
-                logger.info("eval at step %d: %s", state.global_step, shown)
+                logger.info("eval at step %d: %s", state.global_step, eval_summary(logs))
 
     return StepLog()
 

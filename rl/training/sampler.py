@@ -7,6 +7,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 
+def rows_by_group(group_keys: list[Any]) -> dict[Any, list[int]]:
+    """Row indices per group key, in first-seen order."""
+    groups: dict[Any, list[int]] = {}
+    for index, key in enumerate(group_keys):
+        groups.setdefault(key, []).append(index)
+    return groups
+
+
 class PromptGroupedBatchSampler:
     """Batches of rows that share prompts: groups of rows with one prompt are shuffled (rows within a group too) and cut
     into batches of `batch_size`, so a batch holds few prompts.
@@ -22,9 +30,7 @@ class PromptGroupedBatchSampler:
 
     def __init__(self, group_keys: list[Any], batch_size: int, seed: int, num_processes: int = 1,
                  epoch_of: Callable[[], int] | None = None):
-        self.groups: dict[Any, list[int]] = {}
-        for index, key in enumerate(group_keys):
-            self.groups.setdefault(key, []).append(index)
+        self.groups = rows_by_group(group_keys)
         self.n_rows, self.row_batch_size, self.seed, self.num_processes = len(group_keys), batch_size, seed, num_processes
         if self.n_rows < num_processes:
             raise ValueError(f"{self.n_rows} training pairs cannot be shared by {num_processes} processes: each needs at least one.")
@@ -64,10 +70,7 @@ def rows_the_steps_reach(group_keys: list[Any], max_steps: int, rows_per_step: i
     needed = max_steps * rows_per_step
     if max_steps <= 0 or len(group_keys) <= needed:
         return None
-    groups: dict[Any, list[int]] = {}
-    for index, key in enumerate(group_keys):
-        groups.setdefault(key, []).append(index)
-    order = list(groups.values())
+    order = list(rows_by_group(group_keys).values())
     random.Random(seed).shuffle(order)
     chosen: list[int] = []
     for rows in order:
