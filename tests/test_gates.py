@@ -74,7 +74,7 @@ def test_paired_a_clear_win_on_the_discordant_items_passes_and_says_so_in_words(
     assert decision.passed, decision.reasons
     assert decision.statistics["widget"]["candidate_only"] == 14 and decision.statistics["widget"]["live_only"] == 4
     assert "candidate right where live was wrong on 14 items, the reverse on 4 (of 68): p = 0.0154" in decision.reasons[0]
-    assert decision.as_dict()["rule"] == "paired" and decision.as_dict()["statistics"]["fixture"]["margin"] == 0.05
+    assert decision.as_dict()["rule"] == "paired" and decision.as_dict()["statistics"]["fixture"]["margin"] == 0.10
 
 
 def test_paired_a_tie_or_a_win_too_small_to_be_told_from_chance_fails():

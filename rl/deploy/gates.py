@@ -49,14 +49,26 @@ class GateCheck:
 class PairedRule:
     primary: str = "widget"
     alpha: float = 0.05
-    margins: dict[str, float] = field(default_factory=lambda: {"fixture": 0.05, "preference": 0.05, "valid": 0.02})
+    margins: dict[str, float] = field(default_factory=lambda: _default_margins("widget"))
+    confidence: float = 0.95  # of the no-worse checks' two-sided interval; its lower end is a one-sided bound at (1 + confidence) / 2
 
     @classmethod
     def from_config(cls, config: Any) -> PairedRule:
-        margins = {"widget": config.gate_widget_margin, "fixture": config.gate_fixture_margin,
-                   "preference": config.gate_preference_margin, "valid": config.gate_valid_margin}
-        margins.pop(config.gate_primary_metric)
-        return cls(config.gate_primary_metric, config.gate_alpha, margins)
+        return cls(config.gate_primary_metric, config.gate_alpha, _margins_of(config, config.gate_primary_metric))
+
+
+def _margins_of(config: Any, primary: str) -> dict[str, float]:
+    margins = {"widget": config.gate_widget_margin, "fixture": config.gate_fixture_margin,
+               "preference": config.gate_preference_margin, "valid": config.gate_valid_margin}
+    margins.pop(primary)
+    return margins
+
+
+def _default_margins(primary: str) -> dict[str, float]:
+    """The no-worse margins of the online learner's defaults (rl/core/config.py is where they are set)."""
+    from rl.core.config import OnlineLearningConfig
+
+    return _margins_of(OnlineLearningConfig(), primary)
 
 
 @dataclass
@@ -153,7 +165,7 @@ def gate_decision_paired(candidate: dict[str, dict[str, list[int]]], live: dict[
         if len(c) != len(l):
             checks.append(GateCheck(sets, metric, None, None, -margin, False, f"{metric}: the two models were not scored on the same items"))
             continue
-        interval = paired_bootstrap(c, l, seed=seed)
+        interval = paired_bootstrap(c, l, confidence=rule.confidence, seed=seed)
         no_worse = interval.low > -margin - 1e-12
         statistics[metric] = {"test": "paired_bootstrap_mean_difference", **interval.as_dict(), "margin": margin}
         checks.append(GateCheck(sets, metric, sum(c) / len(c), sum(l) / len(l), -margin, no_worse,
