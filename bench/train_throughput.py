@@ -213,8 +213,8 @@ def main() -> None:
             print_comparison(args.algo, shape, precision, results["plain"], results["ours"])
     if len(rows) > 1:
         unit = "rows" if args.algo == "kto" else "pairs"
-        print(f"\n{args.algo.upper()} like for like (both setups in the row's precision; {args.train_pairs} {unit}, batch "
-              f"{args.batch_size}, {args.steps} steps):")
+        print(f"\n{args.algo.upper()} like for like (both setups in the row's precision; {args.steps * args.batch_size} {unit} "
+              f"trained from {args.train_pairs} pairs{' and unpaired thumbs' if args.algo == 'kto' else ''}, batch {args.batch_size}, {args.steps} steps):")
         print(f"{'shape':<7}{'precision':<11}{unit + '/s plain':>14}{'ours':>9}{'ratio':>8}{'GB plain':>10}{'ours':>7}{'ratio':>8}{'eval acc. plain/ours':>22}")
         for shape, precision, plain, ours in rows:
             accuracy = ("-" if plain["eval_accuracy"] is None or ours["eval_accuracy"] is None
