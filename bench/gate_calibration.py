@@ -94,24 +94,15 @@ def resample(candidate: dict, live: dict, scale: float, rng: np.random.Generator
     return c, l
 
 
-def better_by(candidate: dict, points: float, rng: np.random.Generator) -> dict:
-    """The candidate made right on `points` of all widget items where it was wrong (a true gain of that size)."""
-    c = dict(candidate)
-    widget = candidate["widget"].copy()
-    wrong = np.flatnonzero(widget == 0)
-    flips = min(len(wrong), round(points * len(widget)))
-    widget[rng.choice(wrong, size=flips, replace=False)] = 1
-    c["widget"] = widget
-    return c
-
-
-def worse_by(candidate: dict, metric: str, points: float, rng: np.random.Generator) -> dict:
-    """The candidate made wrong on `points` of all `metric` items where it was right (a true loss of that size)."""
+def shifted(candidate: dict, metric: str, points: float, rng: np.random.Generator) -> dict:
+    """The candidate's `metric` moved by `points` of all its items: made right on that many where it was wrong
+    (points > 0, a true gain of that size) or wrong where it was right (points < 0, a true loss)."""
     c = dict(candidate)
     outcomes = candidate[metric].copy()
-    right = np.flatnonzero(outcomes == 1)
-    flips = min(len(right), round(points * len(outcomes)))
-    outcomes[rng.choice(right, size=flips, replace=False)] = 0
+    target = 1 if points > 0 else 0
+    movable = np.flatnonzero(outcomes != target)
+    flips = min(len(movable), round(abs(points) * len(outcomes)))
+    outcomes[rng.choice(movable, size=flips, replace=False)] = target
     c[metric] = outcomes
     return c
 
@@ -124,9 +115,9 @@ def promote_rate(rule, candidate: dict, live: dict, *, scale: float, gain: float
         c, l = resample(candidate, live, scale, rng)
         c, l = swap_at_random(c, l, rng)
         if gain:
-            c = better_by(c, gain, rng)
+            c = shifted(c, "widget", gain, rng)
         if fixture_loss:
-            c = worse_by(c, "fixture", fixture_loss, rng)
+            c = shifted(c, "fixture", -fixture_loss, rng)
         promoted += rule({"pooled": {m: c[m].tolist() for m in METRICS}}, {"pooled": {m: l[m].tolist() for m in METRICS}}, trial)
     return promoted / trials
 

@@ -49,7 +49,7 @@ class GateCheck:
 class PairedRule:
     primary: str = "widget"
     alpha: float = 0.05
-    margins: dict[str, float] = field(default_factory=lambda: _default_margins("widget"))
+    margins: dict[str, float] = field(default_factory=lambda: _default_margins())
     confidence: float = 0.95  # of the no-worse checks' two-sided interval; its lower end is a one-sided bound at (1 + confidence) / 2
 
     @classmethod
@@ -64,11 +64,12 @@ def _margins_of(config: Any, primary: str) -> dict[str, float]:
     return margins
 
 
-def _default_margins(primary: str) -> dict[str, float]:
+def _default_margins() -> dict[str, float]:
     """The no-worse margins of the online learner's defaults (rl/core/config.py is where they are set)."""
     from rl.core.config import OnlineLearningConfig
 
-    return _margins_of(OnlineLearningConfig(), primary)
+    defaults = OnlineLearningConfig()
+    return _margins_of(defaults, defaults.gate_primary_metric)
 
 
 @dataclass
