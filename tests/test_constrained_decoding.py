@@ -69,14 +69,14 @@ def test_pytorch_evaluation_precision_follows_the_setting_and_the_cpu(tiny, sett
     model, tokenizer = tiny
     _scenarios, cases = _cases(tokenizer)
     evalset = type("Set", (), {"pairs": [], "cases": cases})()
-    monkeypatch.setattr("rl.core.base_model.cpu_has_bf16", lambda: True)
+    monkeypatch.setattr("rl.core.base_model.cpu_bf16_is_faster", lambda: True)
     settings.RL_EVALUATION_BF16 = False
     assert evaluation_precision() == "fp32" and not TorchBackend("tiny", model, tokenizer).bf16_autocast
     fp32_key = data_key(evalset, 40)
     settings.RL_EVALUATION_BF16 = True
     assert evaluation_precision() == ("fp32" if torch.cuda.is_available() else "bf16")
     assert data_key(evalset, 40) != fp32_key  # a gate never reuses a score made at another precision
-    monkeypatch.setattr("rl.core.base_model.cpu_has_bf16", lambda: False)
+    monkeypatch.setattr("rl.core.base_model.cpu_bf16_is_faster", lambda: False)
     assert evaluation_precision() == "fp32"
 
 

@@ -161,6 +161,19 @@ def test_a_run_leaves_its_folder_and_row_complete(demo_db, tiny_model_dir, check
     assert "eval_rewards/accuracies" in run.metrics
 
 
+def test_a_run_past_its_time_budget_ends_early_keeps_its_adapter_and_says_so(demo_db, tiny_model_dir, checkpoints, caplog):
+    # 0.06 s: spent before the first step ends (the model's load alone takes longer), so the run stops after it.
+    config = tiny_config(tiny_model_dir, max_steps=20, max_minutes=0.001)
+    with caplog.at_level(logging.WARNING, logger="rl.training.time_budget"):
+        result = run_training(config, data(), preset="cpu", run_name="tiny-budget")
+    assert result.status == "succeeded", result.error
+    budget = result.metrics["time_budget"]
+    assert budget["shortened"] and budget["planned_steps"] == 20 and budget["steps"] == 1
+    assert (checkpoints / "tiny-budget" / "final" / "adapter_model.safetensors").is_file()
+    assert "the run ended at step 1 of the 20 planned" in caplog.text
+    assert TrainingRun.objects.get(name="tiny-budget").metrics["time_budget"]["steps"] == 1
+
+
 def test_ctrl_c_saves_a_checkpoint_marks_the_run_interrupted_and_resume_finishes_it(demo_db, tiny_model_dir, checkpoints, monkeypatch):
     original = trainer_module.metrics_callback
 
@@ -222,7 +235,7 @@ def test_auto_picks_dpo_when_pairs_are_plenty_and_dominate_and_kto_otherwise(cap
 
 
 def test_a_gpu_preset_on_a_cpu_without_bf16_says_so_and_runs_fp32(caplog, monkeypatch):
-    monkeypatch.setattr("rl.training.trainer.cpu_has_bf16", lambda: False)
+    monkeypatch.setattr("rl.training.trainer.cpu_bf16_is_faster", lambda: False)
     with caplog.at_level(logging.WARNING, logger="rl.training.trainer"):
         trainer = CommandCenterDPOTrainer("small_gpu")
     assert not trainer.config.bf16 and not trainer.config.load_in_4bit
@@ -230,14 +243,33 @@ def test_a_gpu_preset_on_a_cpu_without_bf16_says_so_and_runs_fp32(caplog, monkey
     assert len([r for r in caplog.records if "training in fp32" in r.message]) == 1
 
 
-def test_bf16_on_a_cpu_with_native_bf16_is_autocast_over_fp32_weights(tiny_model_dir, monkeypatch):
+def test_bf16_on_a_cpu_with_amx_is_autocast_over_fp32_weights(tiny_model_dir, monkeypatch):
     import torch
 
-    monkeypatch.setattr("rl.training.trainer.cpu_has_bf16", lambda: True)
+    monkeypatch.setattr("rl.training.trainer.cpu_bf16_is_faster", lambda: True)
     trainer = CommandCenterDPOTrainer("small_gpu", base_model=str(tiny_model_dir))
     assert trainer.config.bf16 and not trainer.config.load_in_4bit
     trainer.load_base_model()
     assert next(trainer.model.parameters()).dtype == torch.float32
+
+
+@pytest.mark.parametrize("amx, cap, faster", [
+    (True, None, True), (True, "ALL", True), (True, "avx512_core_amx", True),
+    (True, "AVX512_CORE_BF16", False),  # oneDNN held below AMX, as on a CPU with AVX512-BF16 only: fp32 is faster
+    (True, "AVX2", False), (False, None, False),
+])
+def test_bf16_autocast_is_chosen_only_where_amx_makes_it_faster(monkeypatch, amx, cap, faster):
+    import torch
+
+    from rl.core.base_model import cpu_bf16_is_faster
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": amx, "avx512_bf16": True})
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    if cap is None:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert cpu_bf16_is_faster() is faster
 
 
 def test_an_unknown_preset_or_setting_is_a_clear_error():

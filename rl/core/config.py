@@ -68,6 +68,7 @@ class TrainingConfig(SettingsBase):
     title_weight: float = _f(1.0, "Weight of the answer's title tokens in the 'sft' loss; the decision tokens (widget, fixtures) weigh 1.")
     epochs: float = _f(3.0, "Training epochs (ignored when max_steps > 0).")
     max_steps: int = _f(-1, "Stop after this many optimizer steps (-1: run the epochs).")
+    max_minutes: float = _f(0, "Time budget of the whole run in minutes, from the base model's load (0: none). When the planned steps no longer fit, the run ends at the last step that does, with the learning-rate schedule and the held-out checks fitted to it; the best checked adapter is kept, and the log and the run's metrics say so.")
     batch_size: int = _f(4, "Pairs per device per step.")
     gradient_accumulation_steps: int = _f(1, "Steps whose gradients add up before one optimizer step.")
     max_length: int = _f(1024, "Longest prompt+answer in tokens; pairs that do not fit are dropped and counted, never truncated.")
@@ -75,7 +76,7 @@ class TrainingConfig(SettingsBase):
     max_train_scenarios: int = _f(0, "Train on the pairs of at most this many scenarios (0: all); cheaper per pair than spreading pairs thin, since a scenario's pairs share one prompt.")
     balance_widgets: bool = _f(False, "Choose training scenarios round-robin over their right widget, so every widget is taught about equally often.")
     load_in_4bit: bool = _f(False, "4-bit QLoRA through bitsandbytes (NVIDIA GPU only).")
-    bf16: bool = _f(False, "bfloat16 compute: bf16 weights on a GPU; autocast over fp32 weights on a CPU with native bfloat16 (AVX512-BF16/AMX), fp32 on one without.")
+    bf16: bool = _f(False, "bfloat16 compute: bf16 weights on a GPU; autocast over fp32 weights on a CPU with AMX, fp32 on one without (bf16 is slower than fp32 with AVX512-BF16 alone).")
     gradient_checkpointing: bool = _f(False, "Recompute activations to save memory (slower).")
     precompute_ref_log_probs: bool = _f(True, "Compute the reference model's log-probs once before training instead of every step.")
     warmup_ratio: float = _f(0.1, "Share of steps for learning-rate warmup.")
@@ -94,6 +95,8 @@ class TrainingConfig(SettingsBase):
 
     def validate(self) -> None:
         super().validate()
+        if self.max_minutes < 0:
+            raise ConfigError(f"max_minutes must be 0 (no budget) or positive, got {self.max_minutes}.")
         if not 0 < self.lora_layer_share <= 1:
             raise ConfigError(f"lora_layer_share must be above 0 and at most 1, got {self.lora_layer_share}.")
         if not 0 <= self.title_weight <= 1:
@@ -137,7 +140,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 24 GB+ GPU: larger rank, more epochs, lower learning rate.
     "high_quality": {**RECIPE, "bf16": True, "lora_rank": 64, "lora_alpha": 128, "epochs": 5.0, "learning_rate": 2e-5,
                      "batch_size": 8, "gradient_accumulation_steps": 2, "eval_steps": 100, "pick_eval_scenarios": 96},
-    # No GPU (these machines, the demo): SmolLM2-135M, bf16 autocast where the CPU has native bfloat16; variant P of
+    # No GPU (these machines, the demo): SmolLM2-135M, bf16 autocast where the CPU has AMX (fp32 elsewhere); variant P of
     # docs/training-recipe.md: every scenario (the demo's 376; the cap bounds the online learner's retrains as ratings
     # grow), one pair of each kind per scenario, 1.5 epochs, adapters on the top half of the layers (train_dpo about
     # 13 minutes on 2 cores).

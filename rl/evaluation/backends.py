@@ -67,13 +67,13 @@ class SchemaGrammars:
 
 
 def evaluation_precision() -> str:
-    """How PyTorch models are evaluated here: "bf16" (autocast over fp32 weights) on a CPU with native bfloat16 unless
-    settings.RL_EVALUATION_BF16 is off, else "fp32"."""
+    """How PyTorch models are evaluated here: "bf16" (autocast over fp32 weights) on a CPU where it is faster than fp32
+    (AMX, `cpu_bf16_is_faster`) unless settings.RL_EVALUATION_BF16 is off, else "fp32"."""
     from django.conf import settings
 
     from rl.core import base_model
 
-    bf16 = getattr(settings, "RL_EVALUATION_BF16", True) and not base_model.has_cuda() and base_model.cpu_has_bf16()
+    bf16 = getattr(settings, "RL_EVALUATION_BF16", True) and not base_model.has_cuda() and base_model.cpu_bf16_is_faster()
     return "bf16" if bf16 else "fp32"
 
 

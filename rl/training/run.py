@@ -218,6 +218,8 @@ def summarize_metrics(outcome: Any) -> dict[str, Any]:
     summary = {key: merged[key] for key in keep if key in merged}
     summary["algo"] = outcome.algo
     summary["dropped_too_long"] = outcome.dropped_too_long
+    if outcome.time_budget is not None:
+        summary["time_budget"] = outcome.time_budget
     return summary
 
 

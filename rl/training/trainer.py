@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rl.core.base_model import cpu_has_bf16, has_cuda, load_causal_lm, load_tokenizer
+from rl.core.base_model import cpu_bf16_is_faster, has_cuda, load_causal_lm, load_tokenizer
 from rl.core.config import TrainingConfig, training_config
 from rl.core.console import on_terminal
 from rl.core.runs import CHECKPOINT_DIR, FINAL_DIR, METRICS_FILE
@@ -24,6 +24,7 @@ from rl.training.distributed import (
     training_state,
 )
 from rl.training.sampler import rows_the_steps_reach
+from rl.training.time_budget import TimeBudgetCallback
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class TrainOutcome:
     eval_metrics: dict[str, float]
     dropped_too_long: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    time_budget: dict[str, Any] | None = None
 
 
 def _restored_earlier(callbacks: list[Any], trainer: Any) -> bool:
@@ -54,6 +56,7 @@ class CommandCenterDPOTrainer:
         self.preset = config_name
         self.config = config.replace(**overrides) if config is not None else training_config(config_name, **overrides)
         self.config = self._fit_to_machine(self.config)
+        self.clock_started = time.monotonic()  # max_minutes counts from here, before the base model loads
         self.model: Any = None
         self.tokenizer: Any = None
 
@@ -64,11 +67,12 @@ class CommandCenterDPOTrainer:
         if config.load_in_4bit:
             logger.warning("No GPU here: the preset asks for 4-bit quantization (bitsandbytes, NVIDIA only); training without it.")
             config = config.replace(load_in_4bit=False)
-        if config.bf16 and not cpu_has_bf16():
-            logger.warning("No GPU and no native bfloat16 on this CPU: the preset asks for bf16; training in fp32 instead.")
+        if config.bf16 and not cpu_bf16_is_faster():
+            logger.warning("No GPU, and this CPU has no AMX that oneDNN may use (bf16 autocast would be slower than fp32 "
+                           "here): the preset asks for bf16; training in fp32 instead.")
             config = config.replace(bf16=False)
         elif config.bf16:
-            logger.info("No GPU: bf16 autocast on the CPU (native bfloat16), with fp32 weights.")
+            logger.info("No GPU: bf16 autocast on the CPU (AMX), with fp32 weights.")
         return config
 
     def load_base_model(self) -> tuple[Any, Any]:
@@ -189,6 +193,9 @@ class CommandCenterDPOTrainer:
             train_dataset = self._rows_the_steps_reach(train_dataset)
         eval_dataset = self._capped_eval(eval_dataset)
         all_callbacks = [metrics_callback(output_dir / METRICS_FILE), *(callbacks or [])]
+        self.time_budget = TimeBudgetCallback(self.config.max_minutes * 60, self.clock_started) if self.config.max_minutes else None
+        if self.time_budget is not None:
+            all_callbacks.append(self.time_budget)
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
         previous_tb = os.environ.get("TENSORBOARD_LOGGING_DIR")
@@ -251,6 +258,7 @@ class CommandCenterDPOTrainer:
         return TrainOutcome(
             algo=algo, final_dir=final_dir, train_metrics=dict(result.metrics), eval_metrics=dict(eval_metrics),
             dropped_too_long=dict(getattr(trainer, "dropped_too_long", {})), seconds=seconds,
+            time_budget=self.time_budget.summary() if self.time_budget is not None else None,
         )
 
     def _capped_eval(self, eval_dataset: Any) -> Any:

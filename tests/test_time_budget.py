@@ -1,0 +1,94 @@
+"""`max_minutes`: the run ends within its budget, with the schedule and the checks fitted to the steps that fit."""
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import TrainerControl, TrainerState, get_cosine_schedule_with_warmup
+
+from rl.core.config import ConfigError, training_config
+from rl.training.time_budget import TimeBudgetCallback, checks_after, refit_schedule, steps_that_fit
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _drive(budget_s: float, planned: int, step_s: float, check_s: float, eval_share: float = 0.25):
+    """The Trainer's order of calls for one run (DefaultFlowCallback's decisions, then ours), on a fake clock."""
+    clock = FakeClock()
+    clock.now = 30.0  # the base model's load and the dataset, before the first step
+    callback = TimeBudgetCallback(budget_s, clock_started=0.0, clock=clock)
+    args = SimpleNamespace(eval_steps=eval_share)
+    state = TrainerState(max_steps=planned, eval_steps=math.ceil(planned * eval_share))
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=2, num_training_steps=planned)
+    callback.on_train_begin(args, state, TrainerControl())
+    checked_at, learning_rates = [], []
+    while True:
+        control = TrainerControl()
+        callback.on_step_begin(args, state, control)
+        clock.now += step_s
+        learning_rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+        state.global_step += 1
+        control.should_evaluate = state.global_step % state.eval_steps == 0
+        if state.global_step >= state.max_steps:
+            control.should_training_stop = control.should_evaluate = True
+        callback.on_step_end(args, state, control, lr_scheduler=scheduler)
+        if control.should_evaluate:
+            clock.now += check_s
+            checked_at.append(state.global_step)
+            callback.on_evaluate(args, state, control)
+        if control.should_training_stop:
+            break
+    clock.now += 2 * step_s  # saving the adapter and the closing preference evaluation
+    callback.on_train_end(args, state, TrainerControl())
+    return callback, state, clock, checked_at, learning_rates
+
+
+def test_a_run_that_fits_its_budget_is_left_as_planned():
+    callback, state, clock, checked_at, _ = _drive(budget_s=600, planned=40, step_s=2.0, check_s=10.0)
+    assert state.global_step == 40 and callback.summary()["shortened"] is False
+    assert checked_at == [10, 20, 30, 40]
+
+
+def test_a_run_too_long_for_its_budget_ends_within_it_with_the_schedule_decayed_and_four_checks():
+    callback, state, clock, checked_at, learning_rates = _drive(budget_s=300, planned=200, step_s=2.0, check_s=12.0)
+    summary = callback.summary()
+    assert summary["shortened"] and summary["schedule_refitted"] and summary["planned_steps"] == 200
+    assert clock.now <= 300, "the run overran its budget"
+    assert 80 <= state.global_step < 200, "the run should use most of its budget, not stop at once"
+    assert state.global_step == summary["steps"]
+    # The cosine schedule ends near zero at the step the run ends, not cut off near its middle.
+    assert learning_rates[-1] < 0.05 * max(learning_rates)
+    assert checked_at[-1] == state.global_step and len(checked_at) >= 4
+
+
+def test_a_budget_already_spent_stops_after_the_first_step():
+    callback, state, clock, checked_at, _ = _drive(budget_s=20, planned=50, step_s=2.0, check_s=10.0)
+    assert state.global_step == 1 and checked_at == [1] and callback.summary()["shortened"]
+
+
+def test_the_plan_keeps_room_for_the_checks_still_to_come_and_the_save():
+    assert steps_that_fit(seconds_left=100, step_seconds=2, check_seconds=10, checks_left=2, done=10) == 10 + 38
+    assert steps_that_fit(seconds_left=5, step_seconds=2, check_seconds=10, checks_left=1, done=10) == 10
+    assert checks_after(0, 100, 0.25) == 4 and checks_after(50, 100, 0.25) == 2 and checks_after(10, 10, 0.25) == 1
+    assert checks_after(0, 10, 0.25) == 4  # every 3 steps (3, 6, 9) and one at the end
+
+
+def test_a_schedule_of_another_kind_is_left_alone():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    assert refit_schedule(torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0), 10) is False
+    cosine = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=0, num_training_steps=100)
+    assert refit_schedule(cosine, 10) is True and cosine.lr_lambdas[0](10) == pytest.approx(0.0)
+
+
+def test_a_negative_budget_is_refused():
+    with pytest.raises(ConfigError, match="max_minutes"):
+        training_config("cpu", max_minutes=-1)
