@@ -196,6 +196,8 @@ ENABLE_ONLINE_LEARNING = env_bool("ENABLE_ONLINE_LEARNING", False)
 RL_BASE_MODEL = os.environ.get("RL_BASE_MODEL", "")
 RL_CHECKPOINT_DIR = Path(os.environ.get("RL_CHECKPOINT_DIR", BASE_DIR / "rl_checkpoints"))
 RL_CACHE_DIR = Path(os.environ.get("RL_CACHE_DIR", BASE_DIR / ".cache" / "rl"))
+# The base model's scores on each evaluation set, reused by later runs (rl/evaluation/score_cache.py); safe to delete.
+RL_BASE_SCORES_DIR = Path(os.environ.get("RL_BASE_SCORES_DIR", RL_CACHE_DIR / "base-scores"))
 # PyTorch evaluation (evaluate_model, the gate, best-pick checks) under bfloat16 autocast on a CPU with AMX: about
 # twice as fast as fp32 there; without AMX it would be slower, so fp32 is used (rl.core.base_model.cpu_bf16_is_faster). Off: fp32 everywhere. Base and tuned are always scored the same way.
 RL_EVALUATION_BF16 = env_bool("RL_EVALUATION_BF16", True)

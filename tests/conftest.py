@@ -155,6 +155,12 @@ def served_versions(demo_db, simulated_ollama, settings):
 
 
 @pytest.fixture(autouse=True)
+def _own_base_score_cache(settings, tmp_path):
+    """Every test starts with no cached base scores (a test that wants them reused runs twice in itself)."""
+    settings.RL_BASE_SCORES_DIR = tmp_path / "base-scores"
+
+
+@pytest.fixture(autouse=True)
 def _fresh_throttle_counts(request):
     """Throttle counts and lockouts live in the cache, a database table: a test that uses the database starts with
     none (user ids repeat across tests); the others cannot reach it and need none."""

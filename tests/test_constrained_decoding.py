@@ -46,7 +46,7 @@ def test_free_answers_of_a_random_model_are_garbage(tiny):
 def test_pytorch_constrained_answers_only_name_catalog_widgets_and_shortlist_fixtures(tiny):
     model, tokenizer = tiny
     scenarios, cases = _cases(tokenizer)
-    answers = TorchBackend("tiny", model, tokenizer, batch_size=4).generate(
+    answers = TorchBackend("tiny", model, tokenizer, generation_batch_size=4).generate(
         [c.prompt_ids for c in cases], 200, [c.schema for c in cases])
     _check_constrained(answers, scenarios)
 
@@ -105,7 +105,7 @@ def test_a_batch_sharing_its_prompt_prefix_answers_as_each_prompt_alone(tiny, ti
     prompts = [c.prompt_ids for c in cases]
     schemas = [c.schema for c in cases] if constrained else None
     assert shared_prefix_length(prompts[:4]) > 20 and len({len(p) for p in prompts[:4]}) > 1  # shared prefix, then padding
-    batched = TorchBackend("tiny", model, tokenizer, batch_size=4, bf16_autocast=False).generate(prompts, 30, schemas)
+    batched = TorchBackend("tiny", model, tokenizer, generation_batch_size=4, bf16_autocast=False).generate(prompts, 30, schemas)
     assert len(set(batched)) == len(prompts)  # the answers read their prompts
-    alone = TorchBackend("tiny", model, tokenizer, batch_size=1, bf16_autocast=False)
+    alone = TorchBackend("tiny", model, tokenizer, generation_batch_size=1, bf16_autocast=False)
     assert batched == [alone.generate([p], 30, None if schemas is None else [s])[0] for p, s in zip(prompts, schemas or [None] * len(prompts))]

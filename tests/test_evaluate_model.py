@@ -24,6 +24,36 @@ def test_it_compares_base_and_tuned_and_records_the_results(tiny_run, tmp_path, 
     assert "preference_accuracy" in printed and "diff" in printed
 
 
+def test_the_base_is_scored_once_per_set_and_reused_by_later_runs_until_the_set_changes(tiny_run, tmp_path, monkeypatch):
+    from rl.evaluation import evaluation_run
+
+    scored = []
+    real = evaluation_run.evaluate_backend
+
+    def counting(backend, evalset, **kwargs):
+        scored.append((backend.name, len(evalset.pairs)))
+        return real(backend, evalset, **kwargs)
+
+    monkeypatch.setattr(evaluation_run, "evaluate_backend", counting)
+
+    def evaluate(limit: str) -> dict:
+        output = tmp_path / f"results-{len(scored)}.json"
+        call_command("evaluate_model", "--checkpoint", tiny_run, "--compare-base", "--limit", limit, "--output", str(output),
+                     "--max-new-tokens", "8", "--decoding", "constrained")
+        return json.loads(output.read_text())
+
+    first, second = evaluate("6"), evaluate("6")
+    base_runs = [name for name, _n in scored if name.startswith("base")]
+    assert len(base_runs) == 1 and len(scored) == 3, scored  # base once, the adapter twice
+    assert second["base"]["cached"] is True and "cached" not in first["base"]
+    for key in ("preference_accuracy", "constrained_widget_accuracy", "constrained_fixture_accuracy"):
+        assert second["base"][key] == first["base"][key]
+    # The tuned model's rewards are measured against the base's log-probs: the same from the cache.
+    assert second["tuned"]["mean_reward_margin"] == pytest.approx(first["tuned"]["mean_reward_margin"])
+    evaluate("4")  # another set: the base is scored again
+    assert [n for name, n in scored if name.startswith("base")] == [6, 4]
+
+
 def test_it_evaluates_a_gguf_through_llama_cpp(tiny_model_dir, demo_db, tmp_path):
     gguf_file = convert_hf_to_gguf(tiny_model_dir, tmp_path / "tiny.gguf")
     output = tmp_path / "gguf.json"

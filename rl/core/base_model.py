@@ -123,6 +123,25 @@ def resolve_base_model(spec: str | None = None) -> ResolvedBaseModel:
     return ResolvedBaseModel(spec, "hub", spec)
 
 
+def base_model_fingerprint(spec: str | None = None) -> str:
+    """What identifies the base model's weights, for caches of its scores: a GGUF's content hash, a folder's files
+    (names, sizes, modification times), or an HF id with the snapshot the local cache holds."""
+    resolved = resolve_base_model(spec)
+    if resolved.kind == "gguf":
+        return f"gguf:{Path(resolved.load_path).name}"
+    if resolved.kind == "folder":
+        files = sorted(p for p in Path(resolved.load_path).rglob("*") if p.is_file())
+        listing = [(str(p.relative_to(resolved.load_path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+        return "folder:" + hashlib.sha256(repr(listing).encode()).hexdigest()
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot = Path(snapshot_download(resolved.load_path, local_files_only=True)).name
+    except Exception:
+        snapshot = "unknown"
+    return f"hub:{resolved.load_path}@{snapshot}"
+
+
 def _materialize_gguf(resolved: ResolvedBaseModel) -> None:
     """Dequantize the GGUF into its cache folder once."""
     cache = Path(resolved.load_path)

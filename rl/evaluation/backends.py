@@ -79,12 +79,17 @@ def evaluation_precision() -> str:
 
 class TorchBackend:
     """A transformers model; with `adapter_enabled=False` a PEFT model is scored as its base. It runs under bfloat16
-    autocast when `bf16_autocast` is true, or when it is None and `evaluation_precision()` says so."""
+    autocast when `bf16_autocast` is true, or when it is None and `evaluation_precision()` says so.
+
+    Pairs are scored `batch_size` at a time (each row's logits over the whole vocabulary are what bounds it); answers
+    are generated `generation_batch_size` at a time, since a decoding step costs little more for more rows on a CPU:
+    48 natural questions took 46 s in batches of 8, 30 s of 16 and 26 s of 48 (SmolLM2 with an adapter, 2 cores)."""
 
     def __init__(self, name: str, model: Any, tokenizer: Any, *, adapter_enabled: bool = True, batch_size: int = 8,
-                 bf16_autocast: bool | None = None):
+                 generation_batch_size: int | None = 32, bf16_autocast: bool | None = None):
         self.name, self.model, self.tokenizer = name, model, tokenizer
         self.adapter_enabled, self.batch_size = adapter_enabled, batch_size
+        self.generation_batch_size = generation_batch_size or batch_size
         self.bf16_autocast = evaluation_precision() == "bf16" if bf16_autocast is None else bf16_autocast
 
     @contextlib.contextmanager
@@ -135,8 +140,9 @@ class TorchBackend:
         mode = "constrained" if schemas is not None else "free"
         device = self.model.device
         with self._mode():
-            for start in tqdm(range(0, len(prompts), self.batch_size), desc=f"{self.name}: generating ({mode})", leave=False, disable=None):
-                chunk = prompts[start : start + self.batch_size]
+            for start in tqdm(range(0, len(prompts), self.generation_batch_size), desc=f"{self.name}: generating ({mode})", leave=False,
+                              disable=None):
+                chunk = prompts[start : start + self.generation_batch_size]
                 common = shared_prefix_length(chunk)
                 width = max(len(p) for p in chunk) - common
                 pads = [width - (len(p) - common) for p in chunk]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from rl.evaluation.backends import DECODINGS, DEFAULT_MAX_NEW_TOKENS, LlamaCppBa
 from rl.evaluation.evalset import EvalSet, EvaluationError, build_eval_set
 from rl.evaluation.metrics import evaluate_backend
 from rl.evaluation.plots import plot_comparison, plot_confusion
+
+logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "evaluation.json"
 HELD_OUT = "held_out"
@@ -89,9 +92,7 @@ def evaluate_model(
     base_logps = None
     if compare_base:
         name = f"base ({base_id or 'default'})"
-        results["base"], base_logps = evaluate_backend(
-            TorchBackend(name, model, tokenizer, adapter_enabled=False), evalset, max_new_tokens=max_new_tokens, decodings=decodings
-        )
+        results["base"], base_logps = _base_scores(name, base_id, model, tokenizer, evalset, max_new_tokens, decodings)
         results["models"]["base"] = name
     if gguf:
         tuned_backend = LlamaCppBackend(f"gguf ({gguf})", gguf, tokenizer)
@@ -124,6 +125,26 @@ def evaluate_model(
         if adapter_dir is not None and not gguf and run_config:
             _remember_for_gate(run_config, evalset, results, decodings, max_new_tokens)
     return results
+
+
+def _base_scores(name: str, base_id: str | None, model: Any, tokenizer: Any, evalset: EvalSet, max_new_tokens: int,
+                 decodings: tuple[str, ...]) -> tuple[dict[str, Any], list]:
+    """The base model's metrics and log-probs on `evalset`: from the cache when this base was scored on this very set
+    with these settings before (by any run), else computed and stored there."""
+    from rl.core.base_model import base_model_fingerprint
+    from rl.evaluation.score_cache import base_scores_key, cached_base_scores, store_base_scores
+
+    key = base_scores_key(base_model_fingerprint(base_id), evalset, max_new_tokens, decodings)
+    cached = cached_base_scores(key)
+    if cached is not None:
+        metrics, logps = cached
+        logger.info("%s: the scores of an identical earlier evaluation reused (same weights, data, decoding and "
+                    "precision; %s.json in RL_BASE_SCORES_DIR)", name, key)
+        return {**metrics, "model": name, "cached": True}, logps
+    metrics, logps = evaluate_backend(TorchBackend(name, model, tokenizer, adapter_enabled=False), evalset,
+                                      max_new_tokens=max_new_tokens, decodings=decodings)
+    store_base_scores(key, metrics, logps)
+    return metrics, logps
 
 
 def _record(results: dict[str, Any], gguf: str | None, run_config: dict[str, Any] | None, set_name: str) -> None:
