@@ -70,11 +70,13 @@ def test_unknown_quantization_or_missing_checkpoint_changes_nothing(tiny_run, si
     assert not ModelVersion.objects.exists() and simulated_ollama.models == {}
 
 
-def test_the_quantized_gguf_reports_k_quant_fallbacks(tiny_run, simulated_ollama):
+def test_the_quantized_gguf_reports_k_quant_fallbacks_in_one_line_not_a_line_per_tensor(tiny_run, simulated_ollama, capfd):
     result = export_to_ollama(tiny_run, quantization="q4_k_m", check_pick=False)
     assert result.status == "exported"
     # hidden size 64 is not a multiple of 256: llama.cpp stores those tensors in legacy types instead of K-quants
     assert result.quantize["fallback_tensors"] > 0 and "not a multiple of 256" in result.quantize["note"]
+    printed = capfd.readouterr()
+    assert "falling back to" not in printed.err + printed.out  # llama.cpp's own per-tensor warnings, written from C
 
 
 def test_the_simulated_ollama_refuses_a_blob_whose_digest_does_not_match(simulated_ollama, tmp_path):

@@ -1,4 +1,5 @@
 """`max_minutes`: the run ends within its budget, with the schedule and the checks fitted to the steps that fit."""
+import logging
 import math
 from types import SimpleNamespace
 
@@ -58,8 +59,9 @@ def test_a_run_that_fits_its_budget_is_left_as_planned():
     assert checked_at == [10, 20, 30, 40]
 
 
-def test_a_run_too_long_for_its_budget_ends_within_it_with_the_schedule_decayed_and_four_checks():
-    callback, state, clock, checked_at, learning_rates = _drive(budget_s=300, planned=200, step_s=2.0, check_s=12.0)
+def test_a_run_too_long_for_its_budget_ends_within_it_with_the_schedule_decayed_and_four_checks(caplog):
+    with caplog.at_level(logging.INFO, logger="rl.training.time_budget"):
+        callback, state, clock, checked_at, learning_rates = _drive(budget_s=300, planned=200, step_s=2.0, check_s=12.0)
     summary = callback.summary()
     assert summary["shortened"] and summary["schedule_refitted"] and summary["planned_steps"] == 200
     assert clock.now <= 300, "the run overran its budget"
@@ -68,6 +70,10 @@ def test_a_run_too_long_for_its_budget_ends_within_it_with_the_schedule_decayed_
     # The cosine schedule ends near zero at the step the run ends, not cut off near its middle.
     assert learning_rates[-1] < 0.05 * max(learning_rates)
     assert checked_at[-1] == state.global_step and len(checked_at) >= 4
+    # A log a person reads: the first cut and the end are warnings; the small re-plans after it are not all logged.
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and "steps fit" in warnings[0] and f"ended at step {state.global_step} of the 200" in warnings[1]
+    assert len(caplog.records) <= 8
 
 
 def test_a_budget_already_spent_stops_after_the_first_step():

@@ -123,6 +123,7 @@ def per_widget_scores(confusion: dict[str, Counter]) -> dict[str, dict[str, floa
             "precision": hits / answered if answered else 0.0,
             "recall": hits / support if support else 0.0,
             "support": support,
+            "right": hits,
             "answered": answered,
         }
     return scores

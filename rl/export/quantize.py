@@ -52,15 +52,19 @@ def tensor_types(path: Path) -> Counter:
 
 
 def _quiet_llama_cpp(call: Any, *args: Any) -> Any:
-    """`call` with llama.cpp's own log (a line per tensor, a warning per K-quant fallback) held back: the report
-    below sums it up. llama-cpp-python's log callback prints only what its logger's level lets through."""
+    """`call` with llama.cpp's own output (a line per tensor, a warning per K-quant fallback: about 180 lines for
+    SmolLM2) held back: the report below sums it up. Its log callback covers only part of it; the fallback warnings
+    are written to the process's stderr from C, so the file descriptors are redirected for the call (llama-cpp-python's
+    own helper for this)."""
     import llama_cpp.llama  # noqa: F401  (installs that callback)
+    from llama_cpp._utils import suppress_stdout_stderr
 
     llama_log = logging.getLogger("llama-cpp-python")
     level = llama_log.level
     llama_log.setLevel(logging.ERROR)
     try:
-        return call(*args)
+        with suppress_stdout_stderr(disable=False):
+            return call(*args)
     finally:
         llama_log.setLevel(level)
 

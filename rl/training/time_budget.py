@@ -27,8 +27,9 @@ logger = logging.getLogger(__name__)
 # Before the first check has been timed, a check is assumed to cost this many steps (the cpu preset's 24-scenario
 # pick check costs 6 to 8 steps of 8 pairs on SmolLM2).
 CHECK_COST_IN_STEPS = 8.0
-# Steps timed before the first plan.
+# Steps timed before the first plan, and how many of the last steps set the pace.
 MEASURED_STEPS = 3
+PACE_WINDOW = 20
 # Saving the adapter and the closing evaluation of preference metrics, in steps.
 CLOSING_COST_IN_STEPS = 2.0
 
@@ -86,6 +87,7 @@ class TimeBudgetCallback(TrainerCallback):
         self._step_began = 0.0
         self._step_ended: float | None = None
         self._evaluated = False
+        self._announced_steps: int | None = None
 
     def seconds_left(self) -> float:
         return self.budget_seconds - (self.clock() - self.clock_started)
@@ -121,7 +123,12 @@ class TimeBudgetCallback(TrainerCallback):
         if plan.steps <= state.global_step:
             control.should_training_stop = True
             control.should_evaluate = True
-        logger.warning(
+        # Once warned, small later cuts (a step or two as the pace drifts) are only logged at debug level.
+        announce = logger.warning if self._announced_steps is None else (
+            logger.info if self._announced_steps - plan.steps >= max(2, 0.05 * self._announced_steps) else logger.debug)
+        if announce is not logger.debug:
+            self._announced_steps = plan.steps
+        announce(
             "Time budget: %d of the planned %d steps fit in the %.1f min left (%.1f s a step, %.0f s a check)%s; the "
             "run now ends at step %d.", plan.steps, shrink_from, self.seconds_left() / 60, plan.step_seconds,
             plan.check_seconds, ", the learning-rate schedule re-stretched to end there" if refitted else "", plan.steps,
@@ -140,7 +147,8 @@ class TimeBudgetCallback(TrainerCallback):
             if self.seconds_left() < (1 + CLOSING_COST_IN_STEPS) * step:
                 return BudgetPlan(steps=state.global_step, step_seconds=step, check_seconds=0.0)
             return None
-        recent = self.step_seconds[1:]
+        # The pace of the last steps: later batches can be longer than the first ones.
+        recent = self.step_seconds[1:][-PACE_WINDOW:]
         step = sum(recent) / len(recent)
         check = (sum(self.check_seconds) / len(self.check_seconds)) if self.check_seconds else CHECK_COST_IN_STEPS * step
         share = _eval_share(args)

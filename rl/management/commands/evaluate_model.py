@@ -68,16 +68,23 @@ class Command(BaseCommand):
         self.stdout.write(f"\n{'metric':<32}{'base':>10}{'tuned':>10}{'diff':>10}")
         for metric, base, tuned, diff in comparison_rows(results):
             self.stdout.write(f"{metric:<32}{base:>10}{tuned:>10}{diff:>10}")
-        for role in ("base", "tuned"):
-            for prefix in ("", "constrained_"):
-                per_widget = (results.get(role) or {}).get(prefix + "per_widget")
-                if not per_widget:
-                    continue
-                self.stdout.write(f"\n{role}, {prefix.rstrip('_') or 'free'} decoding: per widget")
-                self.stdout.write(f"{'widget':<18}{'precision':>10}{'recall':>8}{'right':>7}{'answered':>10}")
-                for widget, row in per_widget.items():
-                    self.stdout.write(f"{widget:<18}{row['precision']:>10.2f}{row['recall']:>8.2f}{row['support']:>7}{row['answered']:>10}")
-                for warning in results[role].get(prefix + "collapse_warnings", []):
-                    self.stdout.write(self.style.WARNING(f"collapse: {warning}"))
+        for prefix in ("", "constrained_"):
+            self._per_widget_table(results, prefix)
         if "written_to" in results:
             self.stdout.write(f"\nresults: {results['written_to']}")
+
+    def _per_widget_table(self, results: dict, prefix: str) -> None:
+        """One row per widget: how many questions want it and, per model, how many it got right and how often it
+        answered it (collapse warnings are in the log above)."""
+        roles = [role for role in ("base", "tuned") if (results.get(role) or {}).get(prefix + "per_widget")]
+        if not roles:
+            return
+        tables = {role: results[role][prefix + "per_widget"] for role in roles}
+        widgets = sorted({widget for table in tables.values() for widget in table})
+        self.stdout.write(f"\n{prefix.rstrip('_') or 'free'} decoding, per widget (right / answered)")
+        self.stdout.write(f"{'widget':<18}{'questions':>10}" + "".join(f"{role:>16}" for role in roles))
+        for widget in widgets:
+            rows = [table.get(widget) for table in tables.values()]
+            support = next(row["support"] for row in rows if row)
+            cells = "".join(f"{row['right'] if row else 0:>10} / {row['answered'] if row else 0:>3}" for row in rows)
+            self.stdout.write(f"{widget:<18}{support:>10}{cells}")
