@@ -72,7 +72,7 @@ def test_a_run_too_long_for_its_budget_ends_within_it_with_the_schedule_decayed_
     assert checked_at[-1] == state.global_step and len(checked_at) >= 4
     # A log a person reads: the first cut and the end are warnings; the small re-plans after it are not all logged.
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 2 and "steps fit" in warnings[0] and f"ended at step {state.global_step} of the 200" in warnings[1]
+    assert len(warnings) == 2 and "the run now ends at step" in warnings[0] and f"ended at step {state.global_step} of the 200" in warnings[1]
     assert len(caplog.records) <= 8
 
 
@@ -98,3 +98,12 @@ def test_a_schedule_of_another_kind_is_left_alone():
 def test_a_negative_budget_is_refused():
     with pytest.raises(ConfigError, match="max_minutes"):
         training_config("cpu", max_minutes=-1)
+
+
+def test_a_plan_cut_on_a_pessimistic_first_guess_grows_back_once_checks_are_timed():
+    # Before any check is timed a check is guessed at 5 steps (10 s); these take 2 s, so the plan must grow back.
+    callback, state, clock, _checked_at, learning_rates = _drive(budget_s=300, planned=200, step_s=2.0, check_s=2.0)
+    assert clock.now <= 300
+    assert clock.now >= 300 - 2 * 2.0 - 2.0 - 2 * 2.0, f"the run left {300 - clock.now:.0f} s of its budget unused"
+    assert callback.summary()["steps"] == state.global_step < 200
+    assert learning_rates[-1] < 0.05 * max(learning_rates)

@@ -272,6 +272,19 @@ def test_bf16_autocast_is_chosen_only_where_amx_makes_it_faster(monkeypatch, amx
     assert cpu_bf16_is_faster() is faster
 
 
+def test_a_base_models_fingerprint_changes_with_its_weights_and_only_then(tmp_path):
+    from rl.core.base_model import base_model_fingerprint
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"weights")
+    first = base_model_fingerprint(str(folder))
+    assert base_model_fingerprint(str(folder)) == first
+    (folder / "model.safetensors").write_bytes(b"other weights")
+    assert base_model_fingerprint(str(folder)) != first
+
+
 def test_an_unknown_preset_or_setting_is_a_clear_error():
     with pytest.raises(ConfigError, match="Unknown preset 'huge'"):
         training_config("huge")

@@ -3,8 +3,8 @@
 The clock starts when the trainer is made (before the base model loads), so the budget is the `train_dpo` command's.
 After each optimizer step the plan is made again from what has been measured: the mean seconds of a step, of a
 held-out pick check (the best-pick callback's generation, or the Trainer's evaluation), and of what follows the last
-step (one more check and the save). When the planned steps no longer fit, the plan shrinks (never grows): the run
-ends at the last step that fits, the checks move to the same shares of the new length, and the cosine (or linear)
+step (one more check and the save). When the planned steps no longer fit, the plan shrinks (and grows back, never
+beyond the steps first planned, when the measurements allow): the run ends at the last step that fits, the checks move to the same shares of the new length, and the cosine (or linear)
 schedule is re-stretched to end there, so the learning rate still decays to its floor instead of being cut off
 high. Whether a run was shortened, and to how many steps, is logged and kept in the run's metrics. The best-pick
 callback then keeps the best adapter of the checks that ran.
@@ -24,9 +24,9 @@ from rl.training.distributed import on_main_process
 
 logger = logging.getLogger(__name__)
 
-# Before the first check has been timed, a check is assumed to cost this many steps (the cpu preset's 24-scenario
-# pick check costs 6 to 8 steps of 8 pairs on SmolLM2).
-CHECK_COST_IN_STEPS = 8.0
+# Before the first check has been timed, a check is assumed to cost this many steps (the cpu preset's 23-scenario
+# pick check and its 16 eval pairs cost 4 to 7 steps of 8 pairs on SmolLM2).
+CHECK_COST_IN_STEPS = 5.0
 # Steps timed before the first plan, and how many of the last steps set the pace.
 MEASURED_STEPS = 3
 PACE_WINDOW = 20
@@ -110,9 +110,9 @@ class TimeBudgetCallback(TrainerCallback):
         self._step_ended = self.clock()
         self.step_seconds.append(self._step_ended - self._step_began)
         plan = on_main_process(lambda: self._plan(args, state), share=True)
-        if plan is None or plan.steps >= state.max_steps:
+        if plan is None or plan.steps == state.max_steps:
             return
-        shrink_from = state.max_steps
+        previous = state.max_steps
         state.max_steps = plan.steps
         share = _eval_share(args)
         if share:
@@ -125,13 +125,13 @@ class TimeBudgetCallback(TrainerCallback):
             control.should_evaluate = True
         # Once warned, small later cuts (a step or two as the pace drifts) are only logged at debug level.
         announce = logger.warning if self._announced_steps is None else (
-            logger.info if self._announced_steps - plan.steps >= max(2, 0.05 * self._announced_steps) else logger.debug)
+            logger.info if abs(self._announced_steps - plan.steps) >= max(2, 0.05 * self._announced_steps) else logger.debug)
         if announce is not logger.debug:
             self._announced_steps = plan.steps
         announce(
-            "Time budget: %d of the planned %d steps fit in the %.1f min left (%.1f s a step, %.0f s a check)%s; the "
-            "run now ends at step %d.", plan.steps, shrink_from, self.seconds_left() / 60, plan.step_seconds,
-            plan.check_seconds, ", the learning-rate schedule re-stretched to end there" if refitted else "", plan.steps,
+            "Time budget: the run now ends at step %d of the %d first planned (was %d): %.1f min left, %.1f s a step, "
+            "%.0f s a check%s.", plan.steps, self.planned_steps, previous, self.seconds_left() / 60, plan.step_seconds,
+            plan.check_seconds, "; the learning-rate schedule re-stretched to end there" if refitted else "",
         )
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -152,15 +152,19 @@ class TimeBudgetCallback(TrainerCallback):
         step = sum(recent) / len(recent)
         check = (sum(self.check_seconds) / len(self.check_seconds)) if self.check_seconds else CHECK_COST_IN_STEPS * step
         share = _eval_share(args)
-        total = state.max_steps
-        # Shrinking moves the checks, so fit with the checks of the length being tried; a few passes settle it.
+        # From the length first planned, so that a plan cut on early estimates (the first check's cost is a guess)
+        # grows back when the measurements allow. Shrinking moves the checks, so fit with the checks of the length
+        # being tried; a few passes settle it.
+        total = self.planned_steps or state.max_steps
         for _ in range(4):
             fit = steps_that_fit(seconds_left=self.seconds_left(), step_seconds=step, check_seconds=check,
                                  checks_left=checks_after(state.global_step, total, share), done=state.global_step)
             if fit >= total:
                 break
             total = fit
-        return BudgetPlan(steps=min(total, state.max_steps), step_seconds=step, check_seconds=check)
+        if state.global_step >= state.max_steps:  # the run is ending on its own: only a cut can apply
+            total = min(total, state.max_steps)
+        return BudgetPlan(steps=total, step_seconds=step, check_seconds=check)
 
     def summary(self) -> dict[str, Any]:
         shortened = self.steps is not None and self.planned_steps is not None and self.steps < self.planned_steps
