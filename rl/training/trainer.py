@@ -57,6 +57,7 @@ class CommandCenterDPOTrainer:
         self.config = config.replace(**overrides) if config is not None else training_config(config_name, **overrides)
         self.config = self._fit_to_machine(self.config)
         self.clock_started = time.monotonic()  # max_minutes counts from here, before the base model loads
+        self.time_budget: TimeBudgetCallback | None = None
         self.model: Any = None
         self.tokenizer: Any = None
 
