@@ -53,6 +53,14 @@ if ! answers "$OLLAMA_HOST"; then
   echo "No Ollama answered; started the SIMULATED Ollama at $OLLAMA_HOST (runs the GGUF through llama.cpp)."
 fi
 phase "export" $PY manage.py export_model --checkpoint "$RUN" --quantization q4_k_m --register
+# DEMO_EVALUATE_GGUF=1: the served file too (q4_k_m through llama.cpp, same schema as a grammar) on both natural
+# parts, for the report's GGUF rows; about 15 more minutes on 2 cores (llama.cpp scores and answers one question at
+# a time: 6.7 min for the 86 of the gate part), so not part of the 20-minute main job.
+if [ "${DEMO_EVALUATE_GGUF:-0}" = 1 ]; then
+  gguf=${RL_CHECKPOINT_DIR:-rl_checkpoints}/$RUN/exports/q4_k_m/model-q4_k_m.gguf
+  phase "evaluate GGUF natural (gate)" $PY manage.py evaluate_model --checkpoint "$RUN" --gguf "$gguf" --decoding constrained --natural
+  phase "evaluate GGUF natural (sealed)" $PY manage.py evaluate_model --checkpoint "$RUN" --gguf "$gguf" --decoding constrained --natural sealed
+fi
 # The gate reuses the evaluations above (same data, same constrained decoding), so it costs seconds here.
 deployed=1
 phase "gate" $PY manage.py gate_model --checkpoint "$RUN" --deploy --set gate_eval_limit=$HELD_OUT_LIMIT || deployed=0
