@@ -86,10 +86,10 @@ class TorchBackend:
     48 natural questions took 46 s in batches of 8, 30 s of 16 and 26 s of 48 (SmolLM2 with an adapter, 2 cores)."""
 
     def __init__(self, name: str, model: Any, tokenizer: Any, *, adapter_enabled: bool = True, batch_size: int = 8,
-                 generation_batch_size: int | None = 32, bf16_autocast: bool | None = None):
+                 generation_batch_size: int = 32, bf16_autocast: bool | None = None):
         self.name, self.model, self.tokenizer = name, model, tokenizer
         self.adapter_enabled, self.batch_size = adapter_enabled, batch_size
-        self.generation_batch_size = generation_batch_size or batch_size
+        self.generation_batch_size = generation_batch_size
         self.bf16_autocast = evaluation_precision() == "bf16" if bf16_autocast is None else bf16_autocast
 
     @contextlib.contextmanager

@@ -89,6 +89,10 @@ class TimeBudgetCallback(TrainerCallback):
         self._evaluated = False
         self._announced_steps: int | None = None
 
+    @property
+    def shortened(self) -> bool:
+        return self.steps is not None and self.planned_steps is not None and self.steps < self.planned_steps
+
     def seconds_left(self) -> float:
         return self.budget_seconds - (self.clock() - self.clock_started)
 
@@ -135,7 +139,7 @@ class TimeBudgetCallback(TrainerCallback):
         )
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.steps is not None and self.planned_steps is not None and self.steps < self.planned_steps:
+        if self.shortened:
             logger.warning("Time budget: the run ended at step %d of the %d planned, %.1f of its %.1f min used; the "
                            "best checked adapter is kept.", state.global_step, self.planned_steps,
                            (self.clock() - self.clock_started) / 60, self.budget_seconds / 60)
@@ -167,7 +171,6 @@ class TimeBudgetCallback(TrainerCallback):
         return BudgetPlan(steps=total, step_seconds=step, check_seconds=check)
 
     def summary(self) -> dict[str, Any]:
-        shortened = self.steps is not None and self.planned_steps is not None and self.steps < self.planned_steps
         return {"max_minutes": round(self.budget_seconds / 60, 2), "planned_steps": self.planned_steps, "steps": self.steps,
-                "shortened": shortened, "schedule_refitted": bool(self.schedule_refitted) if shortened else None,
+                "shortened": self.shortened, "schedule_refitted": bool(self.schedule_refitted) if self.shortened else None,
                 "minutes_used": round((self.clock() - self.clock_started) / 60, 2)}
