@@ -5,7 +5,12 @@ import argparse
 from dataclasses import MISSING, fields
 from typing import Any
 
-from rl.core.config import ConfigError, OnlineLearningConfig
+from rl.core.config import ConfigError, OnlineLearningConfig, config_field_help
+
+
+def _help_text(text: str) -> str:
+    """`text` as argparse help: argparse formats help with %, so a literal percent sign is doubled."""
+    return text.replace("%", "%%")
 
 
 def _parse_bool(text: str) -> bool:
@@ -25,7 +30,7 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type, *, tit
         default = f.default if f.default is not MISSING else None
         kwargs: dict[str, Any] = {
             "dest": f"cfg_{f.name}", "default": None, "metavar": f.name.upper(),
-            "help": f"{f.metadata.get('help', '')} (base default: {default!r}; the preset may set another)",
+            "help": _help_text(f"{f.metadata.get('help', '')} (base default: {default!r}; the preset may set another)"),
         }
         if f.metadata.get("choices"):
             kwargs["choices"] = f.metadata["choices"]
@@ -41,6 +46,15 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type, *, tit
 def config_overrides(options: dict[str, Any]) -> dict[str, Any]:
     """The config fields the user set on the command line."""
     return {key.removeprefix("cfg_"): value for key, value in options.items() if key.startswith("cfg_") and value is not None}
+
+
+def add_set_flag(parser: argparse.ArgumentParser, *, example: str, purpose: str = "") -> None:
+    """`--set FIELD=VALUE` (repeatable): an online-learning setting overridden for one command; its help lists every
+    field with the field's own help text."""
+    fields_help = "; ".join(f"{name}: {text}" for name, text in config_field_help(OnlineLearningConfig).items())
+    setting = f"an online-learning setting {purpose}".rstrip()
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help=_help_text(f"Override {setting}, e.g. --set {example}. Fields: {fields_help}"))
 
 
 def parse_overrides(pairs: list[str]) -> dict:

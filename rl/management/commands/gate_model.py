@@ -3,8 +3,8 @@ import getpass
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from rl.core.cli import parse_overrides
-from rl.core.config import ConfigError, OnlineLearningConfig, config_field_help
+from rl.core.cli import add_set_flag, parse_overrides
+from rl.core.config import ConfigError
 
 
 class Command(BaseCommand):
@@ -20,9 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--checkpoint", required=True, help="The run: its name under RL_CHECKPOINT_DIR, or its folder.")
         parser.add_argument("--deploy", action="store_true", help="Make the run live if it passes (register with Ollama, point the live alias).")
         parser.add_argument("--quantization", help="Which export to deploy (default: the online-learning setting, q4_k_m).")
-        parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                            help="Override an online-learning setting, e.g. --set gate_sets=natural. Fields: "
-                                 + "; ".join(f"{k}: {v}" for k, v in config_field_help(OnlineLearningConfig).items()))
+        add_set_flag(parser, example="gate_sets=natural")
 
     def handle(self, *args, checkpoint: str, deploy: bool, quantization: str | None, set: list[str], **options) -> None:
         from rl.core.config import online_learning_config

@@ -4,8 +4,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from rl.core.cli import parse_overrides
-from rl.core.config import ConfigError, OnlineLearningConfig, config_field_help
+from rl.core.cli import add_set_flag, parse_overrides
+from rl.core.config import ConfigError
 
 
 class Command(BaseCommand):
@@ -25,9 +25,7 @@ class Command(BaseCommand):
         parser.add_argument("--force", action="store_true", help="Retrain now even if not due (and even if ENABLE_ONLINE_LEARNING is off).")
         parser.add_argument("--force-deploy", action="store_true",
                             help="For a person, never for cron: deploy the candidate even if its gate rejects it (recorded with your name).")
-        parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                            help="Override an online-learning setting for this tick, e.g. --set min_samples_to_retrain=20. "
-                                 "Fields: " + "; ".join(f"{k}: {v}" for k, v in config_field_help(OnlineLearningConfig).items()))
+        add_set_flag(parser, purpose="for this tick", example="min_samples_to_retrain=20")
 
     def handle(self, *args, status: bool, dry_run: bool, force: bool, force_deploy: bool, set: list[str], **options) -> None:
         from rl.loop.online_learner import init_online_learner
