@@ -41,13 +41,14 @@ METRICS = ("widget", "fixture", "valid", "preference")
 
 def outcomes_from_run(database: str, run_name: str, live_run: str = "") -> tuple[dict, dict]:
     """The candidate's and the live (or base) model's per-item outcomes on each gate set, from the run's gate cache
-    (a tuned live model's own scores are in its run's cache: `live_run`)."""
+    (a tuned live model's own scores are in its run's cache, `live_run`, and on its versions when a later gate
+    scored it as the live model)."""
     os.environ.update({"DJANGO_SETTINGS_MODULE": "backend.settings", "DATABASE_URL": f"sqlite:///{Path(database).resolve()}"})
     import django
 
     django.setup()
     from rl.deploy.gates import item_outcomes
-    from rl.evaluation.score_cache import RUN_CACHE
+    from rl.evaluation.score_cache import RUN_CACHE, VERSION_CACHE
     from rl.models import TrainingRun
 
     run = TrainingRun.objects.get(name=run_name)
@@ -56,8 +57,15 @@ def outcomes_from_run(database: str, run_name: str, live_run: str = "") -> tuple
     candidate, live = {}, {}
     live_scores = cache.get("base", {})
     if live_run:
-        live_scores = (TrainingRun.objects.get(name=live_run).evaluation or {}).get(RUN_CACHE, {}).get("candidate", {})
+        live_training_run = TrainingRun.objects.get(name=live_run)
+        live_scores = dict((live_training_run.evaluation or {}).get(RUN_CACHE, {}).get("candidate", {}))
+        for version in live_training_run.model_versions.all():  # scored as the live model by later gates
+            live_scores.update((version.evaluation or {}).get(VERSION_CACHE, {}))
+    # The sets of the run's latest gate (stored as "gate:<set>"); older scores in the cache are of data since changed.
+    latest = [metrics for name, metrics in (run.evaluation or {}).items() if name.startswith("gate:")]
     for key, metrics in cache.get("candidate", {}).items():
+        if latest and metrics not in latest:
+            continue
         other = live_scores.get(key)
         if other is not None and item_outcomes(metrics) and item_outcomes(other):
             name = f"set-{len(candidate) + 1}"

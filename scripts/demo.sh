@@ -55,7 +55,7 @@ fi
 phase "export" $PY manage.py export_model --checkpoint "$RUN" --quantization q4_k_m --register
 # DEMO_EVALUATE_GGUF=1: the served file too (q4_k_m through llama.cpp, same schema as a grammar) on both natural
 # parts, for the report's GGUF rows; about 15 more minutes on 2 cores (llama.cpp scores and answers one question at
-# a time: 6.7 min for the 86 of the gate part), so not part of the 20-minute main job.
+# a time: 6.7 min for the 86 questions the gate part had then), so not part of the 20-minute main job.
 if [ "${DEMO_EVALUATE_GGUF:-0}" = 1 ]; then
   gguf=${RL_CHECKPOINT_DIR:-rl_checkpoints}/$RUN/exports/q4_k_m/model-q4_k_m.gguf
   phase "evaluate GGUF natural (gate)" $PY manage.py evaluate_model --checkpoint "$RUN" --gguf "$gguf" --decoding constrained --natural

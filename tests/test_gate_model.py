@@ -70,8 +70,8 @@ def test_an_unknown_run_is_a_clear_error(db, checkpoints):
 @pytest.mark.parametrize(("candidate_widget", "verdict"), [(0.60, "passed its gate"), (0.31, "rejected by the gate")])
 def test_the_gate_judges_on_the_whole_natural_set(tiny_run, monkeypatch, capsys, candidate_widget, verdict):
     """Which data the gate scores and decides on, with the scoring itself replaced by fixed numbers (the tiny model's
-    real scores on 86 questions take minutes; the demo scores them for real)."""
-    from rl.data.evalsets import NATURAL_DATA_FILE
+    real scores on the whole part take minutes; the demo scores them for real)."""
+    from rl.data.evalsets import NATURAL_DATA_FILE, load_questions
     from rl.models import TrainingRun
 
     scored = []
@@ -92,7 +92,7 @@ def test_the_gate_judges_on_the_whole_natural_set(tiny_run, monkeypatch, capsys,
     printed = capsys.readouterr().out
     assert [name.split()[0] for name, _ in scored] == ["candidate", "base"]
     for _, evalset in scored:  # both on every hand-written question, the same data
-        assert len(evalset.cases) == 86 and evalset.description["data_file"] == str(NATURAL_DATA_FILE)
+        assert len(evalset.cases) == len(load_questions()["questions"]) and evalset.description["data_file"] == str(NATURAL_DATA_FILE)
     assert scored[0][1].cases == scored[1][1].cases
     assert "widget: candidate right where live was wrong on" in printed
     evaluation = TrainingRun.objects.get(name="tiny").evaluation
