@@ -4,8 +4,8 @@ The clock starts when the trainer is made (before the base model loads), so the 
 After each optimizer step the plan is made again from what has been measured: the mean seconds of a step, of a
 held-out pick check (the best-pick callback's generation, or the Trainer's evaluation), and of what follows the last
 step (one more check and the save). When the planned steps no longer fit, the plan shrinks (and grows back, never
-beyond the steps first planned, when the measurements allow): the run ends at the last step that fits, the checks move to the same shares of the new length, and the cosine (or linear)
-schedule is re-stretched to end there, so the learning rate still decays to its floor instead of being cut off
+beyond the steps first planned, when the measurements allow): the run ends at the last step that fits, the checks
+move to the same shares of the new length, and the cosine (or linear) schedule is re-stretched to end there, so the learning rate still decays to its floor instead of being cut off
 high. Whether a run was shortened, and to how many steps, is logged and kept in the run's metrics. The best-pick
 callback then keeps the best adapter of the checks that ran.
 """
@@ -128,12 +128,16 @@ class TimeBudgetCallback(TrainerCallback):
             control.should_training_stop = True
             control.should_evaluate = True
         # Once warned, small later cuts (a step or two as the pace drifts) are only logged at debug level.
-        announce = logger.warning if self._announced_steps is None else (
-            logger.info if abs(self._announced_steps - plan.steps) >= max(2, 0.05 * self._announced_steps) else logger.debug)
-        if announce is not logger.debug:
+        if self._announced_steps is None:
+            level = logging.WARNING
+        elif abs(self._announced_steps - plan.steps) >= max(2, 0.05 * self._announced_steps):
+            level = logging.INFO
+        else:
+            level = logging.DEBUG
+        if level > logging.DEBUG:
             self._announced_steps = plan.steps
-        announce(
-            "Time budget: the run now ends at step %d of the %d first planned (was %d): %.1f min left, %.1f s a step, "
+        logger.log(
+            level, "Time budget: the run now ends at step %d of the %d first planned (was %d): %.1f min left, %.1f s a step, "
             "%.0f s a check%s.", plan.steps, self.planned_steps, previous, self.seconds_left() / 60, plan.step_seconds,
             plan.check_seconds, "; the learning-rate schedule re-stretched to end there" if refitted else "",
         )
