@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from rl.core.prompts import (
-    SYSTEM_PROMPT, Catalog, CatalogItem, Pick, PickParseError, ScenarioText, answer_schema, build_messages,
+    SYSTEM_PROMPT, Catalog, CatalogItem, Pick, PickParseError, ScenarioText, answer_schema, assistant_message, build_messages,
     decision_length, parse_pick, render_pick,
 )
 from tests.rl_cases import CATALOG
@@ -43,6 +43,18 @@ def test_a_rendered_pick_parses_back_to_itself():
     pick = Pick("line_chart", ("outdoor_air_temp", "chiller_1_kw"), "Chiller vs outdoor")
     assert parse_pick(render_pick(pick), CATALOG) == pick
     assert json.loads(render_pick(pick)) == {"widget": "line_chart", "fixtures": ["chiller_1_kw", "outdoor_air_temp"], "title": "Chiller vs outdoor"}
+
+
+def test_an_answer_lists_its_fixtures_in_the_prompt_s_shortlist_order():
+    scenario = ScenarioText("outdoor air temperature and chiller power")
+    shortlist = CATALOG.shortlist_for(scenario)
+    pick = Pick("line_chart", ("outdoor_air_temp", "chiller_1_kw"), "Chiller vs outdoor")
+    assert shortlist.index("outdoor_air_temp") < shortlist.index("chiller_1_kw")  # the opposite of slug order
+    answer = assistant_message(pick, scenario, CATALOG)[0]["content"]
+    assert json.loads(answer)["fixtures"] == ["outdoor_air_temp", "chiller_1_kw"]
+    assert parse_pick(answer, CATALOG) == pick
+    # A fixture the shortlist does not hold (a rated pick can show one) comes after those it does.
+    assert json.loads(render_pick(Pick("table", ("zzz", "chiller_1_kw")), ["chiller_1_kw"]))["fixtures"] == ["chiller_1_kw", "zzz"]
 
 
 @pytest.mark.parametrize("answer", [

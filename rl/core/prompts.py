@@ -7,14 +7,15 @@ A prompt lists the whole widget catalog and a shortlist of at most `FIXTURE_SHOR
 scenario's site retrieved for the question with BM25 (a real site has thousands of points; the prompt cannot list
 them all), best match first. The answer names its fixtures before its widget: the data source decides most of the
 widget (an alarm feed is an alarm list, a per-floor breakdown a bar or pie chart), so a model that has written the
-fixtures chooses the widget knowing them. `answer_schema` is the JSON schema of a valid answer to one prompt (widget
-from the catalog, fixtures from that prompt's shortlist): evaluation decodes under it and serving passes it to Ollama
-as `format`.
+fixtures chooses the widget knowing them, and writes them in the shortlist's order, best match first. `answer_schema`
+is the JSON schema of a valid answer to one prompt (widget from the catalog, fixtures from that prompt's shortlist):
+evaluation decodes under it and serving passes it to Ollama as `format`.
 """
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -167,9 +168,12 @@ def build_messages(scenario: ScenarioText, catalog: Catalog) -> list[dict[str, s
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
-def render_pick(pick: Pick) -> str:
-    """The assistant's answer for `pick`: compact JSON, keys in a fixed order (fixtures, widget, title)."""
-    return json.dumps({"fixtures": list(pick.fixtures), "widget": pick.widget, "title": pick.title}, ensure_ascii=False)
+def render_pick(pick: Pick, shortlist: Sequence[str] = ()) -> str:
+    """The assistant's answer for `pick`: compact JSON, keys in a fixed order (fixtures, widget, title), the fixtures
+    in the order of the prompt's `shortlist` (best match first; any it does not hold after them, by slug)."""
+    rank = {slug: i for i, slug in enumerate(shortlist)}
+    fixtures = sorted(pick.fixtures, key=lambda slug: (rank.get(slug, len(rank)), slug))
+    return json.dumps({"fixtures": fixtures, "widget": pick.widget, "title": pick.title}, ensure_ascii=False)
 
 
 def decision_length(answer: str) -> int:
@@ -196,8 +200,11 @@ def answer_schema(scenario: ScenarioText, catalog: Catalog) -> dict[str, Any]:
     }
 
 
-def assistant_message(pick: Pick) -> list[dict[str, str]]:
-    return [{"role": "assistant", "content": render_pick(pick)}]
+def assistant_message(pick: Pick, scenario: ScenarioText, catalog: Catalog) -> list[dict[str, str]]:
+    """The answer to `scenario`'s prompt as a chat turn: its fixtures in the prompt's shortlist order, as a model that
+    writes the best match first goes on to a scatter plot's second source (in slug order a model that wrote the
+    better-ranked one first had learnt to stop there)."""
+    return [{"role": "assistant", "content": render_pick(pick, catalog.shortlist_for(scenario))}]
 
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)

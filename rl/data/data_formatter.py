@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from feedback.validation import LOW_CONFIDENCE_TAG, rating_is_usable
-from rl.core.prompts import Catalog, Pick, ScenarioText, assistant_message, build_messages, render_pick
+from rl.core.prompts import Catalog, Pick, ScenarioText, assistant_message, build_messages
 
 DEFAULT_MAX_PAIRS_PER_SCENARIO = 4
 
@@ -123,8 +123,8 @@ def _balanced(
 def _row(scenario_id: str, scenario: ScenarioText, catalog: Catalog, chosen: Pick, rejected: Pick, kind: str, origin: str) -> dict:
     return {
         "prompt": build_messages(scenario, catalog),
-        "chosen": assistant_message(chosen),
-        "rejected": assistant_message(rejected),
+        "chosen": assistant_message(chosen, scenario, catalog),
+        "rejected": assistant_message(rejected, scenario, catalog),
         "kind": kind,
         "origin": origin,
         "scenario_id": scenario_id,
@@ -266,11 +266,12 @@ def format_preferences(
     kto_rows = [
         {
             "prompt": build_messages(all_scenarios[entry.scenario_id], catalog),
-            "completion": assistant_message(entry.pick),
+            "completion": assistant_message(entry.pick, all_scenarios[entry.scenario_id], catalog),
             "label": verdicts[entry.entry_id] == "up",
             "scenario_id": entry.scenario_id,
         }
         for entry in sorted(entries, key=lambda e: e.entry_id)
-        if entry.entry_id in verdicts and (entry.scenario_id, render_pick(entry.pick)) not in paired_picks
+        if entry.entry_id in verdicts
+        and (entry.scenario_id, assistant_message(entry.pick, all_scenarios[entry.scenario_id], catalog)[0]["content"]) not in paired_picks
     ]
     return FormattedPreferences(pairs=pairs, kto_rows=kto_rows, stats=stats)
