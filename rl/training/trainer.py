@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rl.core.allocator import log_allocator
 from rl.core.base_model import cpu_bf16_is_faster, has_cuda, load_causal_lm, load_tokenizer
 from rl.core.config import TrainingConfig, training_config
 from rl.core.console import on_terminal
@@ -56,6 +57,8 @@ class CommandCenterDPOTrainer:
         self.preset = config_name
         self.config = config.replace(**overrides) if config is not None else training_config(config_name, **overrides)
         self.config = self._fit_to_machine(self.config)
+        if not has_cuda():
+            log_allocator()
         self.clock_started = time.monotonic()  # max_minutes counts from here, before the base model loads
         self.time_budget: TimeBudgetCallback | None = None
         self.model: Any = None

@@ -1,0 +1,43 @@
+"""The allocator check tells jemalloc from glibc's malloc in a real process, and says how to switch."""
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rl.core.allocator import active_allocator, jemalloc_path, log_allocator
+
+REPORT = "from rl.core.allocator import active_allocator; print(active_allocator())"
+
+
+def _allocator_of_child(env_extra: dict[str, str]) -> str:
+    env = {"PATH": "/usr/bin:/bin", **env_extra}
+    return subprocess.run([sys.executable, "-c", REPORT], capture_output=True, text=True, check=True, env=env,
+                          cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+
+
+def test_a_process_started_with_jemalloc_preloaded_reports_it_and_one_without_reports_glibc():
+    path = jemalloc_path()
+    assert path, "scripts/setup.sh installs libjemalloc2"
+    assert _allocator_of_child({"LD_PRELOAD": path}) == "jemalloc"
+    assert _allocator_of_child({}) == "glibc"
+
+
+def test_unreadable_maps_are_unknown(tmp_path):
+    assert active_allocator(tmp_path / "missing") == "unknown"
+
+
+def test_under_glibc_the_log_says_how_to_preload_jemalloc(monkeypatch, caplog):
+    monkeypatch.setattr("rl.core.allocator.active_allocator", lambda: "glibc")
+    with caplog.at_level(logging.WARNING, logger="rl.core.allocator"):
+        log_allocator()
+    assert f"LD_PRELOAD={jemalloc_path()}" in caplog.text
+
+
+@pytest.mark.parametrize("allocator", ["jemalloc", "tcmalloc"])
+def test_a_fast_allocator_is_only_noted(monkeypatch, caplog, allocator):
+    monkeypatch.setattr("rl.core.allocator.active_allocator", lambda: allocator)
+    with caplog.at_level(logging.INFO, logger="rl.core.allocator"):
+        log_allocator()
+    assert [r.levelname for r in caplog.records] == ["INFO"] and allocator in caplog.text
