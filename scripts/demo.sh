@@ -14,9 +14,10 @@ PY=.venv/bin/python
 OUT=${DEMO_OUTPUT:-demo_output}
 RUN=${DEMO_RUN:-demo-$(date -u +%Y%m%d-%H%M%S)}
 HELD_OUT_LIMIT=48
-# jemalloc instead of glibc's malloc, under which training steps slow by about a quarter over a run (rl/core/allocator.py).
+# Training runs on jemalloc instead of glibc's malloc, under which its steps slow by about a quarter over a run
+# (rl/core/allocator.py); the evaluations stay on glibc's, under which they ran faster (docs/training-speed.md).
 jemalloc=$(PATH="$PATH:/sbin:/usr/sbin" ldconfig -p 2>/dev/null | awk '/libjemalloc\.so\.2 /{print $NF; exit}')
-if [ -n "$jemalloc" ]; then export LD_PRELOAD="$jemalloc${LD_PRELOAD:+:$LD_PRELOAD}"; fi
+TRAIN_PRELOAD=${jemalloc:+LD_PRELOAD=$jemalloc${LD_PRELOAD:+:$LD_PRELOAD}}
 mkdir -p "$OUT"
 PHASES="$OUT/phases-$RUN.tsv"
 : > "$PHASES"
@@ -32,7 +33,7 @@ phase() {
 phase "seed" bash -c "$PY manage.py migrate --noinput -v 0 && $PY manage.py seed_demo --write-files '$OUT'"
 # Training gets DEMO_TRAIN_MINUTES (train_dpo --max-minutes): on an AMX CPU the cpu preset's steps fit in 13; on a
 # slower one the run ends sooner, with its schedule fitted, and says so (docs/training-speed.md).
-phase "train" $PY manage.py train_dpo --config cpu --run-name "$RUN" --max-minutes "${DEMO_TRAIN_MINUTES:-13}"
+phase "train" env $TRAIN_PRELOAD $PY manage.py train_dpo --config cpu --run-name "$RUN" --max-minutes "${DEMO_TRAIN_MINUTES:-13}"
 # The held-out split is capped at 48 pairs/scenarios to keep the job near 20 minutes on 2 cores; the natural set is whole.
 phase "evaluate held-out" $PY manage.py evaluate_model --checkpoint "$RUN" --compare-base --decoding constrained --limit $HELD_OUT_LIMIT
 phase "evaluate natural (gate)" $PY manage.py evaluate_model --checkpoint "$RUN" --compare-base --decoding constrained --natural
