@@ -1,7 +1,7 @@
 import dataclasses
 import json
 
-from rl.core.prompts import Pick
+from rl.core.prompts import Pick, ScenarioText
 from rl.data.data_formatter import (
     build_correction_pairs, build_fixture_dpo_pairs, build_widget_dpo_pairs, entry_verdicts, format_preferences,
 )
@@ -171,3 +171,21 @@ def test_untrusted_and_low_confidence_thumbs_make_no_kto_rows():
     # The same thumbs from a trusted rater, untagged, do train: a row for the thumb no pair took.
     usable = format_preferences([entry(e, s, w, f, vote(v)) for e, s, w, f, v in thumbs], SCENARIOS, CATALOG, max_pairs_per_scenario=1)
     assert len(usable.pairs) == 2 and len(usable.kto_rows) == 1
+
+
+def test_pairs_and_kto_rows_write_fixtures_in_the_prompt_s_shortlist_order():
+    question = ScenarioText("outdoor air temperature against chiller power", "HQ")
+    scenarios = {"s3": question, "s4": question}
+    shortlist = CATALOG.shortlist_for(question)
+    assert shortlist.index("outdoor_air_temp") < shortlist.index("chiller_1_kw")  # not slug order
+    both = ("chiller_1_kw", "outdoor_air_temp")
+    entries = [
+        entry("a", "s3", "line_chart", both, vote("up")),
+        entry("b", "s3", "kpi_card", both, vote("down")),
+        entry("c", "s4", "table", both, vote("up")),  # nothing to pair it with: a KTO row
+    ]
+    formatted = format_preferences(entries, scenarios, CATALOG)
+    assert picks(formatted.pairs, "chosen")[0]["fixtures"] == ["outdoor_air_temp", "chiller_1_kw"]
+    assert picks(formatted.pairs, "rejected")[0]["fixtures"] == ["outdoor_air_temp", "chiller_1_kw"]
+    assert [json.loads(row["completion"][0]["content"])["fixtures"] for row in formatted.kto_rows] == [
+        ["outdoor_air_temp", "chiller_1_kw"]]
