@@ -263,15 +263,13 @@ def format_preferences(
             stats.correction_pairs += row["origin"] == "correction"
 
     paired_picks = {(row["scenario_id"], row[side][0]["content"]) for row in pairs for side in ("chosen", "rejected")}
-    kto_rows = [
-        {
-            "prompt": build_messages(all_scenarios[entry.scenario_id], catalog),
-            "completion": assistant_message(entry.pick, all_scenarios[entry.scenario_id], catalog),
-            "label": verdicts[entry.entry_id] == "up",
-            "scenario_id": entry.scenario_id,
-        }
-        for entry in sorted(entries, key=lambda e: e.entry_id)
-        if entry.entry_id in verdicts
-        and (entry.scenario_id, assistant_message(entry.pick, all_scenarios[entry.scenario_id], catalog)[0]["content"]) not in paired_picks
-    ]
+    kto_rows = []
+    for entry in sorted(entries, key=lambda e: e.entry_id):
+        if entry.entry_id not in verdicts:
+            continue
+        scenario = all_scenarios[entry.scenario_id]
+        completion = assistant_message(entry.pick, scenario, catalog)
+        if (entry.scenario_id, completion[0]["content"]) not in paired_picks:
+            kto_rows.append({"prompt": build_messages(scenario, catalog), "completion": completion,
+                             "label": verdicts[entry.entry_id] == "up", "scenario_id": entry.scenario_id})
     return FormattedPreferences(pairs=pairs, kto_rows=kto_rows, stats=stats)
