@@ -16,7 +16,7 @@ RUN=${DEMO_RUN:-demo-$(date -u +%Y%m%d-%H%M%S)}
 HELD_OUT_LIMIT=48
 # Training runs on jemalloc instead of glibc's malloc, under which its steps slow by about a quarter over a run
 # (rl/core/allocator.py); the evaluations stay on glibc's, under which they ran faster (docs/training-speed.md).
-jemalloc=$(PATH="$PATH:/sbin:/usr/sbin" ldconfig -p 2>/dev/null | awk '/libjemalloc\.so\.2 /{print $NF; exit}')
+jemalloc=$($PY -c "from rl.core.allocator import jemalloc_path; print(jemalloc_path() or '')")
 TRAIN_PRELOAD=${jemalloc:+LD_PRELOAD=$jemalloc${LD_PRELOAD:+:$LD_PRELOAD}}
 mkdir -p "$OUT"
 PHASES="$OUT/phases-$RUN.tsv"

@@ -5,9 +5,10 @@ After each optimizer step the plan is made again from what has been measured: th
 held-out pick check (the best-pick callback's generation, or the Trainer's evaluation), and of what follows the last
 step (one more check and the save). When the planned steps no longer fit, the plan shrinks (and grows back, never
 beyond the steps first planned, when the measurements allow): the run ends at the last step that fits, the checks
-move to the same shares of the new length, and the cosine (or linear) schedule is re-stretched to end there, so the learning rate still decays to its floor instead of being cut off
-high. Whether a run was shortened, and to how many steps, is logged and kept in the run's metrics. The best-pick
-callback then keeps the best adapter of the checks that ran.
+move to the same shares of the new length, and the cosine (or linear) schedule is re-stretched to end there, so the
+learning rate still decays to its floor instead of being cut off high. Whether a run was shortened, and to how many
+steps, is logged and kept in the run's metrics. The best-pick callback then keeps the best adapter of the checks that
+ran.
 """
 from __future__ import annotations
 
