@@ -60,24 +60,52 @@ def test_llama_cpp_constrained_answers_only_name_catalog_widgets_and_shortlist_f
     _check_constrained(answers, scenarios)
 
 
-def test_pytorch_evaluation_precision_follows_the_setting_and_the_cpu(tiny, settings, monkeypatch):
+def test_pytorch_evaluation_precision_follows_the_setting_and_the_cpu(tiny, tiny_model_dir, settings, monkeypatch):
     import torch
 
-    from rl.evaluation.backends import evaluation_precision
+    from rl.evaluation.backends import evaluation_model, evaluation_precision
     from rl.evaluation.score_cache import data_key
 
-    model, tokenizer = tiny
+    _model, tokenizer = tiny
     _scenarios, cases = _cases(tokenizer)
     evalset = type("Set", (), {"pairs": [], "cases": cases})()
     monkeypatch.setattr("rl.core.base_model.cpu_bf16_is_faster", lambda: True)
     settings.RL_EVALUATION_BF16 = False
-    assert evaluation_precision() == "fp32" and not TorchBackend("tiny", model, tokenizer).bf16_autocast
+    assert evaluation_precision() == "fp32" and evaluation_model(str(tiny_model_dir)).dtype == torch.float32
     fp32_key = data_key(evalset, 40)
     settings.RL_EVALUATION_BF16 = True
-    assert evaluation_precision() == ("fp32" if torch.cuda.is_available() else "bf16")
+    on_cpu = not torch.cuda.is_available()
+    assert evaluation_precision() == ("bf16 weights" if on_cpu else "fp32")
+    assert evaluation_model(str(tiny_model_dir)).dtype == (torch.bfloat16 if on_cpu else torch.float32)
     assert data_key(evalset, 40) != fp32_key  # a gate never reuses a score made at another precision
     monkeypatch.setattr("rl.core.base_model.cpu_bf16_is_faster", lambda: False)
     assert evaluation_precision() == "fp32"
+
+
+def test_evaluation_merges_the_adapter_into_the_weights_and_scores_as_the_adapter_does(tiny, tiny_model_dir, settings, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from rl.evaluation.backends import evaluation_model
+    from rl.evaluation.evalset import TokenizedPair
+
+    settings.RL_EVALUATION_BF16 = False
+    _model, tokenizer = tiny
+    torch.manual_seed(0)
+    adapted = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                             LoraConfig(r=2, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False))
+    adapted.save_pretrained(tmp_path / "adapter")
+    _scenarios, cases = _cases(tokenizer)
+    answers = [tuple(tokenizer(text, add_special_tokens=False).input_ids) for text in ('{"widget": "kpi_card"}', '{"widget": "table"}')]
+    pairs = [TokenizedPair(c.prompt_ids, answers[0], answers[1]) for c in cases]
+    merged = evaluation_model(str(tiny_model_dir), tmp_path / "adapter")
+    assert not any("lora" in name for name, _ in merged.named_parameters())  # merged: no LoRA layers left to run
+    expected = TorchBackend("peft", adapted, tokenizer).answer_logps(pairs)
+    base = TorchBackend("base", evaluation_model(str(tiny_model_dir)), tokenizer).answer_logps(pairs)
+    got = TorchBackend("merged", merged, tokenizer).answer_logps(pairs)
+    assert torch.allclose(torch.tensor(got), torch.tensor(expected), atol=1e-4)
+    assert not torch.allclose(torch.tensor(base), torch.tensor(expected), atol=1e-3)  # the adapter changes the scores
 
 
 def test_constrained_answers_under_bf16_autocast_stay_valid(tiny):

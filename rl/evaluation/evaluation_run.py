@@ -10,7 +10,8 @@ from typing import Any
 from rl.core.config import TrainingConfig
 from rl.core.runs import resolve_checkpoint
 from rl.data.dataset_builder import build_dataset
-from rl.evaluation.backends import DECODINGS, DEFAULT_MAX_NEW_TOKENS, LlamaCppBackend, TorchBackend, evaluation_precision
+from rl.evaluation.backends import (DECODINGS, DEFAULT_MAX_NEW_TOKENS, LlamaCppBackend, TorchBackend, evaluation_model,
+                                    evaluation_precision)
 from rl.evaluation.evalset import EvalSet, EvaluationError, build_eval_set
 from rl.evaluation.metrics import evaluate_backend
 from rl.evaluation.plots import plot_comparison, plot_confusion
@@ -66,7 +67,7 @@ def evaluate_model(
     record: bool = True,
 ) -> dict[str, Any]:
     """Evaluate the tuned model (adapter or GGUF) and, with `compare_base`, its base; returns the results dict."""
-    from rl.core.base_model import load_causal_lm, load_tokenizer
+    from rl.core.base_model import load_tokenizer
 
     if not checkpoint and not gguf and not compare_base:
         raise EvaluationError("Nothing to evaluate: pass --checkpoint, --gguf, or --compare-base.")
@@ -78,13 +79,6 @@ def evaluate_model(
     tokenizer = load_tokenizer(base_id)
     evalset = held_out_data(tokenizer, run_config, data_path, ratings_path, limit)
 
-    model = None
-    if compare_base or (adapter_dir is not None and not gguf):
-        model = load_causal_lm(base_id)
-        if adapter_dir is not None and not gguf:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, str(adapter_dir))
     set_name = evaluation_set_name(data_path)
     results: dict[str, Any] = {"data": {**evalset.description, "set": set_name, "decodings": list(decodings),
                                         "precision": evaluation_precision()}, "models": {},
@@ -92,12 +86,12 @@ def evaluate_model(
     base_logps = None
     if compare_base:
         name = f"base ({base_id or 'default'})"
-        results["base"], base_logps = _base_scores(name, base_id, model, tokenizer, evalset, max_new_tokens, decodings)
+        results["base"], base_logps = _base_scores(name, base_id, tokenizer, evalset, max_new_tokens, decodings)
         results["models"]["base"] = name
     if gguf:
         tuned_backend = LlamaCppBackend(f"gguf ({gguf})", gguf, tokenizer)
     elif adapter_dir is not None:
-        tuned_backend = TorchBackend(f"adapter ({adapter_dir})", model, tokenizer, adapter_enabled=True)
+        tuned_backend = TorchBackend(f"adapter ({adapter_dir})", evaluation_model(base_id, adapter_dir), tokenizer)
     else:
         tuned_backend = None
     if tuned_backend is not None:
@@ -127,7 +121,7 @@ def evaluate_model(
     return results
 
 
-def _base_scores(name: str, base_id: str | None, model: Any, tokenizer: Any, evalset: EvalSet, max_new_tokens: int,
+def _base_scores(name: str, base_id: str | None, tokenizer: Any, evalset: EvalSet, max_new_tokens: int,
                  decodings: tuple[str, ...]) -> tuple[dict[str, Any], list]:
     """The base model's metrics and log-probs on `evalset`: from the cache when this base was scored on this very set
     with these settings before (by any run), else computed and stored there."""
@@ -141,7 +135,7 @@ def _base_scores(name: str, base_id: str | None, model: Any, tokenizer: Any, eva
         logger.info("%s: the scores of an identical earlier evaluation reused (same weights, data, decoding and "
                     "precision; %s.json in RL_BASE_SCORES_DIR)", name, key)
         return {**metrics, "model": name, "cached": True}, logps
-    metrics, logps = evaluate_backend(TorchBackend(name, model, tokenizer, adapter_enabled=False), evalset,
+    metrics, logps = evaluate_backend(TorchBackend(name, evaluation_model(base_id), tokenizer), evalset,
                                       max_new_tokens=max_new_tokens, decodings=decodings)
     store_base_scores(key, metrics, logps)
     return metrics, logps

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rl.data.evalsets import NATURAL_DATA_FILE, NATURAL_RATINGS_FILE
-from rl.evaluation.backends import TorchBackend
+from rl.evaluation.backends import TorchBackend, evaluation_model
 from rl.evaluation.evalset import EvalSet
 from rl.evaluation.evaluation_run import HELD_OUT, held_out_data
 from rl.evaluation.metrics import evaluate_backend
@@ -51,8 +51,6 @@ def score_on_gate_sets(model: GateModel, tokenizer: Any, evalsets: dict[str, Eva
                        cache: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """Metrics per gate set, for evalsets tokenized with `tokenizer` (`model`'s). `cache` (a version's stored scores by
     data key) is read and extended: a set whose key is in it is not scored again."""
-    from rl.core.base_model import load_causal_lm
-
     scores: dict[str, dict[str, Any]] = {}
     loaded = None
     for name, evalset in evalsets.items():
@@ -62,11 +60,7 @@ def score_on_gate_sets(model: GateModel, tokenizer: Any, evalsets: dict[str, Eva
             scores[name] = cache[key]
             continue
         if loaded is None:
-            loaded = load_causal_lm(model.base_model)
-            if model.adapter_dir is not None:
-                from peft import PeftModel
-
-                loaded = PeftModel.from_pretrained(loaded, str(model.adapter_dir))
+            loaded = evaluation_model(model.base_model, model.adapter_dir)
         logger.info("Gate: scoring %s on %s (%d scenarios, %d pairs, constrained decoding)", model.label, name,
                     len(evalset.cases), len(evalset.pairs))
         metrics, _ = evaluate_backend(TorchBackend(model.label, loaded, tokenizer), evalset, max_new_tokens=max_new_tokens,
