@@ -243,14 +243,43 @@ def test_a_gpu_preset_on_a_cpu_without_bf16_says_so_and_runs_fp32(caplog, monkey
     assert len([r for r in caplog.records if "training in fp32" in r.message]) == 1
 
 
-def test_bf16_on_a_cpu_with_amx_is_autocast_over_fp32_weights(tiny_model_dir, monkeypatch):
+def test_bf16_on_a_cpu_with_amx_is_autocast_over_bf16_frozen_linears_and_fp32_adapters(tiny_model_dir, monkeypatch):
     import torch
+    from peft import get_peft_model
 
     monkeypatch.setattr("rl.training.trainer.cpu_bf16_is_faster", lambda: True)
+    monkeypatch.setattr("rl.training.trainer.has_cuda", lambda: False)
     trainer = CommandCenterDPOTrainer("small_gpu", base_model=str(tiny_model_dir))
     assert trainer.config.bf16 and not trainer.config.load_in_4bit
     trainer.load_base_model()
-    assert next(trainer.model.parameters()).dtype == torch.float32
+    dtypes = {name: p.dtype for name, p in get_peft_model(trainer.model, trainer.lora_config()).named_parameters()}
+    assert {dtypes[n] for n in dtypes if "lora_" in n} == {torch.float32}  # what training updates stays fp32
+    assert {dtypes[n] for n in dtypes if n.endswith("proj.weight") or "base_layer" in n} == {torch.bfloat16}
+    assert dtypes["base_model.model.model.embed_tokens.weight"] == torch.float32  # and the tied LM head
+
+
+def test_frozen_linears_in_bf16_give_autocast_the_same_logits_and_gradients(tiny_model_dir):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from rl.training.adapter import frozen_linears_to_bf16
+
+    results = []
+    for cast in (False, True):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        if cast:
+            assert frozen_linears_to_bf16(model) == 14  # 7 linears in each of 2 layers
+        torch.manual_seed(1)
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False))
+        ids = torch.randint(0, 1000, (2, 40), generator=torch.Generator().manual_seed(2))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(input_ids=ids).logits.float()
+            logits.logsumexp(-1).mean().backward()
+        results.append((logits.detach(), [p.grad for p in model.parameters() if p.requires_grad]))
+    (logits, grads), (cast_logits, cast_grads) = results
+    assert torch.equal(logits, cast_logits)  # autocast casts each weight to exactly these bf16 values
+    assert all(torch.equal(a, b) for a, b in zip(grads, cast_grads)) and any(g.abs().max() > 0 for g in grads)
 
 
 @pytest.mark.parametrize("amx, cap, faster", [

@@ -52,3 +52,22 @@ def lora_config(config: TrainingConfig, model: Any) -> Any:
         target_modules=modules if modules == "all-linear" else [m.strip() for m in modules.split(",") if m.strip()],
         layers_to_transform=adapted_layers(config, model), task_type="CAUSAL_LM",
     )
+
+
+def frozen_linears_to_bf16(model: Any) -> int:
+    """Hold the base model's linear weights (frozen under LoRA) in bfloat16, for training under bf16 autocast on a CPU;
+    returns how many weights were cast.
+
+    Autocast casts an fp32 weight to bf16 at every call and keeps that copy for the backward pass; a frozen weight is
+    the same bf16 tensor every time, so it is cast once here. The matrix products see exactly the bf16 values they saw
+    before. The adapters PEFT adds stay fp32 (get_peft_model upcasts them), and so do the embeddings and the LM head
+    (tied to them in SmolLM2), which autocast does not cast for the embedding lookup."""
+    import torch
+
+    output = model.get_output_embeddings()
+    cast = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and module is not output and module.weight.dtype == torch.float32:
+            module.to(torch.bfloat16)
+            cast += 1
+    return cast

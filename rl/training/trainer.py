@@ -17,7 +17,7 @@ from rl.core.base_model import cpu_bf16_is_faster, has_cuda, load_causal_lm, loa
 from rl.core.config import TrainingConfig, training_config
 from rl.core.console import on_terminal
 from rl.core.runs import CHECKPOINT_DIR, FINAL_DIR, METRICS_FILE
-from rl.training.adapter import adapted_layers, load_initial_adapter, lora_config
+from rl.training.adapter import adapted_layers, frozen_linears_to_bf16, load_initial_adapter, lora_config
 from rl.training.callbacks import metrics_callback, progress_callback, step_log_callback
 from rl.training.distributed import (
     on_main_process,
@@ -76,15 +76,15 @@ class CommandCenterDPOTrainer:
                            "here): the preset asks for bf16; training in fp32 instead.")
             config = config.replace(bf16=False)
         elif config.bf16:
-            logger.info("No GPU: bf16 autocast on the CPU (AMX), with fp32 weights.")
+            logger.info("No GPU: bf16 autocast on the CPU (AMX), with fp32 adapters.")
         return config
 
     def load_base_model(self) -> tuple[Any, Any]:
         import torch
 
         cfg = self.config
-        # On a CPU, bf16 is autocast over fp32 weights (the Trainer's mixed precision); bf16 weights there lose the
-        # small LoRA updates to rounding.
+        # On a CPU, bf16 is autocast (the Trainer's mixed precision) over fp32 adapters, whose small updates bf16
+        # weights would lose to rounding; the frozen base linears are cast to bf16 below.
         kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if cfg.bf16 and has_cuda() else torch.float32}
         if cfg.load_in_4bit:
             from transformers import BitsAndBytesConfig
@@ -100,6 +100,9 @@ class CommandCenterDPOTrainer:
             from peft import prepare_model_for_kbit_training
 
             self.model = prepare_model_for_kbit_training(self.model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+        elif cfg.bf16 and not has_cuda():
+            logger.info("The base's %d linear weights held in bf16 (frozen; autocast would cast them at every call); adapters in fp32.",
+                        frozen_linears_to_bf16(self.model))
         logger.info("Base model %s: %.1fM parameters, %s", cfg.base_model or "(default)", self.model.num_parameters() / 1e6, kwargs["dtype"])
         return self.model, self.tokenizer
 
