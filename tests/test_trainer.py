@@ -374,27 +374,3 @@ def test_a_step_capped_run_computes_reference_log_probs_only_for_the_pairs_its_s
     trainer.train(train, None, output_dir=tmp_path)
     (name, rows), = referenced
     assert name == "train" and 8 <= rows < 40  # two steps of four pairs, whole scenarios: not all 40
-
-
-def test_the_reference_pass_runs_in_its_own_batch_size_with_the_same_log_probs(demo_db, tiny_model_dir, tmp_path, monkeypatch):
-    from rl.training.prefix_sharing import PrefixSharingDPOTrainer
-
-    passes = []
-    original = PrefixSharingDPOTrainer._precompute_ref_logps
-
-    def recording(self, dataset, name, batch_size):
-        scored = original(self, dataset, name, batch_size)
-        passes.append((batch_size, scored["ref_chosen_logps"], scored["ref_rejected_logps"]))
-        return scored
-
-    monkeypatch.setattr(PrefixSharingDPOTrainer, "_precompute_ref_logps", recording)
-    train = prepare_training_dataset("db", min_samples=10).dataset["train"].select(range(24))
-    for reference_batch_size in (0, 16):
-        trainer = CommandCenterDPOTrainer("cpu", **{**FAST, "base_model": str(tiny_model_dir), "max_steps": 1, "batch_size": 4,
-                                                    "bf16": False, "reference_batch_size": reference_batch_size})
-        trainer.train(train, None, output_dir=tmp_path / str(reference_batch_size))
-    (small, chosen, rejected), (large, large_chosen, large_rejected) = passes
-    assert (small, large) == (4, 16)
-    assert chosen == pytest.approx(large_chosen, abs=1e-4) and rejected == pytest.approx(large_rejected, abs=1e-4)
-    with pytest.raises(ConfigError, match="reference_batch_size must be"):
-        training_config("cpu", reference_batch_size=-1)

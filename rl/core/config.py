@@ -76,10 +76,9 @@ class TrainingConfig(SettingsBase):
     max_train_scenarios: int = _f(0, "Train on the pairs of at most this many scenarios (0: all); cheaper per pair than spreading pairs thin, since a scenario's pairs share one prompt.")
     balance_widgets: bool = _f(False, "Choose training scenarios round-robin over their right widget, so every widget is taught about equally often.")
     load_in_4bit: bool = _f(False, "4-bit QLoRA through bitsandbytes (NVIDIA GPU only).")
-    bf16: bool = _f(False, "bfloat16 compute: bf16 weights on a GPU; on a CPU with AMX autocast over fp32 adapters, the base's frozen linears held in bf16; fp32 on a CPU without AMX (bf16 is slower than fp32 with AVX512-BF16 alone).")
+    bf16: bool = _f(False, "bfloat16 compute: bf16 weights on a GPU; autocast over fp32 weights on a CPU with AMX, fp32 on one without (bf16 is slower than fp32 with AVX512-BF16 alone).")
     gradient_checkpointing: bool = _f(False, "Recompute activations to save memory (slower).")
     precompute_ref_log_probs: bool = _f(True, "Compute the reference model's log-probs once before training instead of every step.")
-    reference_batch_size: int = _f(0, "Pairs per batch of that reference pass (0: batch_size). It keeps no activations for a backward pass, so it fits larger batches than training, which share each prompt prefix over more pairs.")
     warmup_ratio: float = _f(0.1, "Share of steps for learning-rate warmup.")
     logging_steps: int = _f(5, "Log metrics every N steps.")
     eval_steps: float = _f(0, "Evaluate every N steps; below 1, every such share of the training steps (0.25: four evaluations, the last one at the end); 0: at the end of each epoch.")
@@ -107,8 +106,6 @@ class TrainingConfig(SettingsBase):
         for name in ("lora_rank", "lora_alpha", "batch_size", "gradient_accumulation_steps", "max_length"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}.")
-        if self.reference_batch_size < 0:
-            raise ConfigError(f"reference_batch_size must be 0 (the training batch size) or positive, got {self.reference_batch_size}.")
         if self.learning_rate <= 0 or self.beta <= 0:
             raise ConfigError("learning_rate and beta must be positive.")
         if self.init_adapter and not is_adapter_folder(self.init_adapter):
@@ -150,7 +147,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {**RECIPE, "bf16": True, "batch_size": 8, "epochs": 1.5, "max_steps": -1, "learning_rate": 1e-3, "lora_rank": 16, "lora_alpha": 32,
             "lora_target_modules": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "lora_layer_share": 0.5,
             "max_train_scenarios": 400, "max_pairs_per_scenario": 1, "logging_steps": 5, "eval_steps": 0.25, "save_steps": 60,
-            "max_eval_pairs": 16, "pick_eval_scenarios": 24, "warmup_ratio": 0.05, "reference_batch_size": 32},
+            "max_eval_pairs": 16, "pick_eval_scenarios": 24, "warmup_ratio": 0.05},
 }
 
 

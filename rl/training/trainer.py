@@ -296,7 +296,6 @@ class CommandCenterDPOTrainer:
             **self._common_args(output_dir, eval_dataset is not None and len(eval_dataset) > 0),
             loss_type=cfg.loss_types, loss_weights=cfg.loss_weights,
             max_length=None, precompute_ref_log_probs=cfg.precompute_ref_log_probs,
-            precompute_ref_batch_size=cfg.reference_batch_size or None,
         )
         return PrefixSharingDPOTrainer(
             model=self.model, args=args, train_dataset=train_dataset,
@@ -329,8 +328,7 @@ class CommandCenterDPOTrainer:
         losses = [name for name in cfg.loss_types if name == "sft"]
         args = DPOConfig(**self._common_args(output_dir, has_eval), loss_type=["sigmoid", *losses],
                          loss_weights=[1.0, *[cfg.sft_weight for _ in losses]], max_length=None,
-                         precompute_ref_log_probs=cfg.precompute_ref_log_probs,
-                         precompute_ref_batch_size=cfg.reference_batch_size or None)
+                         precompute_ref_log_probs=cfg.precompute_ref_log_probs)
         return PrefixSharingKTOTrainer(
             model=self.model, args=args, train_dataset=split["train"], eval_dataset=split["eval"] if has_eval else None,
             processing_class=self.tokenizer, peft_config=self._new_adapter_config(), data_collator=self._prefix_sharing_collator(),
