@@ -100,10 +100,10 @@ class CommandCenterDPOTrainer:
             from peft import prepare_model_for_kbit_training
 
             self.model = prepare_model_for_kbit_training(self.model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-        elif cfg.bf16 and not has_cuda():
-            logger.info("The base's %d linear weights held in bf16 (frozen; autocast would cast them at every call); adapters in fp32.",
-                        frozen_linears_to_bf16(self.model))
         logger.info("Base model %s: %.1fM parameters, %s", cfg.base_model or "(default)", self.model.num_parameters() / 1e6, kwargs["dtype"])
+        if cfg.bf16 and not has_cuda() and not cfg.load_in_4bit:
+            logger.info("Its %d linear weights held in bf16 (frozen; autocast would cast them at every call); adapters in fp32.",
+                        frozen_linears_to_bf16(self.model))
         return self.model, self.tokenizer
 
     def lora_config(self) -> Any:
