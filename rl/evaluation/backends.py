@@ -66,6 +66,9 @@ class SchemaGrammars:
         return xgrammar.contrib.hf.LogitsProcessor([self.compiled(schema) for schema in schemas])
 
 
+BF16_WEIGHTS = "bf16 weights"  # evaluation_precision() where the evaluated model's weights are cast to bfloat16
+
+
 def evaluation_precision() -> str:
     """How PyTorch models are evaluated here: "bf16 weights" (the evaluated model's weights cast to bfloat16) on a CPU
     where bfloat16 is faster than fp32 (AMX, `cpu_bf16_is_faster`) unless settings.RL_EVALUATION_BF16 is off, else
@@ -77,7 +80,7 @@ def evaluation_precision() -> str:
     from rl.core import base_model
 
     bf16 = getattr(settings, "RL_EVALUATION_BF16", True) and not base_model.has_cuda() and base_model.cpu_bf16_is_faster()
-    return "bf16 weights" if bf16 else "fp32"
+    return BF16_WEIGHTS if bf16 else "fp32"
 
 
 def evaluation_model(base_id: str | None, adapter_dir: Any = None) -> Any:
@@ -92,15 +95,15 @@ def evaluation_model(base_id: str | None, adapter_dir: Any = None) -> Any:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
-    if evaluation_precision() == "bf16 weights":
+    if evaluation_precision() == BF16_WEIGHTS:
         model = model.to(torch.bfloat16)
     return model.eval()
 
 
 class TorchBackend:
-    """A transformers model (as `evaluation_model` loads it, or one in training); with `adapter_enabled=False` a PEFT
-    model is scored as its base. It runs under bfloat16 autocast when `bf16_autocast` is true (a model training under
-    it); evaluation casts the weights instead (`evaluation_model`).
+    """A transformers model (as `evaluation_model` loads it, or a PEFT model in training, scored with its adapter). It
+    runs under bfloat16 autocast when `bf16_autocast` is true (a model training under it); evaluation casts the weights
+    instead (`evaluation_model`).
 
     Pairs are scored `batch_size` at a time (the answer tokens' logits over the whole vocabulary are what bounds it;
     the base's 320 natural pairs took 30 s in batches of 8, 24 s of 16 and 22 s of 32, as fewer batches compute the
@@ -108,11 +111,10 @@ class TorchBackend:
     are generated `generation_batch_size` at a time, since a decoding step costs little more for more rows on a CPU:
     48 natural questions took 46 s in batches of 8, 30 s of 16 and 26 s of 48 (SmolLM2 with an adapter, 2 cores)."""
 
-    def __init__(self, name: str, model: Any, tokenizer: Any, *, adapter_enabled: bool = True, batch_size: int = 32,
-                 generation_batch_size: int = 32, bf16_autocast: bool = False):
+    def __init__(self, name: str, model: Any, tokenizer: Any, *, batch_size: int = 32, generation_batch_size: int = 32,
+                 bf16_autocast: bool = False):
         self.name, self.model, self.tokenizer = name, model, tokenizer
-        self.adapter_enabled, self.batch_size = adapter_enabled, batch_size
-        self.generation_batch_size = generation_batch_size
+        self.batch_size, self.generation_batch_size = batch_size, generation_batch_size
         self.bf16_autocast = bf16_autocast
 
     @contextlib.contextmanager
@@ -122,11 +124,7 @@ class TorchBackend:
         self.model.eval()
         autocast = torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.bf16_autocast)
         with torch.no_grad(), autocast:
-            if not self.adapter_enabled and hasattr(self.model, "disable_adapter"):
-                with self.model.disable_adapter():
-                    yield
-            else:
-                yield
+            yield
 
     def _causal_lm(self) -> Any:
         return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model

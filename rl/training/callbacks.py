@@ -107,7 +107,7 @@ class BestPickCallback(TrainerCallback):
         self.ended = False
 
     def score(self, model: Any, bf16: bool = False) -> dict[str, Any]:
-        backend = TorchBackend("training", model, self.tokenizer, adapter_enabled=True, bf16_autocast=bf16)
+        backend = TorchBackend("training", model, self.tokenizer, bf16_autocast=bf16)
         answers = backend.generate([c.prompt_ids for c in self.evalset.cases], self.max_new_tokens, [c.schema for c in self.evalset.cases])
         return generation_metrics(answers, self.evalset.cases, self.evalset.catalog)
 
