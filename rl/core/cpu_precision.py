@@ -70,9 +70,14 @@ def time_linear_precisions() -> PrecisionTiming:
 
 
 @functools.cache
+def measured_cpu_precision() -> PrecisionTiming:
+    """This CPU's fp32 and bf16 timings, measured once per process (about half a second)."""
+    timing = time_linear_precisions()
+    logger.debug("CPU precision: %s.", timing.describe())
+    return timing
+
+
 def cpu_bf16_is_faster() -> bool:
     """Whether bf16 (autocast in training, bf16 weights in evaluation) beats fp32 on this CPU by at least
-    `MIN_BF16_SPEEDUP`, timed once per process (about half a second)."""
-    timing = time_linear_precisions()
-    logger.info("CPU precision: %s; %s.", timing.describe(), "bf16 is faster" if timing.bf16_is_faster else "fp32 it is")
-    return timing.bf16_is_faster
+    `MIN_BF16_SPEEDUP`. Training logs the measurement; evaluation records its choice as `data.precision`."""
+    return measured_cpu_precision().bf16_is_faster

@@ -16,7 +16,7 @@ from rl.core.allocator import log_allocator
 from rl.core.base_model import has_cuda, load_causal_lm, load_tokenizer
 from rl.core.config import TrainingConfig, training_config
 from rl.core.console import on_terminal
-from rl.core.cpu_precision import cpu_bf16_is_faster
+from rl.core.cpu_precision import cpu_bf16_is_faster, measured_cpu_precision
 from rl.core.runs import CHECKPOINT_DIR, FINAL_DIR, METRICS_FILE
 from rl.training.adapter import adapted_layers, frozen_linears_to_bf16, load_initial_adapter, lora_config
 from rl.training.callbacks import metrics_callback, progress_callback, step_log_callback
@@ -73,11 +73,11 @@ class CommandCenterDPOTrainer:
             logger.warning("No GPU here: the preset asks for 4-bit quantization (bitsandbytes, NVIDIA only); training without it.")
             config = config.replace(load_in_4bit=False)
         if config.bf16 and not cpu_bf16_is_faster():
-            logger.warning("No GPU, and bf16 measured no faster than fp32 on this CPU (no AMX or AVX512-BF16 that oneDNN "
-                           "may use): the preset asks for bf16; training in fp32 instead.")
+            logger.warning("No GPU, and bf16 is not clearly faster than fp32 on this CPU (%s; no AMX or AVX512-BF16 that "
+                           "oneDNN may use): the preset asks for bf16; training in fp32 instead.", measured_cpu_precision().describe())
             config = config.replace(bf16=False)
         elif config.bf16:
-            logger.info("No GPU: bf16 autocast on the CPU (measured faster than fp32 here), with fp32 adapters.")
+            logger.info("No GPU: bf16 autocast on the CPU, with fp32 adapters (%s).", measured_cpu_precision().describe())
         return config
 
     def load_base_model(self) -> tuple[Any, Any]:
