@@ -80,3 +80,25 @@ def test_training_through_the_cached_prefix_gives_the_gradient_of_plain_rows(tin
             total = total + sum(logps[len(row["prompt_ids"]) - 1 + i, t] for i, t in enumerate(row["chosen_ids"]))
         return total
     assert torch.allclose(cached, gradient(model, plain), atol=1e-4)
+
+
+def test_each_row_run_alone_against_the_prefix_scores_its_pairs_as_the_whole_batch_does(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from rl.core.shared_prefix import LeafPrefix, prefix_cache, row_of_batch
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    batch = PrefixSharingCollator(pad_token_id=0)(ROWS[:4])
+    with torch.no_grad():
+        whole = answer_logps(model, batch)
+        prefix = LeafPrefix.of(prefix_cache(model, batch["prefix_ids"], 1))
+        seen = []
+        for row in range(batch["input_ids"].size(0)):
+            sub, pairs = row_of_batch(batch, row)
+            assert sub["input_ids"].size(1) == int(batch["row_lengths"][row])  # trimmed of the batch's padding
+            assert sub["input_ids"].size(1) % 32 == 0  # to a multiple of 32 tokens, so shapes repeat across batches
+            scored = answer_logps(model, sub, cache=prefix.cache())
+            assert torch.allclose(scored.chosen, whole.chosen[pairs], atol=1e-4)
+            assert torch.allclose(scored.rejected, whole.rejected[pairs], atol=1e-4)
+            seen += pairs.tolist()
+    assert sorted(seen) == list(range(4))  # every pair in exactly one row

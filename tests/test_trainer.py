@@ -287,6 +287,36 @@ def test_frozen_linears_in_bf16_give_autocast_the_same_logits_and_gradients(tiny
     assert all(torch.equal(a, b) for a, b in zip(grads, cast_grads)) and any(g.abs().max() > 0 for g in grads)
 
 
+def _file_mapped_ranges(path: Path) -> list[tuple[int, int]]:
+    ranges = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if line.endswith(str(path)):
+            start, end = line.split()[0].split("-")
+            ranges.append((int(start, 16), int(end, 16)))
+    return ranges
+
+
+def test_after_the_cast_to_bf16_no_weight_is_left_in_the_files_memory_map(tiny_model_dir):
+    import gc
+
+    from transformers import AutoModelForCausalLM
+
+    from rl.training.adapter import frozen_linears_to_bf16
+
+    weights_file = Path(tiny_model_dir) / "model.safetensors"
+
+    def in_the_map(model) -> int:
+        ranges = _file_mapped_ranges(weights_file.resolve())
+        return sum(any(lo <= t.data_ptr() < hi for lo, hi in ranges) for t in (*model.parameters(), *model.buffers()))
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert in_the_map(model) > 0  # loaded as views of the file's mapping (what the cast must not leave behind)
+    frozen_linears_to_bf16(model)
+    gc.collect()
+    assert in_the_map(model) == 0
+    assert not _file_mapped_ranges(weights_file.resolve())  # nothing holds the mapping: it is gone, and its pages with it
+
+
 @pytest.mark.parametrize("fp32_ms, bf16_ms, chosen", [(25.0, 10.0, True), (40.0, 27.0, True), (25.0, 22.0, False), (28.0, 51.0, False)])
 def test_bf16_is_chosen_when_it_measures_clearly_faster(fp32_ms, bf16_ms, chosen):
     from rl.core.cpu_precision import PrecisionTiming
@@ -391,3 +421,33 @@ def test_a_step_capped_run_computes_reference_log_probs_only_for_the_pairs_its_s
     trainer.train(train, None, output_dir=tmp_path)
     (name, rows), = referenced
     assert name == "train" and 8 <= rows < 40  # two steps of four pairs, whole scenarios: not all 40
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid,sft", "ipo", "hinge"])
+def test_a_step_run_row_by_row_gives_the_loss_gradient_and_metrics_of_the_whole_batch(demo_db, tiny_model_dir, tmp_path, loss_type):
+    import torch
+
+    train = prepare_training_dataset("db", min_samples=10).dataset["train"].select(range(24))
+    trainer = CommandCenterDPOTrainer("cpu", config=tiny_config(tiny_model_dir, lora_dropout=0.0, loss_type=loss_type, bf16=False, batch_size=12))
+    trainer.load_base_model()
+    dpo = trainer._dpo_trainer(train, None, tmp_path)
+    dpo.create_optimizer_and_scheduler(num_training_steps=1)
+    dpo.current_gradient_accumulation_steps = 1  # set by the training loop
+    batch = next(iter(dpo.get_train_dataloader()))
+    assert batch["input_ids"].size(0) > 1 and "prefix_ids" in batch  # several prompts after one shared prefix
+
+    def step(row_by_row: bool):
+        dpo.ROW_BY_ROW_BACKWARD = row_by_row
+        assert dpo._backward_row_by_row(batch) == row_by_row
+        dpo.model.zero_grad()
+        dpo._metrics["train"].clear()
+        loss = dpo.training_step(dpo.model, dict(batch))
+        grads = torch.cat([p.grad.flatten() for p in dpo.model.parameters() if p.grad is not None])
+        return loss, grads, {k: v[-1] for k, v in dpo._metrics["train"].items() if k != "num_tokens"}
+
+    whole_loss, whole_grads, whole_metrics = step(False)
+    row_loss, row_grads, row_metrics = step(True)
+    assert whole_grads.abs().sum() > 0
+    assert float(row_loss) == pytest.approx(float(whole_loss), abs=1e-5)
+    assert torch.allclose(row_grads, whole_grads, atol=1e-5, rtol=1e-4)
+    assert row_metrics == pytest.approx(whole_metrics, abs=1e-5)

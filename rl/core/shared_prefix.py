@@ -49,6 +49,10 @@ class PrefixSharingCollator:
     title_weight: float = 1.0
     prefix_cache: bool = True
     row_tokens: int = 2048
+    # Rows are padded to a multiple of this many tokens (`row_lengths` says how far each row's own tokens and padding
+    # reach), so that batches repeat a few shapes: oneDNN caches kernels and buffers per matrix shape, and with a new
+    # shape at every row a bf16 run's memory grew at every step.
+    pad_to_multiple_of: int = 32
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         groups: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
@@ -84,7 +88,8 @@ class PrefixSharingCollator:
             rows[-1].append(prompt)
             row_lengths[-1] += size
 
-        width, n_rows = max(row_lengths), len(rows)
+        multiple = self.pad_to_multiple_of
+        width, n_rows = -(-max(row_lengths) // multiple) * multiple, len(rows)
         n_scored = max(sum(len(a) for p in row for a in groups[p]) for row in rows)
         input_ids = torch.full((n_rows, width), self.pad_token_id, dtype=torch.long)
         position_ids = torch.zeros((n_rows, width), dtype=torch.long)
@@ -136,6 +141,7 @@ class PrefixSharingCollator:
             "score_index": score_index, "score_target": score_target, "score_answer": score_answer, "score_weight": score_weight,
             "pair_chosen": torch.tensor(pair_chosen), "pair_rejected": torch.tensor(pair_rejected),
             "num_answers": torch.tensor(len(answer_ids)), "num_tokens": torch.tensor(cache_len + sum(row_lengths)),
+            "row_lengths": torch.tensor([-(-length // multiple) * multiple for length in row_lengths]),
         }
         if cached:
             out["prefix_ids"] = torch.tensor([next(iter(groups))[:common]])
@@ -167,10 +173,63 @@ def prefix_cache(causal_lm: Any, prefix_ids: torch.Tensor, rows: int) -> Any:
     return cache
 
 
-def answer_logps(causal_lm: Any, batch: dict[str, torch.Tensor]) -> AnswerLogps:
-    """Log-probs of every answer in a shared-prefix batch, per token and summed per pair side."""
+@dataclass
+class LeafPrefix:
+    """A prefix's keys and values as detached leaves that collect the gradient of every row run against them, for
+    running a batch's rows one at a time: `backward()` then sends what they collected through the prefix's graph."""
+
+    layers: list[tuple[Any, ...]]
+    originals: list[torch.Tensor]
+    leaves: list[torch.Tensor]
+
+    @classmethod
+    def of(cls, cache: Any) -> LeafPrefix:
+        layers, originals, leaves = [], [], []
+        for keys, values, *sliding in cache:
+            pair = [tensor.detach().requires_grad_(tensor.requires_grad) for tensor in (keys, values)]
+            originals += [keys, values]
+            leaves += pair
+            layers.append((*pair, *(sliding or [None])))
+        return cls(layers, originals, leaves)
+
+    def cache(self) -> Any:
+        """A fresh cache holding the leaves (a row's forward appends its own keys and values to the cache it gets)."""
+        from transformers import DynamicCache
+
+        return DynamicCache(ddp_cache_data=self.layers)
+
+    def backward(self) -> None:
+        collected = [(original, leaf.grad) for original, leaf in zip(self.originals, self.leaves, strict=True) if leaf.grad is not None]
+        if collected:
+            torch.autograd.backward([original for original, _ in collected], [grad for _, grad in collected])
+
+
+def row_of_batch(batch: dict[str, torch.Tensor], row: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Row `row` of a shared-prefix batch as a batch of its own, trimmed of its padding, with the pairs whose answers
+    it holds; returns it and those pairs' indices in the batch. The prefix (`prefix_ids`) is left to the caller."""
+    length = int(batch["row_lengths"][row])
+    answers = batch["score_answer"][row]
+    pairs = torch.isin(batch["pair_chosen"], answers[answers >= 0]).nonzero().squeeze(-1)
+    mask = batch["attention_mask"][row : row + 1, :, :length]
+    cached = mask.size(-1) - batch["input_ids"].size(1)
+    sub = {
+        "input_ids": batch["input_ids"][row : row + 1, :length], "position_ids": batch["position_ids"][row : row + 1, :length],
+        "attention_mask": mask[..., : cached + length],
+        "pair_chosen": batch["pair_chosen"][pairs], "pair_rejected": batch["pair_rejected"][pairs],
+        "num_answers": batch["num_answers"],
+    }
+    for key in ("score_index", "score_target", "score_answer", "score_weight"):
+        if key in batch:
+            sub[key] = batch[key][row : row + 1]
+    return sub, pairs
+
+
+def answer_logps(causal_lm: Any, batch: dict[str, torch.Tensor], cache: Any = None) -> AnswerLogps:
+    """Log-probs of every answer in a shared-prefix batch, per token and summed per pair side. `cache`: the prefix's
+    keys and values for the batch's rows, when the caller computed them (else computed here from `prefix_ids`)."""
     backbone = getattr(causal_lm, causal_lm.base_model_prefix)
-    cache = prefix_cache(causal_lm, batch["prefix_ids"], batch["input_ids"].size(0)) if "prefix_ids" in batch else None
+    if cache is None and "prefix_ids" in batch:
+        cache = prefix_cache(causal_lm, batch["prefix_ids"], batch["input_ids"].size(0))
     hidden = backbone(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"],
         cache=cache, use_cache=cache is not None,

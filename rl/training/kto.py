@@ -65,6 +65,9 @@ class PrefixSharingKTOTrainer(PrefixSharingDPOTrainer):
     KTOTrainer: `kl`, `rewards/chosen`, `rewards/rejected`, `rewards/margins`, `logps/chosen`, `logps/rejected`,
     `count/chosen`, `count/rejected` (chosen = desirable rows)."""
 
+    # KTO's KL term is a batch-wide mean, so its loss is not a sum over rows.
+    ROW_BY_ROW_BACKWARD = False
+
     def __init__(self, *args: Any, desirable_weight: float = 1.0, undesirable_weight: float = 1.0, **kwargs: Any):
         self.desirable_weight, self.undesirable_weight = desirable_weight, undesirable_weight
         super().__init__(*args, **kwargs)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from trl import DPOTrainer
 
-from rl.core.shared_prefix import AnswerLogps, answer_logps, decision_token_count
+from rl.core.shared_prefix import AnswerLogps, LeafPrefix, answer_logps, decision_token_count, prefix_cache, row_of_batch
 from rl.training.sampler import PromptGroupedBatchSampler
 
 # The name TRL gives the frozen copy of a trained adapter it is asked to continue.
@@ -23,6 +23,8 @@ class PrefixSharingDPOTrainer(DPOTrainer):
     forward replaced by the shared-prefix one. Metric names are TRL's."""
 
     SUPPORTED_LOSSES = ("sigmoid", "sft", "ipo", "hinge")
+    # A training batch's rows (one prompt's answers each) run forward and backward one at a time: see `_row_by_row_step`.
+    ROW_BY_ROW_BACKWARD = True
 
     def __init__(self, *args: Any, max_pair_tokens: int | None = None, **kwargs: Any):
         # Set before TRL's __init__, which tokenizes the datasets through _prepare_dataset.
@@ -114,13 +116,12 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         totals = self.accelerator.reduce(totals, reduction="sum")
         return (totals[0] / totals[1].clamp(min=1)).item()
 
-    def _compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool) -> Any:
-        mode = "train" if self.model.training else "eval"
-        scored, ref_chosen, ref_rejected = self.scored_with_reference(model, inputs)
-        chosen_logratios = scored.chosen - ref_chosen
-        rejected_logratios = scored.rejected - ref_rejected
+    def _loss_of_pairs(self, scored: AnswerLogps, chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor,
+                       inputs: dict[str, torch.Tensor], n_pairs: int, sft_weight_total: torch.Tensor) -> torch.Tensor:
+        """The batch's loss restricted to the pairs in `scored`: each pair's terms over the batch's `n_pairs`, the SFT
+        term's tokens over the batch's total chosen-token weight, so that the pieces of a batch add up to its loss."""
         delta = chosen_logratios - rejected_logratios
-        loss = 0.0
+        loss = delta.new_zeros(())
         for loss_type, weight in zip(self.loss_types, self.loss_weights, strict=True):
             if loss_type == "sigmoid":
                 per_pair = -F.logsigmoid(self.beta * delta)
@@ -132,12 +133,24 @@ class PrefixSharingDPOTrainer(DPOTrainer):
                 per_pair = (chosen_logratios / n_chosen - rejected_logratios / n_rejected - 1 / (2 * self.beta)) ** 2
             elif loss_type == "sft":
                 weights = scored.token_weights[scored.chosen_token_mask]
-                nll = -(scored.token_logps[scored.chosen_token_mask] * weights).sum() / weights.sum().clamp(min=1e-6)
-                per_pair = nll.expand(delta.size(0))
+                loss = loss + weight * -(scored.token_logps[scored.chosen_token_mask] * weights).sum() / sft_weight_total.clamp(min=1e-6)
+                continue
             else:
                 raise ValueError(f"Loss {loss_type!r} is not supported with prefix sharing: use one of {self.SUPPORTED_LOSSES}.")
-            loss = loss + per_pair.mean() * weight
+            loss = loss + weight * per_pair.sum() / n_pairs
+        return loss
 
+    @staticmethod
+    def _chosen_token_weight(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The SFT term's denominator: the summed weights of the tokens of every answer that is some pair's chosen one."""
+        answer = inputs["score_answer"]
+        is_chosen = torch.zeros(int(inputs["num_answers"]), dtype=torch.bool, device=answer.device)
+        is_chosen[inputs["pair_chosen"]] = True
+        mask = (answer >= 0) & is_chosen[answer.clamp(min=0)]
+        return inputs.get("score_weight", mask.float())[mask].sum()
+
+    def _record_metrics(self, mode: str, inputs: dict[str, torch.Tensor], chosen_logratios: torch.Tensor,
+                        rejected_logratios: torch.Tensor, chosen_logps: torch.Tensor, rejected_logps: torch.Tensor) -> None:
         if mode == "train":
             self._total_train_tokens += int(inputs["num_tokens"])
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
@@ -147,8 +160,65 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         metrics["rewards/rejected"].append(self._mean_over_processes(rejected_rewards))
         metrics["rewards/accuracies"].append(self._mean_over_processes((chosen_rewards > rejected_rewards).float()))
         metrics["rewards/margins"].append(self._mean_over_processes(chosen_rewards - rejected_rewards))
-        metrics["logps/chosen"].append(self._mean_over_processes(scored.chosen.detach()))
-        metrics["logps/rejected"].append(self._mean_over_processes(scored.rejected.detach()))
+        metrics["logps/chosen"].append(self._mean_over_processes(chosen_logps.detach()))
+        metrics["logps/rejected"].append(self._mean_over_processes(rejected_logps.detach()))
+
+    def _compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool) -> Any:
+        mode = "train" if self.model.training else "eval"
+        scored, ref_chosen, ref_rejected = self.scored_with_reference(model, inputs)
+        chosen_logratios = scored.chosen - ref_chosen
+        rejected_logratios = scored.rejected - ref_rejected
+        loss = self._loss_of_pairs(scored, chosen_logratios, rejected_logratios, inputs, chosen_logratios.size(0),
+                                   self._chosen_token_weight(inputs))
+        self._record_metrics(mode, inputs, chosen_logratios, rejected_logratios, scored.chosen, scored.rejected)
         if return_outputs:
             return loss, {"chosen_logps": scored.chosen, "rejected_logps": scored.rejected}
         return loss
+
+    def _backward_row_by_row(self, inputs: dict[str, torch.Tensor]) -> bool:
+        """Whether this training batch goes through `_row_by_row_step`: several rows, one process, no DeepSpeed
+        (DDP would reduce gradients at every row's backward, DeepSpeed owns the backward)."""
+        from accelerate.utils import DistributedType
+
+        return (self.ROW_BY_ROW_BACKWARD and "row_lengths" in inputs and inputs["input_ids"].size(0) > 1
+                and self.accelerator.distributed_type == DistributedType.NO)
+
+    def training_step(self, model: Any, inputs: dict[str, torch.Tensor], num_items_in_batch: Any = None) -> torch.Tensor:
+        if not self._backward_row_by_row(inputs):
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
+            self.optimizer.train()
+        inputs = self._prepare_inputs(inputs)
+        with self.maybe_activation_offload_context, self.compute_loss_context_manager():
+            return self._row_by_row_step(model, inputs, 1 / self.current_gradient_accumulation_steps)
+
+    def _row_by_row_step(self, model: Any, inputs: dict[str, torch.Tensor], scale: float) -> torch.Tensor:
+        """Forward and backward one row (one prompt's answers) at a time, so that only one row's activations are held:
+        the shared prefix runs once, its keys and values collect every row's gradient as leaves, and one backward
+        through the prefix ends the step. The gradients are the whole batch's (the loss is a sum over rows)."""
+        causal_lm = self._unwrapped_causal_lm(model)
+        if self.precompute_ref_logps:
+            ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        else:
+            ref_chosen, ref_rejected = self.compute_ref_log_probs(model, inputs)
+        n_pairs, sft_weight_total = inputs["pair_chosen"].numel(), self._chosen_token_weight(inputs)
+        prefix = None
+        if "prefix_ids" in inputs:
+            with self.accelerator.autocast():
+                prefix = LeafPrefix.of(prefix_cache(causal_lm, inputs["prefix_ids"], 1))
+        total = torch.zeros((), device=inputs["input_ids"].device)
+        pieces: list[tuple[torch.Tensor, ...]] = []
+        for row in range(inputs["input_ids"].size(0)):
+            sub, pairs = row_of_batch(inputs, row)
+            with self.accelerator.autocast():
+                scored = answer_logps(causal_lm, sub, cache=None if prefix is None else prefix.cache())
+            chosen_logratios, rejected_logratios = scored.chosen - ref_chosen[pairs], scored.rejected - ref_rejected[pairs]
+            loss = self._loss_of_pairs(scored, chosen_logratios, rejected_logratios, sub, n_pairs, sft_weight_total)
+            self.accelerator.backward(loss * scale)
+            total += loss.detach()
+            pieces.append(tuple(t.detach() for t in (chosen_logratios, rejected_logratios, scored.chosen, scored.rejected)))
+        if prefix is not None:
+            prefix.backward()
+        self._record_metrics("train", inputs, *(torch.cat(parts) for parts in zip(*pieces, strict=True)))
+        return total * scale
