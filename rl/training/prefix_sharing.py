@@ -1,6 +1,7 @@
 """`PrefixSharingDPOTrainer`: TRL's DPOTrainer (tokenization, PEFT reference, logging, checkpoints) with each pair's
 forward replaced by the shared-prefix one of `rl/core/shared_prefix.py`, and reference log-probs computed once per
-dataset. Metric names are TRL's.
+dataset. A training batch's rows run forward and backward one at a time against the shared prefix, so that one row's
+activations are held, not the batch's. Metric names are TRL's.
 """
 from __future__ import annotations
 
