@@ -88,8 +88,8 @@ class PrefixSharingCollator:
             rows[-1].append(prompt)
             row_lengths[-1] += size
 
-        multiple = self.pad_to_multiple_of
-        width, n_rows = -(-max(row_lengths) // multiple) * multiple, len(rows)
+        padded_lengths = [-(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of for length in row_lengths]
+        width, n_rows = max(padded_lengths), len(rows)
         n_scored = max(sum(len(a) for p in row for a in groups[p]) for row in rows)
         input_ids = torch.full((n_rows, width), self.pad_token_id, dtype=torch.long)
         position_ids = torch.zeros((n_rows, width), dtype=torch.long)
@@ -141,7 +141,7 @@ class PrefixSharingCollator:
             "score_index": score_index, "score_target": score_target, "score_answer": score_answer, "score_weight": score_weight,
             "pair_chosen": torch.tensor(pair_chosen), "pair_rejected": torch.tensor(pair_rejected),
             "num_answers": torch.tensor(len(answer_ids)), "num_tokens": torch.tensor(cache_len + sum(row_lengths)),
-            "row_lengths": torch.tensor([-(-length // multiple) * multiple for length in row_lengths]),
+            "row_lengths": torch.tensor(padded_lengths),
         }
         if cached:
             out["prefix_ids"] = torch.tensor([next(iter(groups))[:common]])
@@ -243,11 +243,16 @@ def answer_logps(causal_lm: Any, batch: dict[str, torch.Tensor], cache: Any = No
     n_answers = int(batch["num_answers"])
     per_answer = torch.zeros(n_answers, dtype=token_logps.dtype, device=token_logps.device)
     per_answer = per_answer.index_add(0, answer[valid], token_logps[valid])
-    is_chosen = torch.zeros(n_answers, dtype=torch.bool, device=token_logps.device)
-    is_chosen[batch["pair_chosen"]] = True
-    chosen_token_mask = valid & is_chosen[answer.clamp(min=0)]
     weights = batch.get("score_weight", valid.float())
-    return AnswerLogps(token_logps, weights, per_answer[batch["pair_chosen"]], per_answer[batch["pair_rejected"]], chosen_token_mask)
+    return AnswerLogps(token_logps, weights, per_answer[batch["pair_chosen"]], per_answer[batch["pair_rejected"]], chosen_tokens(batch))
+
+
+def chosen_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(rows, n_scored): which scored tokens belong to an answer that is some pair's chosen one."""
+    answer = batch["score_answer"]
+    is_chosen = torch.zeros(int(batch["num_answers"]), dtype=torch.bool, device=answer.device)
+    is_chosen[batch["pair_chosen"]] = True
+    return (answer >= 0) & is_chosen[answer.clamp(min=0)]
 
 
 def decision_token_count(tokenizer: Any, answer_ids: list[int]) -> int:

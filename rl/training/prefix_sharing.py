@@ -12,7 +12,15 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from trl import DPOTrainer
 
-from rl.core.shared_prefix import AnswerLogps, LeafPrefix, answer_logps, decision_token_count, prefix_cache, row_of_batch
+from rl.core.shared_prefix import (
+    AnswerLogps,
+    LeafPrefix,
+    answer_logps,
+    chosen_tokens,
+    decision_token_count,
+    prefix_cache,
+    row_of_batch,
+)
 from rl.training.sampler import PromptGroupedBatchSampler
 
 # The name TRL gives the frozen copy of a trained adapter it is asked to continue.
@@ -144,10 +152,7 @@ class PrefixSharingDPOTrainer(DPOTrainer):
     @staticmethod
     def _chosen_token_weight(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The SFT term's denominator: the summed weights of the tokens of every answer that is some pair's chosen one."""
-        answer = inputs["score_answer"]
-        is_chosen = torch.zeros(int(inputs["num_answers"]), dtype=torch.bool, device=answer.device)
-        is_chosen[inputs["pair_chosen"]] = True
-        mask = (answer >= 0) & is_chosen[answer.clamp(min=0)]
+        mask = chosen_tokens(inputs)
         return inputs.get("score_weight", mask.float())[mask].sum()
 
     def _record_metrics(self, mode: str, inputs: dict[str, torch.Tensor], chosen_logratios: torch.Tensor,
