@@ -7,8 +7,11 @@ plain TRL, of the preset for ours), each in its own process so peak memory is me
 - worst: one pair per question (pairs spread over scenarios), so no two pairs of a batch share a prompt;
 - demo: whole scenarios, several pairs of one question, as `train_dpo --config cpu` trains them (the pairs its
   steps reach, `rl/training/sampler.py`).
-Prints per shape and precision rows/s (pairs for DPO, rated completions for KTO), tokens/s, peak RSS, eval
-preference accuracy (DPO only), and the ratios. For KTO both get the same rows (pairs split into up and down rows
+Prints per shape and precision rows/s (pairs for DPO, rated completions for KTO), tokens/s, peak RSS, eval reward
+accuracy (DPO only), and the ratios. The eval accuracy is printed twice: as each trainer's own evaluation reports it
+(in the row's precision), and with both trained adapters scored by ONE scorer in fp32 (merged into the fp32 base,
+against the fp32 base as reference), so that what each side learnt is compared without the noise bf16 adds to the
+small margins of a short run. For KTO both get the same rows (pairs split into up and down rows
 plus unpaired thumbs) and the same desirable/undesirable weights. Both are timed from building their trainer to the
 end of training (tokenization, reference log-probs and steps), without evaluation: plain TRL's `train()` evaluates
 nothing, and what ours spends on evaluation inside its `train()` is measured and left out.
@@ -126,6 +129,7 @@ def run_one(args: argparse.Namespace) -> dict:
         outcome = ours.train(train, evaluation, output_dir=out)
         seconds = time.perf_counter() - began - evaluation_clock.seconds
         accuracy = outcome.eval_metrics.get("eval_rewards/accuracies")
+        adapter_dir = outcome.final_dir
     else:
         from trl import DPOConfig, DPOTrainer
 
@@ -144,13 +148,33 @@ def run_one(args: argparse.Namespace) -> dict:
         trainer.train()
         seconds = time.perf_counter() - began
         accuracy = trainer.evaluate().get("eval_rewards/accuracies")
+        adapter_dir = out / "adapter"
+        trainer.save_model(str(adapter_dir))
+    peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # before the fp32 scoring below loads models
     pairs = steps * args.batch_size
     tokens = _pair_tokens(train, ours.tokenizer) * pairs / len(train)
     return {
         "setup": args.setup, "seconds": seconds, "pairs": pairs, "pairs_per_s": pairs / seconds,
-        "tokens_per_s": tokens / seconds, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
-        "eval_accuracy": accuracy,
+        "tokens_per_s": tokens / seconds, "peak_rss_gb": peak_rss_gb, "eval_accuracy": accuracy,
+        "eval_accuracy_fp32": fp32_reward_accuracy(args.base_model, adapter_dir, evaluation, ours.tokenizer, beta=overrides["beta"]),
     }
+
+
+def fp32_reward_accuracy(base_model: str, adapter_dir: Path, evaluation, tokenizer, beta: float) -> float:
+    """The eval pairs' reward accuracy of the adapter in `adapter_dir`, merged into a fresh fp32 base and scored
+    against that base as reference, by the same scorer (evaluate_model's) whichever trainer produced it."""
+    from peft import PeftModel
+
+    from rl.core.base_model import load_causal_lm
+    from rl.evaluation.backends import TorchBackend
+    from rl.evaluation.evalset import tokenize_pairs
+    from rl.evaluation.metrics import preference_metrics
+
+    pairs = tokenize_pairs(evaluation.to_list(), tokenizer)
+    reference = TorchBackend("base", load_causal_lm(base_model or None).eval(), tokenizer, batch_size=8).answer_logps(pairs)
+    tuned_model = PeftModel.from_pretrained(load_causal_lm(base_model or None), str(adapter_dir)).merge_and_unload()
+    tuned = TorchBackend("tuned", tuned_model.eval(), tokenizer, batch_size=8).answer_logps(pairs)
+    return preference_metrics(tuned, reference, beta)["reward_accuracy"]
 
 
 def _run_kto(args: argparse.Namespace, train, unpaired) -> dict:
@@ -248,12 +272,14 @@ def main() -> None:
         unit = "rows" if args.algo == "kto" else "pairs"
         print(f"\n{args.algo.upper()} like for like (both setups in the row's precision; {args.steps * args.batch_size} {unit} "
               f"trained from {args.train_pairs} pairs{' and unpaired thumbs' if args.algo == 'kto' else ''}, batch {args.batch_size}, {args.steps} steps):")
-        print(f"{'shape':<7}{'precision':<11}{unit + '/s plain':>14}{'ours':>9}{'ratio':>8}{'GB plain':>10}{'ours':>7}{'ratio':>8}{'eval acc. plain/ours':>22}")
+        print(f"{'shape':<7}{'precision':<11}{unit + '/s plain':>14}{'ours':>9}{'ratio':>8}{'GB plain':>10}{'ours':>7}{'ratio':>8}{'eval acc. plain/ours':>22}{'fp32 scorer':>14}")
         for shape, precision, plain, ours in rows:
             accuracy = ("-" if plain["eval_accuracy"] is None or ours["eval_accuracy"] is None
                         else f"{plain['eval_accuracy']:.3f}/{ours['eval_accuracy']:.3f}")
+            fp32_accuracy = ("-" if plain.get("eval_accuracy_fp32") is None or ours.get("eval_accuracy_fp32") is None
+                             else f"{plain['eval_accuracy_fp32']:.3f}/{ours['eval_accuracy_fp32']:.3f}")
             print(f"{shape:<7}{precision:<11}{plain['pairs_per_s']:>14.3f}{ours['pairs_per_s']:>9.3f}{ours['pairs_per_s'] / plain['pairs_per_s']:>7.2f}x"
-                  f"{plain['peak_rss_gb']:>10.2f}{ours['peak_rss_gb']:>7.2f}{ours['peak_rss_gb'] / plain['peak_rss_gb']:>7.2f}x{accuracy:>22}")
+                  f"{plain['peak_rss_gb']:>10.2f}{ours['peak_rss_gb']:>7.2f}{ours['peak_rss_gb'] / plain['peak_rss_gb']:>7.2f}x{accuracy:>22}{fp32_accuracy:>14}")
 
 
 def print_comparison(algo: str, shape: str, precision: str, plain: dict, ours: dict) -> None:
@@ -263,9 +289,9 @@ def print_comparison(algo: str, shape: str, precision: str, plain: dict, ours: d
     for key, label, fmt in [
         ("pairs_per_s", f"{unit}/s", "{:.3f}"), ("tokens_per_s", f"{unit[:-1]} tokens/s", "{:.0f}"),
         ("peak_rss_gb", "peak RSS (GB)", "{:.2f}"), ("seconds", "train seconds", "{:.1f}"),
-        ("eval_accuracy", "eval pref. accuracy", "{:.3f}"),
+        ("eval_accuracy", "eval reward acc.", "{:.3f}"), ("eval_accuracy_fp32", "  same, fp32 scorer", "{:.3f}"),
     ]:
-        a, b = plain[key], ours[key]
+        a, b = plain.get(key), ours.get(key)
         if a is None or b is None:
             continue
         ratio = f"{b / a:.2f}x" if a else "-"

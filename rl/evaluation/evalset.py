@@ -46,18 +46,24 @@ def tokenize_prompt(tokenizer: Any, prompt: list[dict]) -> list[int]:
     return list(tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"])
 
 
-def build_eval_set(pair_rows: list[dict], snapshot: Any, scenario_ids: set[str], tokenizer: Any, limit: int | None = None) -> EvalSet:
-    """Tokenize held-out pairs and the generation cases of `scenario_ids` (scenarios with an up-rated pick)."""
-    from rl.core.prompts import answer_schema, build_messages
-    from rl.data.data_formatter import entry_verdicts
-
+def tokenize_pairs(pair_rows: list[dict], tokenizer: Any) -> list[TokenizedPair]:
+    """Pairs as the trainer's rows hold them (prompt, chosen and rejected messages), tokenized with the chat template."""
     pairs = []
-    for row in pair_rows[: limit or None]:
+    for row in pair_rows:
         prompt_ids = tokenize_prompt(tokenizer, row["prompt"])
         pairs.append(TokenizedPair(
             tuple(prompt_ids), _answer_ids(tokenizer, row["prompt"], row["chosen"], prompt_ids),
             _answer_ids(tokenizer, row["prompt"], row["rejected"], prompt_ids),
         ))
+    return pairs
+
+
+def build_eval_set(pair_rows: list[dict], snapshot: Any, scenario_ids: set[str], tokenizer: Any, limit: int | None = None) -> EvalSet:
+    """Tokenize held-out pairs and the generation cases of `scenario_ids` (scenarios with an up-rated pick)."""
+    from rl.core.prompts import answer_schema, build_messages
+    from rl.data.data_formatter import entry_verdicts
+
+    pairs = tokenize_pairs(pair_rows[: limit or None], tokenizer)
     verdicts = entry_verdicts(snapshot.entries)
     ups: dict[str, list[Pick]] = defaultdict(list)
     for entry in snapshot.entries:
