@@ -88,8 +88,9 @@ def test_training_can_continue_from_a_trained_adapter(demo_db, tiny_model_dir, t
     assert any(name.endswith("lora_B.weight") and tensor.abs().max() > 0 for name, tensor in trained.items())
 
     # One step at a learning rate too small to move anything: the adapter it saves is the one it started from, alone
-    # (no copy of the reference beside it). Its first loss is ln 2 exactly when the reference is that starting
-    # adapter, and differs when the reference is the base model, which the trained policy already departs from.
+    # (no copy of the reference beside it). Its first loss is ln 2 and its rewards 0 exactly when the reference is that
+    # starting adapter; with the base model as reference, which the trained policy already departs from, the rewards
+    # are not 0 (the loss can still be near ln 2, when chosen and rejected answers moved alike).
     continued = CommandCenterDPOTrainer("cpu", **{**settings_, "max_steps": 1, "learning_rate": 1e-12, "init_adapter": str(first.final_dir),
                                                   "init_adapter_reference": reference}).train(train, output_dir=tmp_path / "second")
     again = _adapter_weights(continued.final_dir)
@@ -97,11 +98,12 @@ def test_training_can_continue_from_a_trained_adapter(demo_db, tiny_model_dir, t
     assert all(torch.allclose(again[name], trained[name], atol=1e-6) for name in trained)
     assert sorted(path.name for path in continued.final_dir.iterdir() if path.is_dir()) == []
     rows = [json.loads(line) for line in (tmp_path / "second" / "metrics.jsonl").read_text().splitlines()]
-    first_loss = next(row["loss"] for row in rows if "loss" in row)
+    first_step = next(row for row in rows if "loss" in row)
     if reference == "adapter":
-        assert first_loss == pytest.approx(0.6931, abs=1e-4)
+        assert first_step["loss"] == pytest.approx(0.6931, abs=1e-4)
+        assert first_step["rewards/chosen"] == pytest.approx(0, abs=1e-4) and first_step["rewards/rejected"] == pytest.approx(0, abs=1e-4)
     else:
-        assert abs(first_loss - 0.6931) > 1e-3
+        assert abs(first_step["rewards/chosen"]) > 1e-2 and abs(first_step["rewards/rejected"]) > 1e-2
 
     fresh = CommandCenterDPOTrainer("cpu", **{**settings_, "max_steps": 1, "learning_rate": 1e-12}).train(train, output_dir=tmp_path / "third")
     assert all(tensor.abs().max() < 1e-6 for name, tensor in _adapter_weights(fresh.final_dir).items() if name.endswith("lora_B.weight"))
@@ -421,6 +423,55 @@ def test_a_step_capped_run_computes_reference_log_probs_only_for_the_pairs_its_s
     trainer.train(train, None, output_dir=tmp_path)
     (name, rows), = referenced
     assert name == "train" and 8 <= rows < 40  # two steps of four pairs, whole scenarios: not all 40
+
+
+def test_a_training_row_s_reference_log_probs_are_computed_at_its_first_step_with_the_adapter_off_and_kept(demo_db, tiny_model_dir, tmp_path, monkeypatch):
+    import torch
+
+    from rl.training.prefix_sharing import PrefixSharingDPOTrainer
+
+    train = prepare_training_dataset("db", min_samples=10).dataset["train"].select(range(16))
+    trainer = CommandCenterDPOTrainer("cpu", config=tiny_config(tiny_model_dir, bf16=False, batch_size=8))
+    trainer.load_base_model()
+    dpo = trainer._dpo_trainer(train, None, tmp_path)
+    assert "ref_chosen_logps" not in dpo.train_dataset.column_names  # nothing computed before the first step
+    torch.manual_seed(0)
+    for name, parameter in dpo.model.named_parameters():
+        if "lora_B" in name:  # a trained adapter: the policy is no longer the reference
+            parameter.data.normal_(0, 0.5)
+    batch = dpo._prepare_inputs(next(iter(dpo.get_train_dataloader())))
+    computed = []
+    original = PrefixSharingDPOTrainer.compute_ref_log_probs
+    monkeypatch.setattr(PrefixSharingDPOTrainer, "compute_ref_log_probs",
+                        lambda self, model, inputs: computed.append(inputs["pair_chosen"].numel()) or original(self, model, inputs))
+    with torch.no_grad():
+        policy, chosen, rejected = dpo.scored_with_reference(dpo.model, batch)  # the step's first use
+    again = dpo.reference_logps(dpo.model, batch)
+    assert computed == [batch["pair_chosen"].numel()]  # once, for the batch's pairs; the second call reads what was kept
+    assert torch.equal(again[0], chosen) and torch.equal(again[1], rejected)
+    assert not torch.allclose(chosen, policy.chosen, atol=1e-3)
+
+    # The same values as the reference pass over the whole dataset before training (adapters off), pair by pair.
+    monkeypatch.setattr(PrefixSharingDPOTrainer, "REFERENCE_AT_FIRST_STEP", False)
+    before_training = dpo._precompute_ref_logps(dpo.train_dataset, "train", 4)
+    by_index = {i: (c, r) for i, c, r in zip(before_training["pair_index"], before_training["ref_chosen_logps"],
+                                             before_training["ref_rejected_logps"], strict=True)}
+    expected = torch.tensor([by_index[int(i)] for i in batch["pair_index"]])
+    assert torch.allclose(chosen, expected[:, 0], atol=1e-4) and torch.allclose(rejected, expected[:, 1], atol=1e-4)
+
+
+def test_a_two_epoch_run_computes_each_training_row_s_reference_once(demo_db, tiny_model_dir, tmp_path, monkeypatch):
+    from rl.training.prefix_sharing import PrefixSharingDPOTrainer
+
+    computed = []
+    original = PrefixSharingDPOTrainer.compute_ref_log_probs
+    monkeypatch.setattr(PrefixSharingDPOTrainer, "compute_ref_log_probs",
+                        lambda self, model, inputs: computed.extend(inputs["pair_index"].tolist()) or original(self, model, inputs))
+    train = prepare_training_dataset("db", min_samples=10).dataset["train"].select(range(12))
+    trainer = CommandCenterDPOTrainer("cpu", **{**FAST, "base_model": str(tiny_model_dir), "max_steps": -1, "epochs": 2, "batch_size": 4})
+    outcome = trainer.train(train, None, output_dir=tmp_path)
+    assert outcome.train_metrics["epoch"] == pytest.approx(2)
+    assert sorted(computed) == list(range(12))
 
 
 @pytest.mark.parametrize("loss_type", ["sigmoid,sft", "ipo", "hinge"])

@@ -78,7 +78,7 @@ class TrainingConfig(SettingsBase):
     load_in_4bit: bool = _f(False, "4-bit QLoRA through bitsandbytes (NVIDIA GPU only).")
     bf16: bool = _f(False, "bfloat16 compute: bf16 weights on a GPU; autocast over fp32 weights on a CPU with AMX, fp32 on one without (bf16 is slower than fp32 with AVX512-BF16 alone).")
     gradient_checkpointing: bool = _f(False, "Recompute activations to save memory (slower).")
-    precompute_ref_log_probs: bool = _f(True, "Compute the reference model's log-probs once before training instead of every step.")
+    precompute_ref_log_probs: bool = _f(True, "Compute the reference model's log-probs once per row instead of at every step: the eval set's before training, a training row's at the step that first trains it (DPO in one process; KTO and multi-process runs compute all before training).")
     warmup_ratio: float = _f(0.1, "Share of steps for learning-rate warmup.")
     logging_steps: int = _f(5, "Log metrics every N steps.")
     eval_steps: float = _f(0, "Evaluate every N steps; below 1, every such share of the training steps (0.25: four evaluations, the last one at the end); 0: at the end of each epoch.")

@@ -145,7 +145,7 @@ class PrefixSharingCollator:
         }
         if cached:
             out["prefix_ids"] = torch.tensor([next(iter(groups))[:common]])
-        for key in ("ref_chosen_logps", "ref_rejected_logps", "label"):
+        for key in ("ref_chosen_logps", "ref_rejected_logps", "label", "pair_index"):
             if key in examples[0]:
                 out[key] = torch.tensor([e[key] for e in examples])
         return out

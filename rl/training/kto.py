@@ -67,6 +67,8 @@ class PrefixSharingKTOTrainer(PrefixSharingDPOTrainer):
 
     # KTO's KL term is a batch-wide mean, so its loss is not a sum over rows.
     ROW_BY_ROW_BACKWARD = False
+    # Its rows carry two reference log-probs of their own (completion and KL completion): computed before training.
+    REFERENCE_AT_FIRST_STEP = False
 
     def __init__(self, *args: Any, desirable_weight: float = 1.0, undesirable_weight: float = 1.0, **kwargs: Any):
         self.desirable_weight, self.undesirable_weight = desirable_weight, undesirable_weight
