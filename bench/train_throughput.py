@@ -171,8 +171,10 @@ def fp32_reward_accuracy(base_model: str, adapter_dir: Path, evaluation, tokeniz
     from rl.evaluation.metrics import preference_metrics
 
     pairs = tokenize_pairs(evaluation.to_list(), tokenizer)
-    reference = TorchBackend("base", load_causal_lm(base_model or None).eval(), tokenizer, batch_size=8).answer_logps(pairs)
-    tuned_model = PeftModel.from_pretrained(load_causal_lm(base_model or None), str(adapter_dir)).merge_and_unload()
+    model = load_causal_lm(base_model or None).eval()
+    reference = TorchBackend("base", model, tokenizer, batch_size=8).answer_logps(pairs)
+    # Merged into the same weights once the base is scored: one load, not two.
+    tuned_model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     tuned = TorchBackend("tuned", tuned_model.eval(), tokenizer, batch_size=8).answer_logps(pairs)
     return preference_metrics(tuned, reference, beta)["reward_accuracy"]
 
