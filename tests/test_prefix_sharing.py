@@ -102,3 +102,28 @@ def test_each_row_run_alone_against_the_prefix_scores_its_pairs_as_the_whole_bat
             assert torch.allclose(scored.rejected, whole.rejected[pairs], atol=1e-4)
             seen += pairs.tolist()
     assert sorted(seen) == list(range(4))  # every pair in exactly one row
+
+
+def test_a_reused_prefix_runs_only_the_tokens_it_does_not_share_with_the_last_and_scores_as_a_fresh_one(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from rl.core.shared_prefix import ReusedPrefix
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    run: list[int] = []
+    model.model.register_forward_pre_hook(lambda module, args, kwargs: run.append(kwargs["input_ids"].size(1)), with_kwargs=True)
+    longer = [{**row, "prompt_ids": COMMON + [11, 12, 60 + i]} for i, row in enumerate(ROWS[:2])]
+    other = [{**row, "prompt_ids": [70, 71, 72, 73 + i]} for i, row in enumerate(ROWS[:2])]
+    reused = ReusedPrefix()
+    # (batch, prefix tokens the reference runs): the first prefix whole; 2 tokens past it; a shorter one cropped from the
+    # last (nothing run); one that shares nothing with the last, whole.
+    for rows, expected in ((ROWS[:4], [6]), (longer, [2]), (ROWS[2:4], []), (other, [3])):
+        batch = PrefixSharingCollator(pad_token_id=0)(rows)
+        with torch.no_grad():
+            fresh = answer_logps(model, batch)
+            del run[:]
+            cache = reused.cache(model, batch["prefix_ids"], batch["input_ids"].size(0))
+            assert run == expected
+            scored = answer_logps(model, batch, cache=cache)
+        assert torch.allclose(scored.chosen, fresh.chosen, atol=1e-4) and torch.allclose(scored.rejected, fresh.rejected, atol=1e-4)
+    assert reused.ids == (70, 71, 72)

@@ -262,7 +262,10 @@ def test_bf16_on_a_cpu_with_amx_is_autocast_over_bf16_frozen_linears_and_fp32_ad
     dtypes = {name: p.dtype for name, p in get_peft_model(trainer.model, trainer.lora_config()).named_parameters()}
     assert {dtypes[n] for n in dtypes if "lora_" in n} == {torch.float32}  # what training updates stays fp32
     assert {dtypes[n] for n in dtypes if n.endswith("proj.weight") or "base_layer" in n} == {torch.bfloat16}
-    assert dtypes["base_model.model.model.embed_tokens.weight"] == torch.float32  # and the tied LM head
+    assert dtypes["base_model.model.model.embed_tokens.weight"] == torch.float32  # autocast does not cast a lookup
+    # The LM head, tied to the embeddings in the file, is given its own bf16 copy (autocast would cast it at every call).
+    assert trainer.model.get_output_embeddings().weight.dtype == torch.bfloat16
+    assert trainer.model.get_output_embeddings().weight.data_ptr() != trainer.model.get_input_embeddings().weight.data_ptr()
 
 
 def test_frozen_linears_in_bf16_give_autocast_the_same_logits_and_gradients(tiny_model_dir):
@@ -276,7 +279,7 @@ def test_frozen_linears_in_bf16_give_autocast_the_same_logits_and_gradients(tiny
     for cast in (False, True):
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
         if cast:
-            assert frozen_linears_to_bf16(model) == 14  # 7 linears in each of 2 layers
+            assert frozen_linears_to_bf16(model) == 15  # 7 linears in each of 2 layers, and the LM head
         torch.manual_seed(1)
         model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False))
         ids = torch.randint(0, 1000, (2, 40), generator=torch.Generator().manual_seed(2))

@@ -173,6 +173,39 @@ def prefix_cache(causal_lm: Any, prefix_ids: torch.Tensor, rows: int) -> Any:
     return cache
 
 
+class ReusedPrefix:
+    """A frozen model's keys and values of the last prefix it ran, reused for the part that the next prefix shares
+    with it. For the DPO reference: its batches' prefixes all start with the task's system prompt and widget catalog
+    (218 of SmolLM2's ~400 prompt tokens), which the reference, unlike the policy, computes the same at every step.
+    Models with sliding-window layers get a fresh prefix every time (a cropped window is not the window)."""
+
+    def __init__(self) -> None:
+        self.ids: tuple[int, ...] = ()
+        self.layers: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def cache(self, causal_lm: Any, prefix_ids: torch.Tensor, rows: int) -> Any:
+        """`prefix_cache(causal_lm, prefix_ids, rows)`, computing only the tokens after what it shares with the last."""
+        from transformers import DynamicCache
+
+        ids = tuple(prefix_ids[0].tolist())
+        kept = len(os.path.commonprefix([self.ids, ids]))
+        if kept == 0:
+            cache = prefix_cache(causal_lm, prefix_ids, 1)
+        else:
+            cache = DynamicCache(ddp_cache_data=[(keys[:, :, :kept], values[:, :, :kept]) for keys, values in self.layers])
+            if kept < len(ids):
+                backbone = getattr(causal_lm, causal_lm.base_model_prefix)
+                positions = torch.arange(kept, len(ids), device=prefix_ids.device).unsqueeze(0)
+                backbone(input_ids=prefix_ids[:, kept:], position_ids=positions, cache=cache, use_cache=True)
+        layers = [tuple(layer) for layer in cache]
+        if any(len(layer) > 2 and layer[2] is not None for layer in layers):
+            self.ids, self.layers = (), []
+        else:
+            self.ids, self.layers = ids, [(keys, values) for keys, values, *_ in layers]
+        cache.batch_repeat_interleave(rows)
+        return cache
+
+
 @dataclass
 class LeafPrefix:
     """A prefix's keys and values as detached leaves that collect the gradient of every row run against them, for

@@ -1,6 +1,7 @@
 """`PrefixSharingDPOTrainer`: TRL's DPOTrainer (tokenization, PEFT reference, logging, checkpoints) with each pair's
 forward replaced by the shared-prefix one of `rl/core/shared_prefix.py`, and reference log-probs computed once per
-row: the eval set's before training, each training row's at the step that first trains it. A training batch's rows
+row: the eval set's before training, each training row's at the step that first trains it, the prefix its batches
+share (the system prompt) once for all of them. A training batch's rows
 run forward and backward one at a time against the shared prefix, so that one row's activations are held, not the
 batch's. Metric names are TRL's.
 """
@@ -16,6 +17,7 @@ from trl import DPOTrainer
 from rl.core.shared_prefix import (
     AnswerLogps,
     LeafPrefix,
+    ReusedPrefix,
     answer_logps,
     chosen_tokens,
     decision_token_count,
@@ -45,6 +47,7 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         # Set before TRL's __init__, which tokenizes the datasets through _prepare_dataset.
         self.max_pair_tokens = max_pair_tokens
         self.dropped_too_long: dict[str, int] = {}
+        self._reference_prefix = ReusedPrefix()
         super().__init__(*args, **kwargs)
 
     def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
@@ -116,8 +119,12 @@ class PrefixSharingDPOTrainer(DPOTrainer):
 
         unwrapped = self.accelerator.unwrap_model(self.model)
         reference = REFERENCE_ADAPTER if REFERENCE_ADAPTER in unwrapped.peft_config else None
+        causal_lm = self._unwrapped_causal_lm(self.model)
         with torch.no_grad(), use_adapter(unwrapped, reference), self.accelerator.autocast():
-            scored = answer_logps(self._unwrapped_causal_lm(self.model), inputs)
+            cache = None
+            if "prefix_ids" in inputs:
+                cache = self._reference_prefix.cache(causal_lm, inputs["prefix_ids"], inputs["input_ids"].size(0))
+            scored = answer_logps(causal_lm, inputs, cache=cache)
         return scored.chosen, scored.rejected
 
     def reference_logps(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
