@@ -127,3 +127,21 @@ def test_a_reused_prefix_runs_only_the_tokens_it_does_not_share_with_the_last_an
             scored = answer_logps(model, batch, cache=cache)
         assert torch.allclose(scored.chosen, fresh.chosen, atol=1e-4) and torch.allclose(scored.rejected, fresh.rejected, atol=1e-4)
     assert reused.ids == (70, 71, 72)
+
+
+def test_without_gradients_the_lm_head_runs_on_a_few_scored_positions_at_a_time_and_scores_the_same(tiny_model_dir, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    batch = PrefixSharingCollator(pad_token_id=0)(ROWS[:4])
+    scored_positions = batch["score_target"].numel()
+    whole = answer_logps(model, batch)  # gradients on: one LM head call over every scored position
+    calls: list[int] = []
+    model.get_output_embeddings().register_forward_hook(lambda module, args, output: calls.append(args[0].size(0)))
+    monkeypatch.setattr("rl.core.shared_prefix.SCORED_POSITIONS_PER_CHUNK", 4)
+    with torch.no_grad():
+        chunked = answer_logps(model, batch)
+    assert calls == [4] * (scored_positions // 4) + ([scored_positions % 4] if scored_positions % 4 else [])
+    assert torch.allclose(chunked.token_logps, whole.token_logps.detach(), atol=1e-5)
+    assert torch.allclose(chunked.chosen, whole.chosen.detach(), atol=1e-4)
+    assert torch.allclose(chunked.rejected, whole.rejected.detach(), atol=1e-4)
