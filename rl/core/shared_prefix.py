@@ -160,16 +160,21 @@ class AnswerLogps:
     chosen_token_mask: torch.Tensor  # (groups, n_scored) tokens of answers that are some pair's chosen one
 
 
-def prefix_cache(causal_lm: Any, prefix_ids: torch.Tensor, rows: int) -> Any:
+def prefix_cache(causal_lm: Any, prefix_ids: torch.Tensor, rows: int, past: Any = None) -> Any:
     """The keys and values of `prefix_ids` (one row), computed once by the model's backbone (no LM head) and repeated
-    for `rows` rows, so every row of a batch continues from the same prefix."""
-    backbone = getattr(causal_lm, causal_lm.base_model_prefix)
-    positions = torch.arange(prefix_ids.size(1), device=prefix_ids.device).unsqueeze(0)
-    cache = backbone(input_ids=prefix_ids, position_ids=positions, use_cache=True).cache
+    for `rows` rows, so every row of a batch continues from the same prefix. `past`: the keys and values of its first
+    tokens, when already computed; only the tokens after them are run."""
+    done = 0 if past is None else past.get_seq_length()
+    cache = past
+    if done < prefix_ids.size(1):
+        backbone = getattr(causal_lm, causal_lm.base_model_prefix)
+        positions = torch.arange(done, prefix_ids.size(1), device=prefix_ids.device).unsqueeze(0)
+        cache = backbone(input_ids=prefix_ids[:, done:], position_ids=positions, cache=past, use_cache=True).cache
     if cache is None or cache.get_seq_length() != prefix_ids.size(1):
         raise RuntimeError("The model returned no key/value cache for the shared prefix (gradient checkpointing turns it "
                            "off): build the collator with prefix_cache=False.")
-    cache.batch_repeat_interleave(rows)
+    if rows > 1:
+        cache.batch_repeat_interleave(rows)
     return cache
 
 
@@ -189,20 +194,16 @@ class ReusedPrefix:
 
         ids = tuple(prefix_ids[0].tolist())
         kept = len(os.path.commonprefix([self.ids, ids]))
-        if kept == 0:
-            cache = prefix_cache(causal_lm, prefix_ids, 1)
-        else:
-            cache = DynamicCache(ddp_cache_data=[(keys[:, :, :kept], values[:, :, :kept]) for keys, values in self.layers])
-            if kept < len(ids):
-                backbone = getattr(causal_lm, causal_lm.base_model_prefix)
-                positions = torch.arange(kept, len(ids), device=prefix_ids.device).unsqueeze(0)
-                backbone(input_ids=prefix_ids[:, kept:], position_ids=positions, cache=cache, use_cache=True)
-        layers = [tuple(layer) for layer in cache]
-        if any(len(layer) > 2 and layer[2] is not None for layer in layers):
-            self.ids, self.layers = (), []
-        else:
-            self.ids, self.layers = ids, [(keys, values) for keys, values, *_ in layers]
-        cache.batch_repeat_interleave(rows)
+        past = DynamicCache(ddp_cache_data=[(keys[:, :, :kept], values[:, :, :kept]) for keys, values in self.layers]) if kept else None
+        cache = prefix_cache(causal_lm, prefix_ids, 1, past=past)
+        self.ids, self.layers = ids, []
+        for keys, values, *sliding in cache:
+            if sliding and sliding[0] is not None:
+                self.ids, self.layers = (), []
+                break
+            self.layers.append((keys, values))
+        if rows > 1:
+            cache.batch_repeat_interleave(rows)
         return cache
 
 

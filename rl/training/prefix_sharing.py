@@ -1,9 +1,8 @@
 """`PrefixSharingDPOTrainer`: TRL's DPOTrainer (tokenization, PEFT reference, logging, checkpoints) with each pair's
 forward replaced by the shared-prefix one of `rl/core/shared_prefix.py`, and reference log-probs computed once per
 row: the eval set's before training, each training row's at the step that first trains it, the prefix its batches
-share (the system prompt) once for all of them. A training batch's rows
-run forward and backward one at a time against the shared prefix, so that one row's activations are held, not the
-batch's. Metric names are TRL's.
+share (the system prompt) once for all of them. A training batch's rows run forward and backward one at a time
+against the shared prefix, so that one row's activations are held, not the batch's. Metric names are TRL's.
 """
 from __future__ import annotations
 
