@@ -145,3 +145,64 @@ def test_without_gradients_the_lm_head_runs_on_a_few_scored_positions_at_a_time_
     assert torch.allclose(chunked.token_logps, whole.token_logps.detach(), atol=1e-5)
     assert torch.allclose(chunked.chosen, whole.chosen.detach(), atol=1e-4)
     assert torch.allclose(chunked.rejected, whole.rejected.detach(), atol=1e-4)
+
+
+def _tiny_model_with_an_adapter_on(tiny_model_dir, layers):
+    """The tiny model (2 layers) with a LoRA adapter on `layers` (None: all), its B matrices random so that the adapter
+    changes what the model computes."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(
+        r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        layers_to_transform=layers, task_type="CAUSAL_LM"))
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            parameter.data.normal_(0, 0.5)
+    return model
+
+
+def test_rows_started_at_the_first_adapted_layer_from_the_reference_s_input_to_it_score_and_train_as_the_whole_forward(tiny_model_dir):
+    from rl.core.frozen_layers import LayerInput, first_adapted_layer, layer_input_captured
+    from rl.core.shared_prefix import LeafPrefix, prefix_cache, row_of_batch
+
+    assert first_adapted_layer(_tiny_model_with_an_adapter_on(tiny_model_dir, None).get_base_model()) == 0
+    model = _tiny_model_with_an_adapter_on(tiny_model_dir, [1])
+    causal_lm = model.get_base_model()
+    assert first_adapted_layer(causal_lm) == 1
+    batch = PrefixSharingCollator(pad_token_id=0)(ROWS[:4])
+    rows = batch["input_ids"].size(0)
+    with torch.no_grad(), model.disable_adapter():  # the reference pass
+        reference_prefix = prefix_cache(causal_lm, batch["prefix_ids"], rows)
+        with layer_input_captured(causal_lm, 1) as captured:
+            answer_logps(causal_lm, batch, cache=reference_prefix)
+    assert len(captured) == 1 and captured[0].shape[:2] == batch["input_ids"].shape
+    layer_input = LayerInput(1, captured[0])
+
+    def lora_gradient(loss):
+        model.zero_grad()
+        loss.backward()
+        return torch.cat([p.grad.flatten() for n, p in model.named_parameters() if "lora_" in n])
+
+    whole = answer_logps(causal_lm, batch)
+    whole_gradient = lora_gradient(whole.chosen.sum() - whole.rejected.sum())
+    lower_calls: list[int] = []
+    causal_lm.model.layers[0].register_forward_hook(lambda module, args, output: lower_calls.append(1))
+    started = answer_logps(causal_lm, batch, cache=prefix_cache(causal_lm, batch["prefix_ids"], rows), layer_input=layer_input)
+    assert lower_calls == [1]  # the policy's prefix only: the rows started at layer 1
+    assert len(causal_lm.model.layers) == 2  # the backbone has its layers back
+    assert torch.allclose(started.chosen, whole.chosen, atol=1e-5) and torch.allclose(started.rejected, whole.rejected, atol=1e-5)
+    assert torch.allclose(lora_gradient(started.chosen.sum() - started.rejected.sum()), whole_gradient, atol=1e-5)
+
+    # Row by row against the prefix's leaves, as the training step runs them.
+    model.zero_grad()
+    prefix = LeafPrefix.of(prefix_cache(causal_lm, batch["prefix_ids"], 1))
+    for row in range(rows):
+        sub, pairs = row_of_batch(batch, row)
+        scored = answer_logps(causal_lm, sub, cache=prefix.cache(), layer_input=layer_input.row(row, sub["input_ids"].size(1)))
+        assert torch.allclose(scored.chosen, whole.chosen[pairs], atol=1e-5)
+        (scored.chosen.sum() - scored.rejected.sum()).backward()
+    prefix.backward()
+    by_rows = torch.cat([p.grad.flatten() for n, p in model.named_parameters() if "lora_" in n])
+    assert (by_rows - whole_gradient).abs().max() <= 1e-5 * whole_gradient.abs().max()  # float sums in another order

@@ -505,3 +505,45 @@ def test_a_step_run_row_by_row_gives_the_loss_gradient_and_metrics_of_the_whole_
     assert float(row_loss) == pytest.approx(float(whole_loss), abs=1e-5)
     assert torch.allclose(row_grads, whole_grads, atol=1e-5, rtol=1e-4)
     assert row_metrics == pytest.approx(whole_metrics, abs=1e-5)
+
+
+def test_a_step_that_computes_its_rows_reference_starts_the_policy_s_rows_at_the_first_adapted_layer(demo_db, tiny_model_dir, tmp_path):
+    import torch
+
+    train = prepare_training_dataset("db", min_samples=10).dataset["train"].select(range(24))
+    trainer = CommandCenterDPOTrainer("cpu", config=tiny_config(tiny_model_dir, lora_dropout=0.0, bf16=False, batch_size=12,
+                                                                  lora_layer_share=0.5))
+    trainer.load_base_model()
+    dpo = trainer._dpo_trainer(train, None, tmp_path)
+    assert trainer.adapted_layers() == [1]  # the cpu preset's top half of the tiny model's two layers
+    dpo.create_optimizer_and_scheduler(num_training_steps=1)
+    dpo.current_gradient_accumulation_steps = 1  # set by the training loop
+    torch.manual_seed(0)
+    for name, parameter in dpo.model.named_parameters():
+        if "lora_B" in name:  # a trained adapter: the policy is not the reference
+            parameter.data.normal_(0, 0.5)
+    batch = next(iter(dpo.get_train_dataloader()))
+    assert batch["input_ids"].size(0) > 1 and "prefix_ids" in batch and "pair_index" in batch
+    lower_calls: list[int] = []
+    dpo._unwrapped_causal_lm(dpo.model).model.layers[0].register_forward_hook(lambda module, args, output: lower_calls.append(1))
+
+    def step(row_by_row: bool):
+        dpo.ROW_BY_ROW_BACKWARD = row_by_row
+        dpo.model.zero_grad()
+        dpo._metrics["train"].clear()
+        del lower_calls[:]
+        loss = dpo.training_step(dpo.model, dict(batch))
+        grads = torch.cat([p.grad.flatten() for p in dpo.model.parameters() if p.grad is not None])
+        return loss, grads, {k: v[-1] for k, v in dpo._metrics["train"].items() if k != "num_tokens"}, len(lower_calls)
+
+    # The first step of these rows computes their reference: layer 0 runs for the reference's prefix and rows and the
+    # policy's prefix, not for the policy's rows, which start at layer 1 from the reference's input to it.
+    row_loss, row_grads, row_metrics, row_calls = step(True)
+    assert row_calls == 3
+    # Again, reading the kept reference: the policy's rows run from their tokens (prefix and the batch of rows).
+    whole_loss, whole_grads, whole_metrics, whole_calls = step(False)
+    assert whole_calls == 2
+    assert whole_grads.abs().sum() > 0
+    assert float(row_loss) == pytest.approx(float(whole_loss), abs=1e-5)
+    assert torch.allclose(row_grads, whole_grads, atol=1e-5, rtol=1e-4)
+    assert row_metrics == pytest.approx(whole_metrics, abs=1e-5)

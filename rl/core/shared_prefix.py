@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from rl.core.frozen_layers import LayerInput, starting_at
 from rl.core.prompts import decision_length
 
 
@@ -258,16 +259,21 @@ def row_of_batch(batch: dict[str, torch.Tensor], row: int) -> tuple[dict[str, to
     return sub, pairs
 
 
-def answer_logps(causal_lm: Any, batch: dict[str, torch.Tensor], cache: Any = None) -> AnswerLogps:
+def answer_logps(causal_lm: Any, batch: dict[str, torch.Tensor], cache: Any = None,
+                 layer_input: LayerInput | None = None) -> AnswerLogps:
     """Log-probs of every answer in a shared-prefix batch, per token and summed per pair side. `cache`: the prefix's
-    keys and values for the batch's rows, when the caller computed them (else computed here from `prefix_ids`)."""
+    keys and values for the batch's rows, when the caller computed them (else computed here from `prefix_ids`).
+    `layer_input`: the rows' input to a decoder layer, already computed (`rl/core/frozen_layers.py`): the forward
+    starts at that layer."""
     backbone = getattr(causal_lm, causal_lm.base_model_prefix)
     if cache is None and "prefix_ids" in batch:
         cache = prefix_cache(causal_lm, batch["prefix_ids"], batch["input_ids"].size(0))
-    hidden = backbone(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"],
-        cache=cache, use_cache=cache is not None,
-    ).last_hidden_state
+    tokens = {"input_ids": batch["input_ids"]} if layer_input is None else {"inputs_embeds": layer_input.hidden}
+    with starting_at(causal_lm, layer_input):
+        hidden = backbone(
+            **tokens, attention_mask=batch["attention_mask"], position_ids=batch["position_ids"], cache=cache,
+            use_cache=cache is not None,
+        ).last_hidden_state
     index = batch["score_index"].unsqueeze(-1).expand(-1, -1, hidden.size(-1))
     token_logps = _token_logps(causal_lm.get_output_embeddings(), hidden.gather(1, index), batch["score_target"])
     answer = batch["score_answer"]

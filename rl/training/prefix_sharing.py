@@ -2,10 +2,13 @@
 forward replaced by the shared-prefix one of `rl/core/shared_prefix.py`, and reference log-probs computed once per
 row: the eval set's before training, each training row's at the step that first trains it, the prefix its batches
 share (the system prompt) once for all of them. A training batch's rows run forward and backward one at a time
-against the shared prefix, so that one row's activations are held, not the batch's. Metric names are TRL's.
+against the shared prefix, so that one row's activations are held, not the batch's. When the reference runs over a
+batch's rows in the step, the policy's forward over them starts at the first adapted layer from the reference's input
+to it (`rl/core/frozen_layers.py`: the layers below hold no adapter). Metric names are TRL's.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -13,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from trl import DPOTrainer
 
+from rl.core.frozen_layers import LayerInput, first_adapted_layer, layer_input_captured
 from rl.core.shared_prefix import (
     AnswerLogps,
     LeafPrefix,
@@ -47,6 +51,10 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         self.max_pair_tokens = max_pair_tokens
         self.dropped_too_long: dict[str, int] = {}
         self._reference_prefix = ReusedPrefix()
+        self._first_adapted_layer: int | None = None
+        # The batch's rows' input to the first adapted layer, from the reference pass that `reference_logps` ran for it
+        # in this step (None when it read kept values): the policy's forward over those rows starts there.
+        self._reference_layer_input: LayerInput | None = None
         super().__init__(*args, **kwargs)
 
     def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
@@ -119,11 +127,16 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         unwrapped = self.accelerator.unwrap_model(self.model)
         reference = REFERENCE_ADAPTER if REFERENCE_ADAPTER in unwrapped.peft_config else None
         causal_lm = self._unwrapped_causal_lm(self.model)
+        if self._first_adapted_layer is None:
+            self._first_adapted_layer = first_adapted_layer(causal_lm)
+        first = self._first_adapted_layer
         with torch.no_grad(), use_adapter(unwrapped, reference), self.accelerator.autocast():
             cache = None
             if "prefix_ids" in inputs:
                 cache = self._reference_prefix.cache(causal_lm, inputs["prefix_ids"], inputs["input_ids"].size(0))
-            scored = answer_logps(causal_lm, inputs, cache=cache)
+            with layer_input_captured(causal_lm, first) if first > 0 else nullcontext([]) as captured:
+                scored = answer_logps(causal_lm, inputs, cache=cache)
+        self._reference_layer_input = LayerInput(first, captured[0]) if first > 0 else None
         return scored.chosen, scored.rejected
 
     def reference_logps(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,12 +153,21 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         kept = torch.tensor([self._train_reference[key] for key in keys], device=inputs["pair_index"].device)
         return kept[:, 0], kept[:, 1]
 
+    def _reference_then_layer_input(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, LayerInput | None]:
+        """`reference_logps`, and the rows' input to the first adapted layer when the reference pass ran now."""
+        self._reference_layer_input = None
+        chosen, rejected = self.reference_logps(model, inputs)
+        layer_input, self._reference_layer_input = self._reference_layer_input, None
+        return chosen, rejected, layer_input
+
     def scored_with_reference(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[AnswerLogps, torch.Tensor, torch.Tensor]:
-        """The policy's answer log-probs and the reference's (`reference_logps`)."""
+        """The policy's answer log-probs and the reference's (`reference_logps`), the reference first: when it runs
+        now, the policy's forward starts at the first adapted layer from the rows' input to it."""
+        ref_chosen, ref_rejected, layer_input = self._reference_then_layer_input(model, inputs)
         # The unwrapped model's forward is not the one accelerate wrapped in autocast: mixed precision is entered here.
         with self.accelerator.autocast():
-            scored = answer_logps(self._unwrapped_causal_lm(model), inputs)
-        return scored, *self.reference_logps(model, inputs)
+            scored = answer_logps(self._unwrapped_causal_lm(model), inputs, layer_input=layer_input)
+        return scored, ref_chosen, ref_rejected
 
     def _mean_over_processes(self, values: torch.Tensor) -> float:
         """The mean over every process's pairs; processes may hold different numbers of pairs in a step."""
@@ -232,7 +254,7 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         the shared prefix runs once, its keys and values collect every row's gradient as leaves, and one backward
         through the prefix ends the step. The gradients are the whole batch's (the loss is a sum over rows)."""
         causal_lm = self._unwrapped_causal_lm(model)
-        ref_chosen, ref_rejected = self.reference_logps(model, inputs)
+        ref_chosen, ref_rejected, layer_input = self._reference_then_layer_input(model, inputs)
         n_pairs, sft_weight_total = inputs["pair_chosen"].numel(), self._chosen_token_weight(inputs)
         prefix = None
         if "prefix_ids" in inputs:
@@ -242,8 +264,9 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         pieces: list[tuple[torch.Tensor, ...]] = []
         for row in range(inputs["input_ids"].size(0)):
             sub, pairs = row_of_batch(inputs, row)
+            row_input = None if layer_input is None else layer_input.row(row, sub["input_ids"].size(1))
             with self.accelerator.autocast():
-                scored = answer_logps(causal_lm, sub, cache=None if prefix is None else prefix.cache())
+                scored = answer_logps(causal_lm, sub, cache=None if prefix is None else prefix.cache(), layer_input=row_input)
             chosen_logratios, rejected_logratios = scored.chosen - ref_chosen[pairs], scored.rejected - ref_rejected[pairs]
             loss = self._loss_of_pairs(scored, chosen_logratios, rejected_logratios, sub, n_pairs, sft_weight_total)
             self.accelerator.backward(loss * scale)
