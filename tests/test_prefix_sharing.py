@@ -206,3 +206,31 @@ def test_rows_started_at_the_first_adapted_layer_from_the_reference_s_input_to_i
     prefix.backward()
     by_rows = torch.cat([p.grad.flatten() for n, p in model.named_parameters() if "lora_" in n])
     assert (by_rows - whole_gradient).abs().max() <= 1e-5 * whole_gradient.abs().max()  # float sums in another order
+
+
+def test_the_reference_s_reused_prefix_gives_the_adapted_model_its_prefix_from_the_first_adapted_layer(tiny_model_dir):
+    from rl.core.shared_prefix import ReusedPrefix, prefix_cache
+
+    model = _tiny_model_with_an_adapter_on(tiny_model_dir, [1])
+    causal_lm = model.get_base_model()
+    reused = ReusedPrefix()
+    lower_calls: list[int] = []
+    causal_lm.model.layers[0].register_forward_hook(lambda module, args, output: lower_calls.append(args[0].size(1)))
+    longer = [{**row, "prompt_ids": COMMON + [11, 12, 60 + i]} for i, row in enumerate(ROWS[:2])]
+    # The first prefix run whole by the reference, then one 2 tokens past it: the kept input to layer 1 grows with it.
+    for rows, reference_ran in ((ROWS[:4], [6]), (longer, [2])):
+        batch = PrefixSharingCollator(pad_token_id=0)(rows)
+        with torch.no_grad():
+            del lower_calls[:]
+            with model.disable_adapter():
+                reused.cache(causal_lm, batch["prefix_ids"], 1, layer_index=1)
+            assert lower_calls == reference_ran
+            expected = prefix_cache(causal_lm, batch["prefix_ids"], 1)  # the adapted model's, from its tokens
+            del lower_calls[:]
+            adapted = reused.cache_for_adapted(causal_lm, batch["prefix_ids"])
+        assert lower_calls == []  # layer 0 taken from the reference's pass
+        assert adapted.get_seq_length() == batch["prefix_ids"].size(1)
+        for (keys, values, _), (expected_keys, expected_values, _) in zip(adapted, expected, strict=True):
+            assert torch.allclose(keys, expected_keys, atol=1e-5) and torch.allclose(values, expected_values, atol=1e-5)
+        assert not torch.allclose(reused.layers[1][0], expected.layers[1].keys, atol=1e-3)  # the adapter changes layer 1
+    assert reused.cache_for_adapted(causal_lm, torch.tensor([[5, 6, 7]])) is None  # not the prefix it ran last

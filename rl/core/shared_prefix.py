@@ -12,12 +12,13 @@ answer positions. Training (`rl/training/prefix_sharing.py`) and evaluation (`rl
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from rl.core.frozen_layers import LayerInput, starting_at
+from rl.core.frozen_layers import LayerInput, layer_input_captured, starting_at
 from rl.core.prompts import decision_length
 
 
@@ -188,24 +189,50 @@ class ReusedPrefix:
     def __init__(self) -> None:
         self.ids: tuple[int, ...] = ()
         self.layers: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # The prefix's input to the first adapted layer, when `cache` was asked to keep it (`cache_for_adapted`).
+        self.layer_input: LayerInput | None = None
 
-    def cache(self, causal_lm: Any, prefix_ids: torch.Tensor, rows: int) -> Any:
-        """`prefix_cache(causal_lm, prefix_ids, rows)`, computing only the tokens after what it shares with the last."""
+    def cache(self, causal_lm: Any, prefix_ids: torch.Tensor, rows: int, layer_index: int = 0) -> Any:
+        """`prefix_cache(causal_lm, prefix_ids, rows)`, computing only the tokens after what it shares with the last.
+        `layer_index` > 0: also keep the prefix's input to that layer (`layer_input`)."""
         from transformers import DynamicCache
 
         ids = tuple(prefix_ids[0].tolist())
         kept = len(os.path.commonprefix([self.ids, ids]))
         past = DynamicCache(ddp_cache_data=[(keys[:, :, :kept], values[:, :, :kept]) for keys, values in self.layers]) if kept else None
-        cache = prefix_cache(causal_lm, prefix_ids, 1, past=past)
+        with layer_input_captured(causal_lm, layer_index) if layer_index else nullcontext([]) as captured:
+            cache = prefix_cache(causal_lm, prefix_ids, 1, past=past)
+        earlier = self.layer_input if self.layer_input is not None and self.layer_input.index == layer_index else None
+        self.layer_input = None
+        if layer_index and (kept == 0 or earlier is not None):
+            hidden = torch.cat(([earlier.hidden[:, :kept]] if kept else []) + captured, dim=1)
+            self.layer_input = LayerInput(layer_index, hidden) if hidden.size(1) == len(ids) else None
         self.ids, self.layers = ids, []
         for keys, values, *sliding in cache:
             if sliding and sliding[0] is not None:
-                self.ids, self.layers = (), []
+                self.ids, self.layers, self.layer_input = (), [], None
                 break
             self.layers.append((keys, values))
         if rows > 1:
             cache.batch_repeat_interleave(rows)
         return cache
+
+    def cache_for_adapted(self, causal_lm: Any, prefix_ids: torch.Tensor) -> Any | None:
+        """The keys and values of the last prefix (one row) as `causal_lm` computes it with its adapters on, from the
+        first adapted layer up: the layers below it are the frozen pass's (no adapter there), the layers from it run
+        from the kept input to it. None when that input was not kept, or the prefix is not the last one."""
+        from transformers import DynamicCache
+
+        if self.layer_input is None or tuple(prefix_ids[0].tolist()) != self.ids:
+            return None
+        first = self.layer_input.index
+        upper = DynamicCache()
+        positions = torch.arange(len(self.ids), device=prefix_ids.device).unsqueeze(0)
+        with starting_at(causal_lm, self.layer_input):
+            getattr(causal_lm, causal_lm.base_model_prefix)(inputs_embeds=self.layer_input.hidden, position_ids=positions,
+                                                             cache=upper, use_cache=True)
+        computed = [(layer.keys, layer.values) for layer in upper.layers[first:]]
+        return DynamicCache(ddp_cache_data=self.layers[:first] + computed)
 
 
 @dataclass

@@ -133,7 +133,7 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         with torch.no_grad(), use_adapter(unwrapped, reference), self.accelerator.autocast():
             cache = None
             if "prefix_ids" in inputs:
-                cache = self._reference_prefix.cache(causal_lm, inputs["prefix_ids"], inputs["input_ids"].size(0))
+                cache = self._reference_prefix.cache(causal_lm, inputs["prefix_ids"], inputs["input_ids"].size(0), layer_index=first)
             with layer_input_captured(causal_lm, first) if first > 0 else nullcontext([]) as captured:
                 scored = answer_logps(causal_lm, inputs, cache=cache)
         self._reference_layer_input = LayerInput(first, captured[0]) if first > 0 else None
@@ -259,7 +259,8 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         prefix = None
         if "prefix_ids" in inputs:
             with self.accelerator.autocast():
-                prefix = LeafPrefix.of(prefix_cache(causal_lm, inputs["prefix_ids"], 1))
+                cache = None if layer_input is None else self._reference_prefix.cache_for_adapted(causal_lm, inputs["prefix_ids"])
+                prefix = LeafPrefix.of(cache if cache is not None else prefix_cache(causal_lm, inputs["prefix_ids"], 1))
         total = torch.zeros((), device=inputs["input_ids"].device)
         pieces: list[tuple[torch.Tensor, ...]] = []
         for row in range(inputs["input_ids"].size(0)):
