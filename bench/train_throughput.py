@@ -2,7 +2,9 @@
 CommandCenterDPOTrainer.
 
 Both train the same data with the same hyperparameters (LoRA, learning rate, beta, batch size, steps) from the same
-fp32 base model in the SAME precision (fp32, or bf16 autocast over fp32 weights: `bf16` of TrainingArguments for
+fp32 base model and the same initial adapter (TRL seeds before PEFT draws it), over the same batches in the same order
+(plain TRL's DPOTrainer is given ours' first-epoch order instead of its own shuffle), in the SAME precision (fp32, or
+bf16 autocast over fp32 weights: `bf16` of TrainingArguments for
 plain TRL, of the preset for ours), each in its own process so peak memory is measured apart. Two data shapes:
 - worst: one pair per question (pairs spread over scenarios), so no two pairs of a batch share a prompt;
 - demo: whole scenarios, several pairs of one question, as `train_dpo --config cpu` trains them (the pairs its
@@ -108,6 +110,7 @@ def run_one(args: argparse.Namespace) -> dict:
     django.setup()
     import torch
 
+    from rl.core.runs import METRICS_FILE
     from rl.training.trainer import CommandCenterDPOTrainer
 
     torch.manual_seed(args.seed)
@@ -130,6 +133,8 @@ def run_one(args: argparse.Namespace) -> dict:
         seconds = time.perf_counter() - began - evaluation_clock.seconds
         accuracy = outcome.eval_metrics.get("eval_rewards/accuracies")
         adapter_dir = outcome.final_dir
+        logs = [json.loads(line) for line in (out / METRICS_FILE).read_text().splitlines()]
+        losses = [log["loss"] for log in logs if "loss" in log]
     else:
         from trl import DPOConfig, DPOTrainer
 
@@ -141,12 +146,13 @@ def run_one(args: argparse.Namespace) -> dict:
             use_cpu=True, max_length=config.max_length, seed=args.seed,
         )
         began = time.perf_counter()  # from the trainer's construction, as ours (which tokenizes there too)
-        trainer = DPOTrainer(
+        trainer = in_ours_order(DPOTrainer)(
             model=ours.model, args=dpo_args, train_dataset=train, eval_dataset=evaluation,
             processing_class=ours.tokenizer, peft_config=ours.lora_config(),
         )
         trainer.train()
         seconds = time.perf_counter() - began
+        losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
         accuracy = trainer.evaluate().get("eval_rewards/accuracies")
         adapter_dir = out / "adapter"
         trainer.save_model(str(adapter_dir))
@@ -155,9 +161,35 @@ def run_one(args: argparse.Namespace) -> dict:
     tokens = _pair_tokens(train, ours.tokenizer) * pairs / len(train)
     return {
         "setup": args.setup, "seconds": seconds, "pairs": pairs, "pairs_per_s": pairs / seconds,
-        "tokens_per_s": tokens / seconds, "peak_rss_gb": peak_rss_gb, "eval_accuracy": accuracy,
+        "tokens_per_s": tokens / seconds, "peak_rss_gb": peak_rss_gb, "eval_accuracy": accuracy, "losses": losses,
         "eval_accuracy_fp32": fp32_reward_accuracy(args.base_model, adapter_dir, evaluation, ours.tokenizer, beta=overrides["beta"]),
     }
+
+
+def in_ours_order(dpo_trainer_class: type) -> type:
+    """Plain TRL's DPOTrainer, drawing the pairs in the order ours draws them (`first_epoch_order`) instead of its own
+    shuffle: with the same start and the same batches, what each side learnt differs only by how it computes a step
+    (and by dropout's draws). One epoch at most, as the bench trains."""
+    from torch.utils.data import Sampler
+
+    from rl.training.sampler import first_epoch_order
+
+    class InOrder(Sampler):
+        def __init__(self, order: list[int]) -> None:
+            self.order = order
+
+        def __iter__(self):
+            return iter(self.order)
+
+        def __len__(self) -> int:
+            return len(self.order)
+
+    class PlainDPOInOursOrder(dpo_trainer_class):
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            return InOrder(first_epoch_order(dataset["prompt_ids"], self._train_batch_size, self.args.seed))
+
+    return PlainDPOInOursOrder
 
 
 def fp32_reward_accuracy(base_model: str, adapter_dir: Path, evaluation, tokenizer, beta: float) -> float:
@@ -298,6 +330,9 @@ def print_comparison(algo: str, shape: str, precision: str, plain: dict, ours: d
             continue
         ratio = f"{b / a:.2f}x" if a else "-"
         print(f"{label:<22}{fmt.format(a):>14}{fmt.format(b):>16}{ratio:>10}")
+    if plain.get("losses") and ours.get("losses"):
+        print("loss per step (plain TRL / ours; the same batches from the same start):")
+        print("  " + "  ".join(f"{a:.4f}/{b:.4f}" for a, b in zip(plain["losses"], ours["losses"])))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from rl.data.dataset_builder import prepare_training_dataset
 from rl.models import TrainingRun
 from rl.training import trainer as trainer_module
 from rl.training.run import run_training
+from rl.training.sampler import first_epoch_order
 from rl.training.trainer import CommandCenterDPOTrainer
 from tests.rl_cases import FAST, data, tiny_config
 
@@ -107,6 +108,24 @@ def test_training_can_continue_from_a_trained_adapter(demo_db, tiny_model_dir, t
 
     fresh = CommandCenterDPOTrainer("cpu", **{**settings_, "max_steps": 1, "learning_rate": 1e-12}).train(train, output_dir=tmp_path / "third")
     assert all(tensor.abs().max() < 1e-6 for name, tensor in _adapter_weights(fresh.final_dir).items() if name.endswith("lora_B.weight"))
+
+
+def test_first_epoch_order_is_the_order_the_trainer_s_batches_draw_the_rows_given(demo_db, tiny_model_dir, tmp_path):
+    train = prepare_training_dataset("db", min_samples=10).dataset["train"].select(range(24))
+    trainer = CommandCenterDPOTrainer("cpu", config=tiny_config(tiny_model_dir, batch_size=4))
+    trainer.load_base_model()
+    dpo = trainer._dpo_trainer(train, None, tmp_path)
+    drawn = [int(index) for batch in dpo.get_train_dataloader() for index in batch["pair_index"]]
+    rows = dpo.train_dataset
+    assert sorted(drawn) == list(range(len(rows))) and drawn != sorted(drawn)
+    # The rows as another trainer would be given them: prompts in another order, a prompt's rows in theirs.
+    by_prompt: dict[tuple, list[int]] = {}
+    for index, prompt in enumerate(rows["prompt_ids"]):
+        by_prompt.setdefault(tuple(prompt), []).append(index)
+    given = [index for indices in reversed(list(by_prompt.values())) for index in indices]
+    assert len(by_prompt) > 2 and given != sorted(given)
+    order = first_epoch_order([rows[index]["prompt_ids"] for index in given], 4, dpo.args.seed)
+    assert [given[k] for k in order] == drawn
 
 
 def test_with_the_starting_adapter_as_reference_its_copy_stays_frozen_while_the_adapter_learns(demo_db, tiny_model_dir, tmp_path):

@@ -27,7 +27,7 @@ from rl.core.shared_prefix import (
     prefix_cache,
     row_of_batch,
 )
-from rl.training.sampler import PromptGroupedBatchSampler
+from rl.training.sampler import PromptGroupedBatchSampler, prompt_key, prompt_sorted_order
 
 # The name TRL gives the frozen copy of a trained adapter it is asked to continue.
 REFERENCE_ADAPTER = "ref"
@@ -73,9 +73,7 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         if "chosen_decision_tokens" not in dataset.column_names:
             dataset = dataset.map(lambda row: {"chosen_decision_tokens": decision_token_count(processing_class, row["chosen_ids"])},
                                   desc=f"Finding the decision tokens of {dataset_name} answers")
-        prompts = dataset["prompt_ids"]
-        order = sorted(range(len(dataset)), key=lambda i: (tuple(prompts[i]), i))
-        return dataset.select(order)
+        return dataset.select(prompt_sorted_order(dataset["prompt_ids"]))
 
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
@@ -86,7 +84,7 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         """Batches from `PromptGroupedBatchSampler`, dealt across processes by accelerate."""
         dataset = self._remove_unused_columns(self.train_dataset, description="Training")
         batches = PromptGroupedBatchSampler(
-            [hash(tuple(ids)) for ids in dataset["prompt_ids"]], self._train_batch_size, self.args.seed,
+            [prompt_key(ids) for ids in dataset["prompt_ids"]], self._train_batch_size, self.args.seed,
             self.accelerator.num_processes, epoch_of=lambda: int(self.state.epoch or 0),
         )
         loader = DataLoader(dataset, batch_sampler=batches, collate_fn=self.data_collator,

@@ -15,6 +15,24 @@ def rows_by_group(group_keys: list[Any]) -> dict[Any, list[int]]:
     return groups
 
 
+def prompt_sorted_order(prompt_ids: list[list[int]]) -> list[int]:
+    """Row indices ordered by prompt (rows of one prompt keep their order), so sequential passes batch shared prompts."""
+    return sorted(range(len(prompt_ids)), key=lambda i: (tuple(prompt_ids[i]), i))
+
+
+def prompt_key(prompt_ids: list[int]) -> int:
+    """The key that groups rows of one prompt."""
+    return hash(tuple(prompt_ids))
+
+
+def first_epoch_order(prompt_ids: list[list[int]], batch_size: int, seed: int) -> list[int]:
+    """The rows in the order the first epoch's batches draw them, as indices of the rows given in their original order:
+    what `PromptGroupedBatchSampler` draws over the rows once sorted by `prompt_sorted_order`."""
+    by_prompt = prompt_sorted_order(prompt_ids)
+    batches = PromptGroupedBatchSampler([prompt_key(prompt_ids[i]) for i in by_prompt], batch_size, seed)
+    return [by_prompt[k] for batch in batches for k in batch]
+
+
 class PromptGroupedBatchSampler:
     """Batches of rows that share prompts: groups of rows with one prompt are shuffled (rows within a group too) and cut
     into batches of `batch_size`, so a batch holds few prompts.
