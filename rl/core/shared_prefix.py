@@ -192,13 +192,14 @@ class ReusedPrefix:
         # The prefix's input to the first adapted layer, when `cache` was asked to keep it (`cache_for_adapted`).
         self.layer_input: LayerInput | None = None
 
-    def cache(self, causal_lm: Any, prefix_ids: torch.Tensor, rows: int, layer_index: int = 0) -> Any:
-        """`prefix_cache(causal_lm, prefix_ids, rows)`, computing only the tokens after what it shares with the last.
-        `layer_index` > 0: also keep the prefix's input to that layer (`layer_input`)."""
+    def cache(self, causal_lm: Any, prefix_ids: torch.Tensor, rows: int, layer_index: int = 0, reuse: bool = True) -> Any:
+        """`prefix_cache(causal_lm, prefix_ids, rows)`, computing only the tokens after what it shares with the last
+        (with `reuse`; else the whole prefix, still kept). `layer_index` > 0: also keep the prefix's input to that
+        layer (`layer_input`)."""
         from transformers import DynamicCache
 
         ids = tuple(prefix_ids[0].tolist())
-        kept = len(os.path.commonprefix([self.ids, ids]))
+        kept = len(os.path.commonprefix([self.ids, ids])) if reuse else 0
         past = DynamicCache(ddp_cache_data=[(keys[:, :, :kept], values[:, :, :kept]) for keys, values in self.layers]) if kept else None
         with layer_input_captured(causal_lm, layer_index) if layer_index else nullcontext([]) as captured:
             cache = prefix_cache(causal_lm, prefix_ids, 1, past=past)

@@ -131,7 +131,10 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         with torch.no_grad(), use_adapter(unwrapped, reference), self.accelerator.autocast():
             cache = None
             if "prefix_ids" in inputs:
-                cache = self._reference_prefix.cache(causal_lm, inputs["prefix_ids"], inputs["input_ids"].size(0), layer_index=first)
+                # In bf16 a prefix run in two pieces rounds differently from one run whole, as the policy runs it: the
+                # reference's log-probs would move by up to ~0.1 nat, and rewards at identical weights would not be 0.
+                cache = self._reference_prefix.cache(causal_lm, inputs["prefix_ids"], inputs["input_ids"].size(0), layer_index=first,
+                                                     reuse=not (self.args.bf16 or self.args.fp16))
             with layer_input_captured(causal_lm, first) if first > 0 else nullcontext([]) as captured:
                 scored = answer_logps(causal_lm, inputs, cache=cache)
         self._reference_layer_input = LayerInput(first, captured[0]) if first > 0 else None
