@@ -1,7 +1,7 @@
 """How closely ours' DPO policy pass agrees with its reference pass at a fresh adapter (the policy IS the reference
 there, so every difference is rounding), pass by pass, in the precision of the preset.
 
-The bench's first training batch is taken (the worst shape: `bench/train_throughput.py`'s data) and scored by the
+The bench's first training batch is taken (the worst shape: `bench/train_throughput.py`'s data and steps) and scored by the
 reference as the trainer scores it (batched, adapter off), then by the policy in several ways: as the step trains it
 (row by row, gradients on, from the first adapted layer with the reference's layer input and prefix), and with each of
 those choices undone in turn. Each line prints the largest difference from the reference's per-pair log-probs and the
@@ -101,7 +101,7 @@ def main() -> None:
                                    batch_size=args.batch_size)
     train, evaluation, _ = train_throughput._dataset(data_args)
     PrefixSharingDPOTrainer._row_by_row_step = lambda trainer, model, inputs, scale: _probe(trainer, model, inputs)
-    ours = CommandCenterDPOTrainer("cpu", batch_size=args.batch_size, max_steps=1, learning_rate=5e-4, beta=0.1, lora_rank=16,
+    ours = CommandCenterDPOTrainer("cpu", batch_size=args.batch_size, max_steps=-(-args.train_pairs // args.batch_size), learning_rate=5e-4, beta=0.1, lora_rank=16,
                                    lora_alpha=32, max_train_pairs=0, max_eval_pairs=0, save_steps=10_000, logging_steps=1,
                                    eval_steps=0, base_model=args.base_model, loss_type="sigmoid", warmup_ratio=0.0,
                                    seed=args.seed, bf16=args.precision == "bf16")
