@@ -123,8 +123,6 @@ def run_one(args: argparse.Namespace) -> dict:
         base_model=args.base_model, loss_type="sigmoid", warmup_ratio=0.0, seed=args.seed, bf16=args.precision == "bf16",
     )
     ours = CommandCenterDPOTrainer("cpu", **overrides)
-    if ours.config.bf16 != overrides["bf16"]:
-        raise SystemExit(f"Not like for like: ours trains in {'bf16' if ours.config.bf16 else 'fp32'} here, plain TRL in {args.precision}.")
     ours.load_base_model()
     out = Path(tempfile.mkdtemp(prefix=f"ccrl-bench-{args.setup}-"))
     steps = args.steps
@@ -324,16 +322,16 @@ def main() -> None:
 
 
 def bf16_not_like_for_like() -> str | None:
-    """Why a bf16 row would not be like for like here, or None. Ours' trainer trains in fp32 on a CPU where bf16 is not
-    clearly faster (no AMX or AVX512-BF16: `rl/core/cpu_precision.py`), while plain TRL's `bf16=True` runs emulated
-    bf16 kernels (408 s a step on the worst shape of a 2-core AVX2-only EPYC, against ours' 8 s in fp32)."""
-    from rl.core.base_model import has_cuda
-    from rl.core.cpu_precision import cpu_bf16_is_faster, measured_cpu_precision
+    """Why a bf16 row would not be like for like here, or None: ours' trainer decides its precision for the machine
+    (`_fit_to_machine`: fp32 on a CPU where bf16 is not clearly faster, `rl/core/cpu_precision.py`, which it logs),
+    while plain TRL's `bf16=True` runs emulated bf16 kernels there (408 s a step on the worst shape of a 2-core
+    AVX2-only EPYC, against ours' 8 s in fp32)."""
+    from rl.core.config import training_config
+    from rl.training.trainer import CommandCenterDPOTrainer
 
-    if has_cuda() or cpu_bf16_is_faster():
+    if CommandCenterDPOTrainer._fit_to_machine(training_config("cpu", bf16=True)).bf16:
         return None
-    return (f"this CPU has no fast bf16 ({measured_cpu_precision().describe()}), so ours would train in fp32 and plain "
-            "TRL in emulated bf16; use --precision fp32")
+    return "ours would train in fp32 on this CPU (logged above) and plain TRL in emulated bf16; use --precision fp32"
 
 
 def print_comparison(algo: str, shape: str, precision: str, plain: dict, ours: dict) -> None:
