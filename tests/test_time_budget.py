@@ -107,3 +107,13 @@ def test_a_plan_cut_on_a_pessimistic_first_guess_grows_back_once_checks_are_time
     assert clock.now >= 300 - 2 * 2.0 - 2.0 - 2 * 2.0, f"the run left {300 - clock.now:.0f} s of its budget unused"
     assert callback.summary()["steps"] == state.global_step < 200
     assert learning_rates[-1] < 0.05 * max(learning_rates)
+
+
+def test_a_slow_cpu_s_run_uses_its_budget_with_the_checks_of_the_length_it_runs():
+    # An AVX2-only CPU's demo run (demo-J of docs/training-speed.md): 10 s a step, 57 s a check, 13 minutes. Fitting
+    # the 201-step plan's four checks first cut the run to 33 steps and left 172 s of the budget unused.
+    callback, state, clock, checked_at, learning_rates = _drive(budget_s=780, planned=201, step_s=10.0, check_s=57.0)
+    assert clock.now <= 780
+    assert 780 - clock.now < 10.0 + 57.0, f"the run left {780 - clock.now:.0f} s of its budget unused"
+    assert state.global_step >= 48 and len(checked_at) == 4 and checked_at[-1] == state.global_step
+    assert learning_rates[-1] < 0.05 * max(learning_rates)
