@@ -115,20 +115,24 @@ def test_constrained_answers_under_bf16_autocast_stay_valid(tiny):
     _check_constrained(backend.generate([c.prompt_ids for c in cases], 60, [c.schema for c in cases]), scenarios)
 
 
-@pytest.mark.parametrize("constrained", [False, True])
-def test_a_batch_sharing_its_prompt_prefix_answers_as_each_prompt_alone(tiny, tiny_model_dir, constrained):
+def _prompt_reading_model(tiny_model_dir):
+    """Larger random weights than the tiny fixture's, whose greedy answer is the same for every prompt, so an answer
+    depends on its prompt and its positions; as evaluation and the pick checks run it: base + non-zero LoRA adapter."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tiny_model_dir, initializer_range=0.2))
+    return get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_a_batch_sharing_its_prompt_prefix_answers_as_each_prompt_alone(tiny, tiny_model_dir, constrained):
     from rl.core.shared_prefix import shared_prefix_length
 
     _model, tokenizer = tiny
-    # Larger random weights than the tiny fixture's, whose greedy answer is the same for every prompt, so an answer
-    # depends on its prompt and its positions; as evaluation and the pick checks run it: base + non-zero LoRA adapter.
-    torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tiny_model_dir, initializer_range=0.2))
-    model = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model = _prompt_reading_model(tiny_model_dir)
     _scenarios, cases = _cases(tokenizer)
     prompts = [c.prompt_ids for c in cases]
     schemas = [c.schema for c in cases] if constrained else None
@@ -137,3 +141,36 @@ def test_a_batch_sharing_its_prompt_prefix_answers_as_each_prompt_alone(tiny, ti
     assert len(set(batched)) == len(prompts)  # the answers read their prompts
     alone = TorchBackend("tiny", model, tokenizer, generation_batch_size=1, bf16_autocast=False)
     assert batched == [alone.generate([p], 30, None if schemas is None else [s])[0] for p, s in zip(prompts, schemas or [None] * len(prompts))]
+
+
+@pytest.mark.parametrize("max_bytes, reused", [(None, True), (0, False)])
+def test_answers_after_scoring_reuse_the_scored_prompts_and_equal_those_computed_afresh(tiny, tiny_model_dir, max_bytes, reused):
+    from rl.evaluation.evalset import TokenizedPair
+
+    _model, tokenizer = tiny
+    model = _prompt_reading_model(tiny_model_dir)
+    _scenarios, cases = _cases(tokenizer)
+    prompts, schemas = [c.prompt_ids for c in cases], [c.schema for c in cases]
+    answers = [tuple(tokenizer(text, add_special_tokens=False).input_ids) for text in ('{"widget": "kpi_card"}', '{"widget": "table"}')]
+    # Scoring batches of 3 pairs: the first prompt alone in its batch (no common prefix), then batches sharing a
+    # prefix; the last prompt has no pairs (a question nobody rated two ways), so generation must compute it.
+    scored = prompts[:-1]
+    pairs = [TokenizedPair(scored[0], *answers)] + [TokenizedPair(p, a, b) for p in scored[1:] for a, b in (answers, answers[::-1])]
+    fresh = TorchBackend("fresh", model, tokenizer, generation_batch_size=4).generate(prompts, 30, schemas)
+    backend = TorchBackend("scored first", model, tokenizer, batch_size=3, generation_batch_size=4)
+    if max_bytes is not None:
+        backend.prompt_key_values.max_bytes = max_bytes
+    backend.answer_logps(pairs)
+    assert backend.prompt_key_values.covers(scored) is reused and not backend.prompt_key_values.covers(prompts[-1:])
+
+    forward_lengths = []
+    embeddings = model.get_input_embeddings()
+    hook = embeddings.register_forward_hook(lambda _module, args, _out: forward_lengths.append(args[0].size(1)))
+    try:
+        got = backend.generate(prompts, 30, schemas)
+    finally:
+        hook.remove()
+    assert got == fresh
+    # Forwards of more than one token a row: kept, only the unscored prompt's (its batch of one, no common prefix);
+    # else each of the two batches of 4 runs its common prefix, then its rows' own parts.
+    assert sum(n > 1 for n in forward_lengths) == (1 if reused else 4)

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from tqdm.auto import tqdm
 
 from rl.evaluation.evalset import TokenizedPair
+from rl.evaluation.prompt_cache import PromptKeyValues
 
 DEFAULT_MAX_NEW_TOKENS = 96
 DECODINGS = ("free", "constrained")
@@ -116,6 +117,7 @@ class TorchBackend:
         self.name, self.model, self.tokenizer = name, model, tokenizer
         self.batch_size, self.generation_batch_size = batch_size, generation_batch_size
         self.bf16_autocast = bf16_autocast
+        self.prompt_key_values = PromptKeyValues()
 
     @contextlib.contextmanager
     def _mode(self) -> Iterator[None]:
@@ -130,7 +132,10 @@ class TorchBackend:
         return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
 
     def answer_logps(self, pairs: list[TokenizedPair]) -> list[tuple[float, float, int, int]]:
-        from rl.core.shared_prefix import PrefixSharingCollator, answer_logps
+        """Also keeps each prompt's keys and values for `generate` (`rl/evaluation/prompt_cache.py`)."""
+        from transformers import DynamicCache
+
+        from rl.core.shared_prefix import PrefixSharingCollator, answer_logps, prefix_cache
 
         eager = getattr(self._causal_lm().config, "_attn_implementation", "sdpa") == "eager"
         collate = PrefixSharingCollator(self.tokenizer.pad_token_id, eager_attention=eager)
@@ -142,7 +147,18 @@ class TorchBackend:
                 batch = collate([{"prompt_ids": list(pairs[i].prompt_ids), "chosen_ids": list(pairs[i].chosen_ids),
                                   "rejected_ids": list(pairs[i].rejected_ids)} for i in chunk])
                 batch = {k: v.to(self.model.device) for k, v in batch.items()}
-                scored = answer_logps(self._causal_lm(), batch)
+                prompts = list(dict.fromkeys(pairs[i].prompt_ids for i in chunk))  # the batch's rows, in order
+                common = batch["prefix_ids"].size(1) if "prefix_ids" in batch else 0
+                if common:
+                    cache = prefix_cache(self._causal_lm(), batch["prefix_ids"], len(prompts))
+                elif len(prompts) == 1:
+                    cache = DynamicCache()  # filled by the forward with the whole prompt's keys and values
+                else:
+                    cache = None  # the collator packs the prompts into shared rows: nothing to keep per prompt
+                scored = answer_logps(self._causal_lm(), batch, cache=cache)
+                if cache is not None:
+                    self.prompt_key_values.keep(cache, prompts, common)
+                del cache
                 for j, i in enumerate(chunk):
                     results[i] = (float(scored.chosen[j]), float(scored.rejected[j]), len(pairs[i].chosen_ids), len(pairs[i].rejected_ids))
         return [results[i] for i in range(len(pairs))]
@@ -150,33 +166,42 @@ class TorchBackend:
     def generate(self, prompts: list[tuple[int, ...]], max_new_tokens: int, schemas: list[dict] | None = None) -> list[str]:
         """Greedy answers in batches. The prefix a batch's prompts share (the system prompt and widget catalog) is run
         once and its keys and values serve every row, which then holds `[prefix | padding | rest of its prompt]`:
-        positions follow the attention mask, so each answer is the one its prompt alone would get."""
+        positions follow the attention mask, so each answer is the one its prompt alone would get. A batch whose
+        prompts were all scored by `answer_logps` runs only their last token (`rl/evaluation/prompt_cache.py`)."""
         import torch
 
         from rl.core.shared_prefix import prefix_cache, shared_prefix_length
 
-        outputs: list[str] = []
         pad = self.tokenizer.pad_token_id
         grammars = SchemaGrammars(self.tokenizer, self._causal_lm().config.vocab_size) if schemas is not None else None
         mode = "constrained" if schemas is not None else "free"
         device = self.model.device
+        # Kept prompts and the others go in separate batches, so that every batch of kept ones skips its prompts.
+        kept = self.prompt_key_values.covers
+        kept_ones = [i for i, prompt in enumerate(prompts) if kept([prompt])]
+        others = [i for i, prompt in enumerate(prompts) if not kept([prompt])]
+        size = self.generation_batch_size
+        batches = [part[start : start + size] for part in (kept_ones, others) for start in range(0, len(part), size)]
+        outputs: dict[int, str] = {}
         with self._mode():
-            for start in tqdm(range(0, len(prompts), self.generation_batch_size), desc=f"{self.name}: generating ({mode})", leave=False,
-                              disable=None):
-                chunk = prompts[start : start + self.generation_batch_size]
+            for indices in tqdm(batches, desc=f"{self.name}: generating ({mode})", leave=False, disable=None):
+                chunk = [prompts[i] for i in indices]
                 common = shared_prefix_length(chunk)
                 width = max(len(p) for p in chunk) - common
                 pads = [width - (len(p) - common) for p in chunk]
                 ids = torch.tensor([list(p[:common]) + [pad] * n + list(p[common:]) for p, n in zip(chunk, pads)], device=device)
                 mask = torch.tensor([[1] * common + [0] * n + [1] * (len(p) - common) for p, n in zip(chunk, pads)], device=device)
-                cache = prefix_cache(self._causal_lm(), ids[:1, :common], len(chunk)) if common else None
-                processors = [grammars.logits_processor(schemas[start : start + len(chunk)])] if grammars is not None else None
+                if kept(chunk):
+                    cache = self.prompt_key_values.generation_cache(chunk, common)
+                else:
+                    cache = prefix_cache(self._causal_lm(), ids[:1, :common], len(chunk)) if common else None
+                processors = [grammars.logits_processor([schemas[i] for i in indices])] if grammars is not None else None
                 generated = self.model.generate(
                     input_ids=ids, attention_mask=mask, cache=cache, max_new_tokens=max_new_tokens, do_sample=False,
                     eos_token_id=_stop_ids(self.tokenizer), pad_token_id=pad, logits_processor=processors,
                 )
-                outputs += self.tokenizer.batch_decode(generated[:, ids.size(1):], skip_special_tokens=True)
-        return outputs
+                outputs.update(zip(indices, self.tokenizer.batch_decode(generated[:, ids.size(1):], skip_special_tokens=True)))
+        return [outputs[i] for i in range(len(prompts))]
 
 
 class LlamaCppBackend:
