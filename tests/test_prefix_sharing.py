@@ -24,6 +24,14 @@ ROWS = [
     {"prompt_ids": [50, 51, 52], "chosen_ids": [53], "rejected_ids": [54, 55]},
 ]
 
+# Answers that begin alike (as a pair that differs in its widget does): one is the beginning of an answer laid out
+# before it, another begins one laid out after it.
+TREE_ROWS = [
+    {"prompt_ids": COMMON + [11, 12], "chosen_ids": [60, 61, 62, 63], "rejected_ids": [60, 61, 64, 65]},
+    {"prompt_ids": COMMON + [11, 12], "chosen_ids": [60, 61, 62, 63], "rejected_ids": [60, 61, 62]},
+    {"prompt_ids": COMMON + [13], "chosen_ids": [60, 66], "rejected_ids": [60, 66, 67]},
+]
+
 
 @pytest.mark.parametrize("rows, prefix_cache, row_tokens, expected_rows, expected_cache", [
     (ROWS[:4], True, 2048, 3, True),  # the six common tokens run once as a cache, one row per prompt
@@ -31,6 +39,8 @@ ROWS = [
     (ROWS[:4], False, 12, 3, False),  # a small budget splits the groups over rows, each with the common part
     (ROWS, True, 2048, 1, False),  # nothing in common: packed, no cache
     (ROWS[:1], True, 2048, 1, False),
+    (TREE_ROWS, True, 2048, 2, True),
+    (TREE_ROWS, False, 2048, 1, False),
 ])
 def test_shared_prefix_scores_equal_one_forward_pass_per_answer(tiny_model_dir, rows, prefix_cache, row_tokens, expected_rows,
                                                                 expected_cache):
@@ -59,7 +69,16 @@ def test_the_common_prefix_is_computed_once(prefix_cache):
         assert batch["input_ids"][0, : len(COMMON)].tolist() == COMMON
 
 
-def test_training_through_the_cached_prefix_gives_the_gradient_of_plain_rows(tiny_model_dir):
+@pytest.mark.parametrize("prefix_cache", [True, False])
+def test_answers_that_begin_alike_hold_their_common_tokens_once(prefix_cache):
+    batch = PrefixSharingCollator(pad_token_id=0, prefix_cache=prefix_cache)(TREE_ROWS)
+    # [60 61 62 63], then [64 65] after its [60 61], and [60 61 62] all within the first; [60 66], then [67].
+    assert int(batch["num_tokens"]) == len(COMMON) + 2 + 1 + (4 + 2 + 0) + (2 + 1)
+    assert batch["score_answer"].ge(0).sum() == 4 + 4 + 3 + 2 + 3  # every answer's every token is still scored
+
+
+@pytest.mark.parametrize("rows", [ROWS[:4], TREE_ROWS])
+def test_training_through_the_cached_prefix_gives_the_gradient_of_plain_rows(tiny_model_dir, rows):
     from transformers import AutoModelForCausalLM
 
     def gradient(model, loss_of):
@@ -68,16 +87,18 @@ def test_training_through_the_cached_prefix_gives_the_gradient_of_plain_rows(tin
         return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    batch = PrefixSharingCollator(pad_token_id=0)(ROWS[:4])
+    batch = PrefixSharingCollator(pad_token_id=0)(rows)
     assert "prefix_ids" in batch
-    cached = gradient(model, lambda m: answer_logps(m, batch).chosen.sum())
+    # Chosen and rejected, so that a token two answers share gets the gradient of both.
+    cached = gradient(model, lambda m: (lambda scored: scored.chosen.sum() + 0.5 * scored.rejected.sum())(answer_logps(m, batch)))
 
     def plain(m):
         total = 0
-        for row in ROWS[:4]:
-            ids = torch.tensor([row["prompt_ids"] + row["chosen_ids"]])
-            logps = torch.log_softmax(m(ids).logits[0].float(), dim=-1)
-            total = total + sum(logps[len(row["prompt_ids"]) - 1 + i, t] for i, t in enumerate(row["chosen_ids"]))
+        for row in rows:
+            for side, weight in (("chosen_ids", 1.0), ("rejected_ids", 0.5)):
+                ids = torch.tensor([row["prompt_ids"] + row[side]])
+                logps = torch.log_softmax(m(ids).logits[0].float(), dim=-1)
+                total = total + weight * sum(logps[len(row["prompt_ids"]) - 1 + i, t] for i, t in enumerate(row[side]))
         return total
     assert torch.allclose(cached, gradient(model, plain), atol=1e-4)
 

@@ -1,7 +1,9 @@
 """The shared-prefix maths: each prompt computed once per batch instead of twice per pair, and the batch's common prefix once.
 
 The pairs of a batch that share a prompt (the same scenario) become one group `[prompt | answer_1 | answer_2 | ...]`
-holding every distinct answer once. The prefix that all the batch's prompts share (on this task the system prompt
+holding every distinct answer once, and the tokens that answers begin with alike once (`answer_tree`: a pair that
+differs in its widget shares the ~12 tokens of `{"fixtures": [...], "widget": "`; 30% of the natural set's answer
+tokens). The prefix that all the batch's prompts share (on this task the system prompt
 and the widget catalog, about half of each prompt) is computed once: run alone, its keys and values are reused by
 every group's row (or, under gradient checkpointing, which turns that cache off, the groups are packed into rows after
 one copy of it). Position ids follow each prompt's own positions, and a 4D attention mask lets an answer see only its
@@ -30,11 +32,27 @@ def shared_prefix_length(prompts: list[tuple[int, ...]]) -> int:
     return min(len(os.path.commonprefix(prompts)), min(len(p) for p in prompts) - 1)
 
 
+def answer_tree(answers: list[tuple[int, ...]]) -> list[tuple[int, int]]:
+    """For each answer of a prompt, in order: how many leading tokens it shares with an earlier answer (the most it
+    shares with any), and which one (-1: none). Answers that begin alike (on this task `{"fixtures": ["<id>"],
+    "widget": "` for a pair that differs in the widget) then hold those tokens once, as the nodes of a token tree."""
+    tree = []
+    for index, answer in enumerate(answers):
+        shared, via = 0, -1
+        for earlier in range(index):
+            length = len(os.path.commonprefix([answers[earlier], answer]))
+            if length > shared:
+                shared, via = length, earlier
+        tree.append((shared, via))
+    return tree
+
+
 @dataclass
 class PrefixSharingCollator:
     """TRL-tokenized preference rows (prompt_ids, chosen_ids, rejected_ids) -> shared-prefix batches.
 
-    A prompt group is one prompt and its distinct answers. `common` is the prefix all the batch's prompts share (the
+    A prompt group is one prompt and its distinct answers, laid out as a token tree (`answer_tree`): an answer's
+    tokens after those it shares with an earlier one, which it sees as it sees its prompt. `common` is the prefix all the batch's prompts share (the
     task's system prompt and widget catalog), computed once per batch:
     - with `prefix_cache` (the default) it is returned as `prefix_ids`, run once, and its keys and values serve every
       row (`answer_logps`); each row holds one group `[rest of prompt | answers]`, so no attention is spent between
@@ -82,8 +100,9 @@ class PrefixSharingCollator:
         in_row = 0 if cached else common  # tokens of the common part inside each row
         rows: list[list[tuple[int, ...]]] = []
         row_lengths: list[int] = []
+        trees = {prompt: answer_tree(answers) for prompt, answers in groups.items()}
         for prompt, answers in groups.items():
-            size = len(prompt) - common + sum(len(a) for a in answers)
+            size = len(prompt) - common + sum(len(a) - shared for a, (shared, _via) in zip(answers, trees[prompt]))
             if cached or not rows or row_lengths[-1] + size > self.row_tokens:
                 rows.append([])
                 row_lengths.append(in_row)
@@ -119,15 +138,21 @@ class PrefixSharingCollator:
                 allowed[r, prompt_start:prompt_end, :common] = True  # the cache's columns, or the row's common part
                 keys[prompt_start:prompt_end, prompt_start:prompt_end] = causal[:rest, :rest]
                 start = prompt_end
-                for answer in groups[prompt]:
-                    n = len(answer)
-                    end = start + n
-                    input_ids[r, start:end] = torch.tensor(answer)
-                    position_ids[r, start:end] = torch.arange(p, p + n)
+                answer_positions: list[list[int]] = []  # of each answer's tokens, in the row
+                for answer, (shared, via) in zip(groups[prompt], trees[prompt]):
+                    # Its first `shared` tokens are those of an earlier answer (`via`), already in the row: only the
+                    # rest is laid out, and it sees them as it sees its prompt.
+                    n, ancestors = len(answer), answer_positions[via][:shared] if shared else []
+                    end = start + n - shared
+                    input_ids[r, start:end] = torch.tensor(answer[shared:])
+                    position_ids[r, start:end] = torch.arange(p + shared, p + n)
                     allowed[r, start:end, :common] = True
                     keys[start:end, prompt_start:prompt_end] = True
-                    keys[start:end, start:end] = causal[:n, :n]
-                    score_index[r, scored : scored + n] = torch.cat([torch.tensor([prompt_end - 1]), torch.arange(start, end - 1)])
+                    if ancestors:
+                        keys[start:end, ancestors] = True
+                    keys[start:end, start:end] = causal[: end - start, : end - start]
+                    answer_positions.append(ancestors + list(range(start, end)))
+                    score_index[r, scored : scored + n] = torch.tensor([prompt_end - 1] + answer_positions[-1][:-1])
                     score_target[r, scored : scored + n] = torch.tensor(answer)
                     score_answer[r, scored : scored + n] = answer_ids[(prompt, answer)]
                     decision = decision_tokens.get((prompt, answer), n)
