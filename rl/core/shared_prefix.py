@@ -3,8 +3,8 @@
 The pairs of a batch that share a prompt (the same scenario) become one group `[prompt | answer_1 | answer_2 | ...]`
 holding every distinct answer once, and the tokens that answers begin with alike once (`answer_tree`: a pair that
 differs in its widget shares the ~12 tokens of `{"fixtures": [...], "widget": "`; 30% of the natural set's answer
-tokens). The prefix that all the batch's prompts share (on this task the system prompt
-and the widget catalog, about half of each prompt) is computed once: run alone, its keys and values are reused by
+tokens). The prefix that all the batch's prompts share (on this task the system prompt and the widget catalog, about
+half of each prompt) is computed once: run alone, its keys and values are reused by
 every group's row (or, under gradient checkpointing, which turns that cache off, the groups are packed into rows after
 one copy of it). Position ids follow each prompt's own positions, and a 4D attention mask lets an answer see only its
 prompt and itself, so each answer is scored exactly as if it followed its prompt alone. A pair costs a fraction of the
@@ -52,8 +52,8 @@ class PrefixSharingCollator:
     """TRL-tokenized preference rows (prompt_ids, chosen_ids, rejected_ids) -> shared-prefix batches.
 
     A prompt group is one prompt and its distinct answers, laid out as a token tree (`answer_tree`): an answer's
-    tokens after those it shares with an earlier one, which it sees as it sees its prompt. `common` is the prefix all the batch's prompts share (the
-    task's system prompt and widget catalog), computed once per batch:
+    tokens after those it shares with an earlier one, which it sees as it sees its prompt. `common` is the prefix all
+    the batch's prompts share (the task's system prompt and widget catalog), computed once per batch:
     - with `prefix_cache` (the default) it is returned as `prefix_ids`, run once, and its keys and values serve every
       row (`answer_logps`); each row holds one group `[rest of prompt | answers]`, so no attention is spent between
       groups. Not with gradient checkpointing, which turns the cache off inside the layers;
