@@ -89,8 +89,11 @@ def test_training_through_the_cached_prefix_gives_the_gradient_of_plain_rows(tin
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     batch = PrefixSharingCollator(pad_token_id=0)(rows)
     assert "prefix_ids" in batch
-    # Chosen and rejected, so that a token two answers share gets the gradient of both.
-    cached = gradient(model, lambda m: (lambda scored: scored.chosen.sum() + 0.5 * scored.rejected.sum())(answer_logps(m, batch)))
+    def shared(m):  # chosen and rejected, so that a token two answers share gets the gradient of both
+        scored = answer_logps(m, batch)
+        return scored.chosen.sum() + 0.5 * scored.rejected.sum()
+
+    cached = gradient(model, shared)
 
     def plain(m):
         total = 0

@@ -65,13 +65,15 @@ class PromptKeyValues:
 
         width = max(len(p) for p in prompts) - common
         layers = []
-        for index in range(len(self._prefixes[self._rests[prompts[0]][0]])):
-            rows: dict[str, list[torch.Tensor]] = {"keys": [], "values": []}
-            for prompt in prompts:
-                prefix, rest = self._rests[prompt]
-                for side, tensors in enumerate(("keys", "values")):
+        for index in range(len(self._rests[prompts[0]][1])):
+            sides = []
+            for side in (0, 1):  # keys, values
+                rows = []
+                for prompt in prompts:
+                    prefix, rest = self._rests[prompt]
                     whole = torch.cat([self._prefixes[prefix][index][side], rest[index][side]], dim=2)
                     padding = whole.new_zeros(*whole.shape[:2], width - (len(prompt) - common), whole.size(3))
-                    rows[tensors].append(torch.cat([whole[:, :, :common], padding, whole[:, :, common : len(prompt) - 1]], dim=2))
-            layers.append((torch.cat(rows["keys"]), torch.cat(rows["values"])))
+                    rows.append(torch.cat([whole[:, :, :common], padding, whole[:, :, common : len(prompt) - 1]], dim=2))
+                sides.append(torch.cat(rows))
+            layers.append(tuple(sides))
         return DynamicCache(ddp_cache_data=layers)
