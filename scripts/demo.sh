@@ -14,10 +14,11 @@ PY=.venv/bin/python
 OUT=${DEMO_OUTPUT:-demo_output}
 RUN=${DEMO_RUN:-demo-$(date -u +%Y%m%d-%H%M%S)}
 HELD_OUT_LIMIT=48
-# Training runs on jemalloc instead of glibc's malloc, under which its steps slow by about a quarter over a run
-# (rl/core/allocator.py); the evaluations stay on glibc's, under which they ran faster (docs/training-speed.md).
+# Training and the evaluations run on jemalloc instead of glibc's malloc, under which training steps slow by about a
+# quarter over a run; both turn jemalloc's page decay off from inside (rl/core/allocator.py), without which it had
+# made them slower than glibc's (docs/training-speed.md, "The memory allocator").
 jemalloc=$($PY -c "from rl.core.allocator import jemalloc_path; print(jemalloc_path() or '')")
-TRAIN_PRELOAD=${jemalloc:+LD_PRELOAD=$jemalloc${LD_PRELOAD:+:$LD_PRELOAD}}
+PRELOAD=${jemalloc:+LD_PRELOAD=$jemalloc${LD_PRELOAD:+:$LD_PRELOAD}}
 mkdir -p "$OUT"
 PHASES="$OUT/phases-$RUN.tsv"
 : > "$PHASES"
@@ -33,12 +34,12 @@ phase() {
 phase "seed" bash -c "$PY manage.py migrate --noinput -v 0 && $PY manage.py seed_demo --write-files '$OUT'"
 # Training gets DEMO_TRAIN_MINUTES (train_dpo --max-minutes): on an AMX CPU the cpu preset's steps fit in 13; on a
 # slower one the run ends sooner, with its schedule fitted, and says so (docs/training-speed.md).
-phase "train" env $TRAIN_PRELOAD $PY manage.py train_dpo --config cpu --run-name "$RUN" --max-minutes "${DEMO_TRAIN_MINUTES:-13}"
+phase "train" env $PRELOAD $PY manage.py train_dpo --config cpu --run-name "$RUN" --max-minutes "${DEMO_TRAIN_MINUTES:-13}"
 # The held-out split is capped at 48 pairs/scenarios to keep the job near 20 minutes on 2 cores; the natural set is whole.
-phase "evaluate held-out" $PY manage.py evaluate_model --checkpoint "$RUN" --compare-base --decoding constrained --limit $HELD_OUT_LIMIT
-phase "evaluate natural (gate)" $PY manage.py evaluate_model --checkpoint "$RUN" --compare-base --decoding constrained --natural
+phase "evaluate held-out" env $PRELOAD $PY manage.py evaluate_model --checkpoint "$RUN" --compare-base --decoding constrained --limit $HELD_OUT_LIMIT
+phase "evaluate natural (gate)" env $PRELOAD $PY manage.py evaluate_model --checkpoint "$RUN" --compare-base --decoding constrained --natural
 # The natural set's sealed part: no gate, checkpoint choice or recipe decision ever read it (rl/data/sealed.py).
-phase "evaluate natural (sealed)" $PY manage.py evaluate_model --checkpoint "$RUN" --compare-base --decoding constrained --natural sealed
+phase "evaluate natural (sealed)" env $PRELOAD $PY manage.py evaluate_model --checkpoint "$RUN" --compare-base --decoding constrained --natural sealed
 
 serve_questions() {
   $PY manage.py pick_widget "are any air handlers in fault at the moment?" --site "HQ Tower" --role "facility manager"

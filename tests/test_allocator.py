@@ -9,12 +9,18 @@ import pytest
 from rl.core.allocator import active_allocator, jemalloc_path, log_allocator
 
 REPORT = "from rl.core.allocator import active_allocator; print(active_allocator())"
+DECAY = ("from rl.core.allocator import jemalloc_decay_ms, keep_freed_pages\n"
+         "before = jemalloc_decay_ms(); kept = keep_freed_pages(); print(before, kept, jemalloc_decay_ms(), sep=';')")
+
+
+def _run_child(code: str, env_extra: dict[str, str]) -> str:
+    env = {"PATH": "/usr/bin:/bin", **env_extra}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env,
+                          cwd=Path(__file__).resolve().parents[1]).stdout.strip()
 
 
 def _allocator_of_child(env_extra: dict[str, str]) -> str:
-    env = {"PATH": "/usr/bin:/bin", **env_extra}
-    return subprocess.run([sys.executable, "-c", REPORT], capture_output=True, text=True, check=True, env=env,
-                          cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+    return _run_child(REPORT, env_extra)
 
 
 def test_a_process_started_with_jemalloc_preloaded_reports_it_and_one_without_reports_glibc():
@@ -22,6 +28,18 @@ def test_a_process_started_with_jemalloc_preloaded_reports_it_and_one_without_re
     assert path, "scripts/setup.sh installs libjemalloc2"
     assert _allocator_of_child({"LD_PRELOAD": path}) == "jemalloc"
     assert _allocator_of_child({}) == "glibc"
+
+
+def test_under_jemalloc_freed_pages_are_kept_from_inside_the_process():
+    before, kept, after = _run_child(DECAY, {"LD_PRELOAD": jemalloc_path()}).split(";")
+    assert before != "(-1, -1)", "jemalloc as it comes hands freed pages back"
+    assert (kept, after) == ("True", "(-1, -1)")
+
+
+def test_a_decay_the_user_set_is_left_alone_and_glibc_has_nothing_to_keep():
+    before, kept, after = _run_child(DECAY, {"LD_PRELOAD": jemalloc_path(), "MALLOC_CONF": "dirty_decay_ms:5000"}).split(";")
+    assert before.startswith("(5000,") and kept == "False" and after == before
+    assert _run_child(DECAY, {}) == "None;False;None"
 
 
 def test_unreadable_maps_are_unknown(tmp_path):

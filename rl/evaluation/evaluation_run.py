@@ -67,8 +67,10 @@ def evaluate_model(
     record: bool = True,
 ) -> dict[str, Any]:
     """Evaluate the tuned model (adapter or GGUF) and, with `compare_base`, its base; returns the results dict."""
+    from rl.core.allocator import keep_freed_pages
     from rl.core.base_model import load_tokenizer
 
+    keep_freed_pages()
     if not checkpoint and not gguf and not compare_base:
         raise EvaluationError("Nothing to evaluate: pass --checkpoint, --gguf, or --compare-base.")
     if gguf and not Path(gguf).is_file():
