@@ -258,3 +258,20 @@ def test_the_reference_s_reused_prefix_gives_the_adapted_model_its_prefix_from_t
             assert torch.allclose(keys, expected_keys, atol=1e-5) and torch.allclose(values, expected_values, atol=1e-5)
         assert not torch.allclose(reused.layers[1][0], expected.layers[1].keys, atol=1e-3)  # the adapter changes layer 1
     assert reused.cache_for_adapted(causal_lm, torch.tensor([[5, 6, 7]])) is None  # not the prefix it ran last
+
+
+def test_a_cache_with_a_sliding_window_layer_is_neither_reused_nor_kept_for_generation():
+    from transformers import DynamicCache
+
+    from rl.core.shared_prefix import has_sliding_window
+    from rl.evaluation.prompt_cache import PromptKeyValues
+
+    keys = torch.randn(2, 1, 5, 4)
+    full = DynamicCache(ddp_cache_data=[(keys, keys), (keys, keys)])
+    windowed = DynamicCache(ddp_cache_data=[(keys, keys), (keys, keys, torch.tensor(3))])
+    assert not has_sliding_window(full) and has_sliding_window(windowed)
+    prompts = [(1, 2, 7, 8, 9), (1, 2, 5, 6, 4)]
+    for cache, kept in ((full, True), (windowed, False)):
+        store = PromptKeyValues()
+        store.keep(cache, prompts, common=2)
+        assert store.covers(prompts) is kept

@@ -1,6 +1,7 @@
 """`max_minutes`: the run ends within its budget, with the schedule and the checks fitted to the steps that fit."""
 import logging
 import math
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import pytest
@@ -19,8 +20,9 @@ class FakeClock:
         return self.now
 
 
-def _drive(budget_s: float, planned: int, step_s: float, check_s: float, eval_share: float = 0.25):
-    """The Trainer's order of calls for one run (DefaultFlowCallback's decisions, then ours), on a fake clock."""
+def _drive(budget_s: float, planned: int, step_s: float | Callable[[int], float], check_s: float, eval_share: float = 0.25):
+    """The Trainer's order of calls for one run (DefaultFlowCallback's decisions, then ours), on a fake clock; `step_s`
+    may be a function of the step's number."""
     clock = FakeClock()
     clock.now = 30.0  # the base model's load and the dataset, before the first step
     callback = TimeBudgetCallback(budget_s, clock_started=0.0, clock=clock)
@@ -33,7 +35,7 @@ def _drive(budget_s: float, planned: int, step_s: float, check_s: float, eval_sh
     while True:
         control = TrainerControl()
         callback.on_step_begin(args, state, control)
-        clock.now += step_s
+        clock.now += step_s(state.global_step + 1) if callable(step_s) else step_s
         learning_rates.append(scheduler.get_last_lr()[0])
         optimizer.step()
         scheduler.step()
@@ -48,7 +50,7 @@ def _drive(budget_s: float, planned: int, step_s: float, check_s: float, eval_sh
             callback.on_evaluate(args, state, control)
         if control.should_training_stop:
             break
-    clock.now += 2 * step_s  # saving the adapter and the closing preference evaluation
+    clock.now += 2 * (step_s(state.global_step) if callable(step_s) else step_s)  # saving the adapter and the closing preference evaluation
     callback.on_train_end(args, state, TrainerControl())
     return callback, state, clock, checked_at, learning_rates
 
@@ -117,3 +119,24 @@ def test_a_slow_cpu_s_run_uses_its_budget_with_the_checks_of_the_length_it_runs(
     assert 780 - clock.now < 10.0 + 57.0, f"the run left {780 - clock.now:.0f} s of its budget unused"
     assert state.global_step >= 48 and len(checked_at) == 4 and checked_at[-1] == state.global_step
     assert learning_rates[-1] < 0.05 * max(learning_rates)
+
+
+# (wobble, period, step seconds, check seconds, budget): each of these made the Trainer's `step % eval_steps == 0`
+# check twice in a row ([25, 26, 48, 72, 96], [28, 29, 52, 81, 103]) or skip checks ([20, 93], [19, 42, 87]).
+MOVING_PLANS = [(0.1, 4, 5.5, 25.0, 700), (0.1, 6, 5.5, 33.0, 780), (0.1, 2, 6.5, 25.0, 700), (0.1, 2, 7.5, 25.0, 780)]
+
+
+@pytest.mark.parametrize(("wobble", "period", "step_s", "check_s", "budget_s"), MOVING_PLANS)
+def test_checks_stay_an_interval_apart_while_the_plan_moves_the_interval(wobble, period, step_s, check_s, budget_s):
+    # Steps whose pace drifts (demo-X's took 5.5 to 7.9 s), so that the plan, and with it the interval between checks,
+    # moves by a step or two between checks (demo-X checked at 25 of 99 planned steps, then at 26 of 103, never at 75).
+    def pace(step: int) -> float:
+        return step_s * (1 + wobble * math.sin(step / period))
+
+    callback, state, clock, checked_at, _ = _drive(budget_s=budget_s, planned=201, step_s=pace, check_s=check_s)
+    assert clock.now <= budget_s and checked_at[-1] == state.global_step
+    every = math.ceil(state.global_step * 0.25)
+    gaps = [later - earlier for earlier, later in zip([0] + checked_at, checked_at)]
+    assert min(gaps[:-1]) > every / 2, f"checks at {checked_at} for an interval of {every}"
+    assert max(gaps) <= 1.5 * every + 1, f"a check was skipped: {checked_at} for an interval of {every}"
+    assert len(checked_at) == 4

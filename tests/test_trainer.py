@@ -589,3 +589,37 @@ def test_a_step_that_computes_its_rows_reference_starts_the_policy_s_rows_at_the
     assert float(row_loss) == pytest.approx(float(whole_loss), abs=1e-5)
     assert torch.allclose(row_grads, whole_grads, atol=1e-5, rtol=1e-4)
     assert row_metrics == pytest.approx(whole_metrics, abs=1e-5)
+
+
+def test_in_a_real_run_a_plan_that_moves_the_check_interval_does_not_check_twice_in_a_row(demo_db, tiny_model_dir, checkpoints, monkeypatch):
+    # The budget's plan of 16 steps is cut to 12 at step 2 (a check every 3 steps), then grows to 13 at step 3, where
+    # the Trainer checks (3 % 3 == 0); the interval becomes 4, and the Trainer's `step % eval_steps == 0` alone
+    # checked again at step 4.
+    from rl.training.time_budget import BudgetPlan, TimeBudgetCallback
+
+    def plan(self, args, state):
+        return BudgetPlan(steps=16 if state.global_step < 2 else 12 if state.global_step == 2 else 13, step_seconds=0.1, check_seconds=0.1)
+
+    monkeypatch.setattr(TimeBudgetCallback, "_plan", plan)
+    original = trainer_module.metrics_callback
+    checked_at: list[int] = []
+
+    class Checks(TrainerCallback):
+        def __init__(self, metrics):
+            self.metrics, self.training = metrics, True
+
+        def on_log(self, *args, **kwargs):
+            self.metrics.on_log(*args, **kwargs)
+
+        def on_evaluate(self, args, state, control, **kwargs):
+            if self.training:
+                checked_at.append(state.global_step)
+
+        def on_train_end(self, *args, **kwargs):
+            self.training = False
+
+    monkeypatch.setattr(trainer_module, "metrics_callback", lambda path: Checks(original(path)))
+    result = run_training(tiny_config(tiny_model_dir, max_steps=16, eval_steps=0.25, max_minutes=60), data(), preset="cpu",
+                          run_name="moving-checks")
+    assert result.status == "succeeded", result.error
+    assert checked_at == [4, 8, 12, 13]

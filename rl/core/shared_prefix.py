@@ -205,6 +205,12 @@ def prefix_cache(causal_lm: Any, prefix_ids: torch.Tensor, rows: int, past: Any 
     return cache
 
 
+def has_sliding_window(layers: Any) -> bool:
+    """Whether a layer of a cache (or of its list of layers) keeps a sliding window, whose keys and values drop old
+    positions and so are not the whole sequence's."""
+    return any(len(layer) > 2 and layer[2] is not None for layer in layers)
+
+
 class ReusedPrefix:
     """A frozen model's keys and values of the last prefix it ran, reused for the part that the next prefix shares
     with it. For the DPO reference: its batches' prefixes all start with the task's system prompt and widget catalog
@@ -233,12 +239,10 @@ class ReusedPrefix:
         if layer_index and (kept == 0 or earlier is not None):
             hidden = torch.cat(([earlier.hidden[:, :kept]] if kept else []) + captured, dim=1)
             self.layer_input = LayerInput(layer_index, hidden) if hidden.size(1) == len(ids) else None
-        self.ids, self.layers = ids, []
-        for keys, values, *sliding in cache:
-            if sliding and sliding[0] is not None:
-                self.ids, self.layers, self.layer_input = (), [], None
-                break
-            self.layers.append((keys, values))
+        if has_sliding_window(cache):
+            self.ids, self.layers, self.layer_input = (), [], None
+        else:
+            self.ids, self.layers = ids, [(keys, values) for keys, values, *_ in cache]
         if rows > 1:
             cache.batch_repeat_interleave(rows)
         return cache

@@ -36,9 +36,11 @@ class PromptKeyValues:
     def keep(self, cache: Any, prompts: list[Prompt], common: int) -> None:
         """Keep the prompts of a scoring batch from its cache after the forward: `common` positions of the shared
         prefix (the same in every row), then row r's own positions, which begin with `prompts[r][common:]`."""
+        from rl.core.shared_prefix import has_sliding_window
+
         layers = list(cache)
-        if not layers or any(len(layer) > 2 and layer[2] is not None for layer in layers):
-            return  # a sliding-window layer drops old positions: its cache is not the whole prompt's
+        if not layers or has_sliding_window(layers):
+            return
         per_token = sum(keys[0, :, :1].numel() * keys.element_size() * 2 for keys, _values, *_ in layers)
         prefix = prompts[0][:common]
         added = sum(len(p) - common for p in prompts if p not in self._rests) + (common if prefix not in self._prefixes else 0)

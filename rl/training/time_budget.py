@@ -88,6 +88,7 @@ class TimeBudgetCallback(TrainerCallback):
         self._step_began = 0.0
         self._step_ended: float | None = None
         self._evaluated = False
+        self._last_check = 0
         self._announced_steps: int | None = None
 
     @property
@@ -110,13 +111,29 @@ class TimeBudgetCallback(TrainerCallback):
 
     def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._evaluated = True
+        self._last_check = state.global_step
 
     def on_step_end(self, args: Any, state: Any, control: Any, lr_scheduler: Any = None, **kwargs: Any) -> None:
         self._step_ended = self.clock()
         self.step_seconds.append(self._step_ended - self._step_began)
         plan = on_main_process(lambda: self._plan(args, state), share=True)
-        if plan is None or plan.steps == state.max_steps:
+        if plan is not None and plan.steps != state.max_steps:
+            self._apply(plan, args, state, control, lr_scheduler)
+        self._schedule_check(args, state, control)
+
+    def _schedule_check(self, args: Any, state: Any, control: Any) -> None:
+        """Whether this step ends with a held-out check, in place of the Trainer's `global_step % eval_steps == 0`,
+        which, as the plan moves `eval_steps`, checked twice in a row (at 25 of 99 steps, then at 26 of 103) or
+        skipped a check (75 was no multiple any more). A check falls at the first multiple of `eval_steps` more than
+        half an interval after the last one; the check at the run's end is left to the Trainer."""
+        share = _eval_share(args)
+        if not share or state.global_step >= state.max_steps:
             return
+        every = state.eval_steps
+        next_check = (math.floor((self._last_check + every / 2) / every) + 1) * every
+        control.should_evaluate = state.global_step >= next_check
+
+    def _apply(self, plan: BudgetPlan, args: Any, state: Any, control: Any, lr_scheduler: Any) -> None:
         previous = state.max_steps
         state.max_steps = plan.steps
         share = _eval_share(args)
