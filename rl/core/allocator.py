@@ -55,6 +55,12 @@ def _mallctl() -> Any | None:
     return getattr(ctypes.CDLL(None), "mallctl", None)
 
 
+def _get(mallctl: Any, name: str, kind: Any) -> int | None:
+    """The value of jemalloc setting `name`, of ctypes type `kind`; None when jemalloc refuses it."""
+    number, size = kind(), ctypes.c_size_t(ctypes.sizeof(kind))
+    return number.value if mallctl(name.encode(), ctypes.byref(number), ctypes.byref(size), None, ctypes.c_size_t(0)) == 0 else None
+
+
 def _set_ssize(mallctl: Any, name: str, value: int) -> bool:
     number = ctypes.c_ssize_t(value)
     return mallctl(name.encode(), None, None, ctypes.byref(number), ctypes.c_size_t(ctypes.sizeof(number))) == 0
@@ -66,13 +72,8 @@ def jemalloc_decay_ms() -> tuple[int, int] | None:
     mallctl = _mallctl()
     if mallctl is None:
         return None
-    values = []
-    for name in ("arenas.dirty_decay_ms", "arenas.muzzy_decay_ms"):
-        number, size = ctypes.c_ssize_t(), ctypes.c_size_t(ctypes.sizeof(ctypes.c_ssize_t))
-        if mallctl(name.encode(), ctypes.byref(number), ctypes.byref(size), None, ctypes.c_size_t(0)) != 0:
-            return None
-        values.append(number.value)
-    return values[0], values[1]
+    dirty, muzzy = (_get(mallctl, f"arenas.{kind}_decay_ms", ctypes.c_ssize_t) for kind in ("dirty", "muzzy"))
+    return None if dirty is None or muzzy is None else (dirty, muzzy)
 
 
 def keep_freed_pages() -> bool:
@@ -82,13 +83,13 @@ def keep_freed_pages() -> bool:
     mallctl = _mallctl()
     if mallctl is None or "decay_ms" in os.environ.get("MALLOC_CONF", ""):
         return False
-    arenas, size = ctypes.c_uint(), ctypes.c_size_t(ctypes.sizeof(ctypes.c_uint))
-    if mallctl(b"arenas.narenas", ctypes.byref(arenas), ctypes.byref(size), None, ctypes.c_size_t(0)) != 0:
+    arenas = _get(mallctl, "arenas.narenas", ctypes.c_uint)
+    if arenas is None:
         return False
     for kind in ("dirty", "muzzy"):
         if not _set_ssize(mallctl, f"arenas.{kind}_decay_ms", -1):
             return False
-        for index in range(arenas.value):  # an arena not created yet refuses, and takes the default above when it is
+        for index in range(arenas):  # an arena not created yet refuses, and takes the default above when it is
             _set_ssize(mallctl, f"arena.{index}.{kind}_decay_ms", -1)
     return True
 
@@ -99,7 +100,7 @@ def log_allocator() -> None:
     allocator = active_allocator()
     if allocator != "glibc":
         kept = allocator == "jemalloc" and keep_freed_pages()
-        decay = jemalloc_decay_ms() if allocator == "jemalloc" else None
+        decay = jemalloc_decay_ms() if allocator == "jemalloc" and not kept else None
         logger.info("Memory allocator: %s%s.", allocator,
                     ", freed pages kept for reuse (decay off)" if kept else f", page decay (dirty, muzzy) {decay} ms" if decay else "")
         return
