@@ -23,6 +23,7 @@ class FakeClock:
 def _drive(budget_s: float, planned: int, step_s: float | Callable[[int], float], check_s: float, eval_share: float = 0.25):
     """The Trainer's order of calls for one run (DefaultFlowCallback's decisions, then ours), on a fake clock; `step_s`
     may be a function of the step's number."""
+    pace = step_s if callable(step_s) else (lambda _step: step_s)
     clock = FakeClock()
     clock.now = 30.0  # the base model's load and the dataset, before the first step
     callback = TimeBudgetCallback(budget_s, clock_started=0.0, clock=clock)
@@ -35,7 +36,7 @@ def _drive(budget_s: float, planned: int, step_s: float | Callable[[int], float]
     while True:
         control = TrainerControl()
         callback.on_step_begin(args, state, control)
-        clock.now += step_s(state.global_step + 1) if callable(step_s) else step_s
+        clock.now += pace(state.global_step + 1)
         learning_rates.append(scheduler.get_last_lr()[0])
         optimizer.step()
         scheduler.step()
@@ -50,7 +51,7 @@ def _drive(budget_s: float, planned: int, step_s: float | Callable[[int], float]
             callback.on_evaluate(args, state, control)
         if control.should_training_stop:
             break
-    clock.now += 2 * (step_s(state.global_step) if callable(step_s) else step_s)  # saving the adapter and the closing preference evaluation
+    clock.now += 2 * pace(state.global_step)  # saving the adapter and the closing preference evaluation
     callback.on_train_end(args, state, TrainerControl())
     return callback, state, clock, checked_at, learning_rates
 

@@ -105,18 +105,10 @@ def test_a_rating_changed_after_the_last_run_counts_as_new_like_in_the_buffer():
     assert rated_since(snapshot, None) == set()
 
 
-class ScriptedScores:
-    """Stands in for generation: the held-out pick scores a run would see at its evaluations, in order."""
-
-    def __init__(self, scores):
-        self.scores = list(scores)
-
-    def __call__(self, model, bf16=False):
-        value = self.scores.pop(0)
-        return {"widget_accuracy": value, "fixture_accuracy": value}
-
-
-def test_the_best_pick_callback_puts_back_the_best_adapter_seen(tiny_model_dir, tmp_path):
+def _scripted_checks(tiny_model_dir, tmp_path, checks):
+    """A BestPickCallback whose checks return `checks` (the metrics generation would give) in order, at steps 10, 20,
+    ... of a LoRA model whose weights change before each; returns the callback, the adapter's weights at each step and
+    the weights it put back when training ended."""
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
     from transformers import AutoModelForCausalLM
 
@@ -124,7 +116,8 @@ def test_the_best_pick_callback_puts_back_the_best_adapter_seen(tiny_model_dir, 
 
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
     callback = BestPickCallback(evalset=None, tokenizer=None, metrics_path=tmp_path / "metrics.jsonl")
-    callback.score = ScriptedScores([0.2, 0.6, 0.4])
+    scripted = iter(checks)
+    callback.score = lambda model, bf16=False: next(scripted)
 
     class State:
         is_world_process_zero = True
@@ -133,32 +126,26 @@ def test_the_best_pick_callback_puts_back_the_best_adapter_seen(tiny_model_dir, 
     def weights():
         return {k: v.clone() for k, v in get_peft_model_state_dict(model).items()}
 
-    snapshots = []
-    for step in (10, 20, 30):
+    snapshots = {}
+    for index in range(len(checks)):
         with torch.no_grad():
             for parameter in model.parameters():
                 if parameter.requires_grad:
-                    parameter.add_(0.1 * step)
-        State.global_step = step
+                    parameter.add_(0.1)
+        State.global_step = 10 * (index + 1)
         callback.on_evaluate(None, State, None, model=model)
-        snapshots.append(weights())
+        snapshots[State.global_step] = weights()
     callback.on_train_end(None, State, None, model=model)
-    kept = weights()
+    return callback, snapshots, weights()
+
+
+def test_the_best_pick_callback_puts_back_the_best_adapter_seen(tiny_model_dir, tmp_path):
+    checks = [{"widget_accuracy": value, "fixture_accuracy": value} for value in (0.2, 0.6, 0.4)]
+    callback, snapshots, kept = _scripted_checks(tiny_model_dir, tmp_path, checks)
     assert callback.best_step == 20
-    assert all(torch.equal(kept[k], snapshots[1][k]) for k in kept)
+    assert all(torch.equal(kept[k], snapshots[20][k]) for k in kept)
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [row["pick/score"] for row in logged] == [0.2, 0.6, 0.4]
-
-
-class ScriptedCounts:
-    """Scripted checks on 23 questions: (right widgets, right fixtures) per check."""
-
-    def __init__(self, counts):
-        self.counts = list(counts)
-
-    def __call__(self, model, bf16=False):
-        widgets, fixtures = self.counts.pop(0)
-        return {"widget_accuracy": widgets / 23, "fixture_accuracy": fixtures / 23, "n_scenarios": 23}
 
 
 @pytest.mark.parametrize(("counts", "kept_step"), [
@@ -169,31 +156,9 @@ class ScriptedCounts:
     ([(12, 12), (13, 14), (12, 12)], 20),  # a clear gain, then a fall of three answers
 ])
 def test_of_checks_within_one_question_of_the_best_the_later_adapter_is_kept(tiny_model_dir, tmp_path, counts, kept_step):
-    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
-    from transformers import AutoModelForCausalLM
-
-    from rl.training.callbacks import BestPickCallback
-
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
-    callback = BestPickCallback(evalset=None, tokenizer=None, metrics_path=tmp_path / "metrics.jsonl")
-    callback.score = ScriptedCounts(counts)
-
-    class State:
-        is_world_process_zero = True
-        global_step = 0
-
-    snapshots = {}
-    for index in range(len(counts)):
-        step = 10 * (index + 1)
-        with torch.no_grad():
-            for parameter in model.parameters():
-                if parameter.requires_grad:
-                    parameter.add_(0.1)
-        State.global_step = step
-        callback.on_evaluate(None, State, None, model=model)
-        snapshots[step] = {k: v.clone() for k, v in get_peft_model_state_dict(model).items()}
-    callback.on_train_end(None, State, None, model=model)
-    kept = get_peft_model_state_dict(model)
+    # (right widgets, right fixtures) of 23 questions per check
+    checks = [{"widget_accuracy": widgets / 23, "fixture_accuracy": fixtures / 23, "n_scenarios": 23} for widgets, fixtures in counts]
+    callback, snapshots, kept = _scripted_checks(tiny_model_dir, tmp_path, checks)
     assert callback.best_step == kept_step
     assert all(torch.equal(kept[k], snapshots[kept_step][k]) for k in kept)
     assert callback.summary()["highest_pick_score"] == pytest.approx(max(w + f for w, f in counts) / 46)

@@ -137,11 +137,11 @@ class BestPickCallback(TrainerCallback):
         if self.metrics_path is not None:
             with self.metrics_path.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps({**record, "time": time.time()}) + "\n")
-        highest = score if self.highest_score is None else max(self.highest_score, score)
-        kept = score >= highest - pick_tolerance(metrics.get("n_scenarios", 0)) - 1e-9
-        note = (" (best so far)" if score == highest and score != self.highest_score
-                else f" (kept: within one question of the best, {highest:.3f})" if kept else "")
-        self.highest_score = highest
+        improved = self.highest_score is None or score > self.highest_score
+        if improved:
+            self.highest_score = score
+        kept = score >= self.highest_score - pick_tolerance(metrics.get("n_scenarios", 0)) - 1e-9
+        note = " (best so far)" if improved else f" (kept: within one question of the best, {self.highest_score:.3f})" if kept else ""
         logger.info("Held-out picks at step %d (constrained): widget %.3f, fixture %.3f%s", step,
                     metrics["widget_accuracy"], metrics["fixture_accuracy"], note)
         if kept:
