@@ -1,9 +1,13 @@
 """What long work prints when nobody watches a terminal (cron, make demo > log): a log line every few steps, no
 progress bars, no FutureWarning; and the closing summary of a run."""
 import logging
+import os
+import subprocess
+import sys
 import warnings
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from rl.core.console import quiet_third_party
@@ -25,6 +29,16 @@ def test_off_a_terminal_training_and_evaluation_log_lines_draw_no_bars_and_warn_
     assert "%|" not in err and "it/s]" not in err  # no tqdm bar of ours, the Trainer's, TRL's or the datasets library's
     steps = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
     assert steps[-1].startswith("step 4/4 (100%): loss ") and "s/step" in steps[-1] and len(steps) >= 2
+
+
+def test_off_a_terminal_a_third_party_bar_opened_without_a_disable_argument_draws_nothing():
+    # as transformers' GGUF dequantization opens its bar; a fresh interpreter, as the rl app is set up before tqdm loads
+    code = ("import django; django.setup(); from tqdm.auto import tqdm\n"
+            "for _ in tqdm(range(50), desc='Converting and de-quantizing GGUF tensors...'): pass")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "backend.settings"}
+    env.pop("TQDM_DISABLE", None)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=settings.BASE_DIR, check=True)
+    assert "de-quantizing" not in done.stderr and "it/s]" not in done.stderr
 
 
 def test_the_run_report_gathers_every_set_base_adapter_and_gguf_the_gate_and_the_phase_minutes(db, tmp_path, capsys):

@@ -37,3 +37,6 @@ def quiet_third_party() -> None:
         # Read when datasets and huggingface_hub (whose setting transformers follows) are imported.
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        # tqdm's default for bars that third-party code opens without a `disable` argument (transformers' GGUF
+        # dequantization, 272 updates on one line of the demo's log); read when tqdm is imported, after this.
+        os.environ.setdefault("TQDM_DISABLE", "1")
