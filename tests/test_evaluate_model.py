@@ -54,6 +54,40 @@ def test_the_base_is_scored_once_per_set_and_reused_by_later_runs_until_the_set_
     assert [n for name, n in scored if name.startswith("base")] == [6, 4]
 
 
+def test_with_the_base_scored_in_the_same_evaluation_the_tuned_model_skips_its_lower_layers_and_scores_the_same(
+        demo_db, tiny_model_dir, checkpoints, tmp_path, monkeypatch):
+    from rl.evaluation.lower_layers import LowerLayers
+    from rl.training.run import run_training
+    from tests.rl_cases import data, tiny_config
+
+    result = run_training(tiny_config(tiny_model_dir, max_steps=2, lora_layer_share=0.5), data(), preset="cpu", run_name="top")
+    assert result.status == "succeeded", result.error
+    served = []
+    real = LowerLayers.input_for
+    def serving(self, *args):  # what the tuned model's batches got (the base's pass asks too, before `serve`)
+        layer_input = real(self, *args)
+        if self.serving:
+            served.append(layer_input)
+        return layer_input
+
+    monkeypatch.setattr(LowerLayers, "input_for", serving)
+
+    def evaluate() -> dict:
+        output = tmp_path / f"results-{len(served)}.json"
+        call_command("evaluate_model", "--checkpoint", "top", "--compare-base", "--limit", "6", "--output", str(output),
+                     "--max-new-tokens", "8", "--decoding", "constrained")
+        return json.loads(output.read_text())["tuned"]
+
+    shared = evaluate()
+    assert served and all(layer_input is not None and layer_input.index == 1 for layer_input in served)
+    served.clear()
+    whole = evaluate()  # the base's scores from its cache: no base pass, so the tuned model runs every layer
+    assert served == []
+    assert shared["preference_outcomes"] == whole["preference_outcomes"] and shared["n_pairs"] == 6
+    assert shared["mean_logp_chosen"] == pytest.approx(whole["mean_logp_chosen"], abs=1e-4)
+    assert shared["constrained_examples"] == whole["constrained_examples"]
+
+
 def test_it_evaluates_a_gguf_through_llama_cpp(tiny_model_dir, demo_db, tmp_path):
     gguf_file = convert_hf_to_gguf(tiny_model_dir, tmp_path / "tiny.gguf")
     output = tmp_path / "gguf.json"

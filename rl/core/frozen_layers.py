@@ -35,17 +35,34 @@ def _backbone_and_layers(causal_lm: Any) -> tuple[Any, Any]:
     return backbone, getattr(backbone, "layers", None)
 
 
+def can_start_at_a_layer(causal_lm: Any) -> bool:
+    """Whether `starting_at` gives this model's forward from a layer what the whole forward computes there: a backbone
+    in `STARTS_AT_ANY_LAYER`, every layer of one kind (not sliding and full attention mixed), no attention dropout."""
+    config = causal_lm.config.get_text_config()
+    _, layers = _backbone_and_layers(causal_lm)
+    return (config.model_type in STARTS_AT_ANY_LAYER and layers is not None and not getattr(config, "attention_dropout", 0.0)
+            and len(set(getattr(config, "layer_types", None) or [None])) <= 1)
+
+
+def lower_layers_fingerprint(causal_lm: Any, first: int) -> tuple[float, ...]:
+    """Sums (and sums of squares) of the input embeddings' and the first `first` layers' weights: equal for two models
+    whose lower layers are the same weights, as a merged top-layer adapter leaves them."""
+    _, layers = _backbone_and_layers(causal_lm)
+    tensors = [causal_lm.get_input_embeddings().weight, *(p for layer in layers[:first] for p in layer.parameters())]
+    with torch.no_grad():
+        sums = torch.stack([torch.stack([t.double().sum(), t.double().square().sum()]) for t in tensors])
+    return tuple(sums.flatten().tolist())
+
+
 def first_adapted_layer(causal_lm: Any) -> int:
     """The lowest decoder layer holding a LoRA module of any adapter (the policy's, or a reference adapter's); 0 when
     the layers below it cannot be shared: no adapter, a backbone not in `STARTS_AT_ANY_LAYER`, layers of mixed kinds
     (sliding and full attention), or dropout below it (the two passes would drop different units)."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    config = causal_lm.config.get_text_config()
-    _, layers = _backbone_and_layers(causal_lm)
-    if (config.model_type not in STARTS_AT_ANY_LAYER or layers is None or getattr(config, "attention_dropout", 0.0)
-            or len(set(getattr(config, "layer_types", None) or [None])) > 1):
+    if not can_start_at_a_layer(causal_lm):
         return 0
+    _, layers = _backbone_and_layers(causal_lm)
     for index, layer in enumerate(layers):
         modules = list(layer.modules())
         if any(isinstance(module, BaseTunerLayer) for module in modules):

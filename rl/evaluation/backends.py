@@ -10,12 +10,15 @@ import contextlib
 import json
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tqdm.auto import tqdm
 
 from rl.evaluation.evalset import TokenizedPair
 from rl.evaluation.prompt_cache import PromptKeyValues
+
+if TYPE_CHECKING:
+    from rl.evaluation.lower_layers import LowerLayers
 
 DEFAULT_MAX_NEW_TOKENS = 96
 DECODINGS = ("free", "constrained")
@@ -113,11 +116,13 @@ class TorchBackend:
     48 natural questions took 46 s in batches of 8, 30 s of 16 and 26 s of 48 (SmolLM2 with an adapter, 2 cores)."""
 
     def __init__(self, name: str, model: Any, tokenizer: Any, *, batch_size: int = 32, generation_batch_size: int = 32,
-                 bf16_autocast: bool = False):
+                 bf16_autocast: bool = False, lower_layers: LowerLayers | None = None):
         self.name, self.model, self.tokenizer = name, model, tokenizer
         self.batch_size, self.generation_batch_size = batch_size, generation_batch_size
         self.bf16_autocast = bf16_autocast
         self.prompt_key_values = PromptKeyValues()
+        # The base's pass records its rows' inputs to the adapter's lowest layer there; the tuned model's starts from them.
+        self.lower_layers = lower_layers
 
     @contextlib.contextmanager
     def _mode(self) -> Iterator[None]:
@@ -135,6 +140,7 @@ class TorchBackend:
         """Also keeps each prompt's keys and values for `generate` (`rl/evaluation/prompt_cache.py`)."""
         from transformers import DynamicCache
 
+        from rl.core.frozen_layers import layer_input_captured
         from rl.core.shared_prefix import PrefixSharingCollator, answer_logps, prefix_cache
 
         eager = getattr(self._causal_lm().config, "_attn_implementation", "sdpa") == "eager"
@@ -155,8 +161,17 @@ class TorchBackend:
                     cache = DynamicCache()  # filled by the forward with the whole prompt's keys and values
                 else:
                     cache = None  # the collator packs the prompts into shared rows: nothing to keep per prompt
-                scored = answer_logps(self._causal_lm(), batch, cache=cache)
-                if cache is not None:
+                shared = self.lower_layers if common else None  # batches of one prompt and no prefix run whole
+                layer_input = shared.input_for(self._causal_lm(), batch) if shared is not None else None
+                recording = shared is not None and shared.records_for(self._causal_lm())
+                capture = layer_input_captured(self._causal_lm(), shared.first) if recording else contextlib.nullcontext([])
+                with capture as captured:
+                    scored = answer_logps(self._causal_lm(), batch, cache=cache, layer_input=layer_input)
+                if recording:
+                    shared.record(batch, captured[0])
+                if cache is not None and layer_input is not None:
+                    self.prompt_key_values.keep(cache, prompts, common, below=shared.prompt_key_values, first=shared.first)
+                elif cache is not None:
                     self.prompt_key_values.keep(cache, prompts, common)
                 del cache
                 for j, i in enumerate(chunk):

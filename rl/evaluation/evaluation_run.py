@@ -13,6 +13,7 @@ from rl.data.dataset_builder import build_dataset
 from rl.evaluation.backends import (DECODINGS, DEFAULT_MAX_NEW_TOKENS, LlamaCppBackend, TorchBackend, evaluation_model,
                                     evaluation_precision)
 from rl.evaluation.evalset import EvalSet, EvaluationError, build_eval_set
+from rl.evaluation.lower_layers import LowerLayers
 from rl.evaluation.metrics import evaluate_backend
 from rl.evaluation.plots import plot_comparison, plot_confusion
 
@@ -86,14 +87,17 @@ def evaluate_model(
                                         "precision": evaluation_precision()}, "models": {},
                                "created_at": datetime.now(timezone.utc).isoformat()}
     base_logps = None
+    # The adapter's model shares the base's lower layers: the base's pass computes them for both.
+    lower_layers = LowerLayers.below_adapter(adapter_dir) if compare_base and adapter_dir is not None and not gguf else None
     if compare_base:
         name = f"base ({base_id or 'default'})"
-        results["base"], base_logps = _base_scores(name, base_id, tokenizer, evalset, max_new_tokens, decodings)
+        results["base"], base_logps = _base_scores(name, base_id, tokenizer, evalset, max_new_tokens, decodings, lower_layers)
         results["models"]["base"] = name
     if gguf:
         tuned_backend = LlamaCppBackend(f"gguf ({gguf})", gguf, tokenizer)
     elif adapter_dir is not None:
-        tuned_backend = TorchBackend(f"adapter ({adapter_dir})", evaluation_model(base_id, adapter_dir), tokenizer)
+        served = lower_layers if lower_layers is not None and lower_layers.serving else None
+        tuned_backend = TorchBackend(f"adapter ({adapter_dir})", evaluation_model(base_id, adapter_dir), tokenizer, lower_layers=served)
     else:
         tuned_backend = None
     if tuned_backend is not None:
@@ -124,9 +128,10 @@ def evaluate_model(
 
 
 def _base_scores(name: str, base_id: str | None, tokenizer: Any, evalset: EvalSet, max_new_tokens: int,
-                 decodings: tuple[str, ...]) -> tuple[dict[str, Any], list]:
+                 decodings: tuple[str, ...], lower_layers: LowerLayers | None = None) -> tuple[dict[str, Any], list]:
     """The base model's metrics and log-probs on `evalset`: from the cache when this base was scored on this very set
-    with these settings before (by any run), else computed and stored there."""
+    with these settings before (by any run), else computed and stored there (and, with `lower_layers`, its lower
+    layers' work kept for the tuned model)."""
     from rl.core.base_model import base_model_fingerprint
     from rl.evaluation.score_cache import base_scores_key, cached_base_scores, store_base_scores
 
@@ -137,8 +142,10 @@ def _base_scores(name: str, base_id: str | None, tokenizer: Any, evalset: EvalSe
         logger.info("%s: the scores of an identical earlier evaluation reused (same weights, data, decoding and "
                     "precision; %s.json in RL_BASE_SCORES_DIR)", name, key)
         return {**metrics, "model": name, "cached": True}, logps
-    metrics, logps = evaluate_backend(TorchBackend(name, evaluation_model(base_id), tokenizer), evalset,
-                                      max_new_tokens=max_new_tokens, decodings=decodings)
+    backend = TorchBackend(name, evaluation_model(base_id), tokenizer, lower_layers=lower_layers)
+    metrics, logps = evaluate_backend(backend, evalset, max_new_tokens=max_new_tokens, decodings=decodings)
+    if lower_layers is not None:
+        lower_layers.serve(backend.prompt_key_values)
     store_base_scores(key, metrics, logps)
     return metrics, logps
 

@@ -33,27 +33,36 @@ class PromptKeyValues:
         self._prefixes: dict[Prompt, Layers] = {}
         self._rests: dict[Prompt, tuple[Prompt, Layers]] = {}
 
-    def keep(self, cache: Any, prompts: list[Prompt], common: int) -> None:
+    def keep(self, cache: Any, prompts: list[Prompt], common: int, *, below: PromptKeyValues | None = None, first: int = 0) -> None:
         """Keep the prompts of a scoring batch from its cache after the forward: `common` positions of the shared
-        prefix (the same in every row), then row r's own positions, which begin with `prompts[r][common:]`."""
+        prefix (the same in every row), then row r's own positions, which begin with `prompts[r][common:]`.
+
+        With `below`: the forward started at layer `first` (`rl/evaluation/lower_layers.py`), so the layers under it
+        are taken from `below`'s kept prompts, the same keys and values (nothing kept when it lacks one of them)."""
         from rl.core.shared_prefix import has_sliding_window
 
-        layers = list(cache)
+        layers = list(cache)[first:]
         if not layers or has_sliding_window(layers):
             return
-        per_token = sum(keys[0, :, :1].numel() * keys.element_size() * 2 for keys, _values, *_ in layers)
         prefix = prompts[0][:common]
-        added = sum(len(p) - common for p in prompts if p not in self._rests) + (common if prefix not in self._prefixes else 0)
+        new = [p for p in prompts if p not in self._rests]
+        if below is not None and not (all(p in below._rests and below._rests[p][0] == prefix for p in new)
+                                      and (prefix in self._prefixes or prefix in below._prefixes)):
+            return
+        per_token = sum(keys[0, :, :1].numel() * keys.element_size() * 2 for keys, _values, *_ in layers)
+        added = sum(len(p) - common for p in new) + (common if prefix not in self._prefixes else 0)
         if self.bytes + added * per_token > self.max_bytes:
             return
         self.bytes += added * per_token
         if prefix not in self._prefixes:
-            self._prefixes[prefix] = [(keys[:1, :, :common].clone(), values[:1, :, :common].clone()) for keys, values, *_ in layers]
+            lower = below._prefixes[prefix][:first] if below is not None else []
+            self._prefixes[prefix] = lower + [(keys[:1, :, :common].clone(), values[:1, :, :common].clone()) for keys, values, *_ in layers]
         for row, prompt in enumerate(prompts):
             if prompt not in self._rests:
                 own = slice(common, len(prompt))
-                self._rests[prompt] = (prefix, [(keys[row : row + 1, :, own].clone(), values[row : row + 1, :, own].clone())
-                                                for keys, values, *_ in layers])
+                lower = below._rests[prompt][1][:first] if below is not None else []
+                self._rests[prompt] = (prefix, lower + [(keys[row : row + 1, :, own].clone(), values[row : row + 1, :, own].clone())
+                                                        for keys, values, *_ in layers])
 
     def covers(self, prompts: list[Prompt]) -> bool:
         return all(prompt in self._rests for prompt in prompts)
