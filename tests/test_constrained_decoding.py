@@ -172,5 +172,32 @@ def test_answers_after_scoring_reuse_the_scored_prompts_and_equal_those_computed
         hook.remove()
     assert got == fresh
     # Forwards of more than one token a row: kept, only the unscored prompt's (its batch of one, no common prefix);
-    # else each of the two batches of 4 runs its common prefix, then its rows' own parts.
-    assert sum(n > 1 for n in forward_lengths) == (1 if reused else 4)
+    # else the first of the two batches of 4 runs its common prefix (the second's is all within it), then each batch
+    # its rows' own parts.
+    assert sum(n > 1 for n in forward_lengths) == (1 if reused else 3)
+
+
+def test_a_scoring_batch_runs_only_the_prefix_tokens_it_does_not_share_with_the_last_batch_s_and_scores_as_afresh(tiny, tiny_model_dir,
+                                                                                                                  monkeypatch):
+    import torch
+
+    from rl.core.shared_prefix import prefix_cache
+    from rl.evaluation.evalset import TokenizedPair
+
+    _model, tokenizer = tiny
+    model = _prompt_reading_model(tiny_model_dir)
+    _scenarios, cases = _cases(tokenizer)
+    answers = [tuple(tokenizer(text, add_special_tokens=False).input_ids) for text in ('{"widget": "kpi_card"}', '{"widget": "table"}')]
+    pairs = [TokenizedPair(c.prompt_ids, a, b) for c in cases for a, b in (answers, answers[::-1])]
+    prefix_tokens: list[int] = []  # tokens of each one-row forward through the first layer: the prefix runs
+    model.get_base_model().model.layers[0].register_forward_hook(
+        lambda _module, args, _out: prefix_tokens.append(args[0].size(1)) if args[0].size(0) == 1 else None)
+
+    afresh = TorchBackend("afresh", model, tokenizer, batch_size=4)
+    monkeypatch.setattr(afresh, "_prefix_cache", lambda ids, rows: prefix_cache(afresh._causal_lm(), ids, rows))
+    expected = afresh.answer_logps(pairs)
+    fresh_tokens = sum(prefix_tokens)
+    prefix_tokens.clear()
+    got = TorchBackend("reused", model, tokenizer, batch_size=4).answer_logps(pairs)
+    assert torch.allclose(torch.tensor(got), torch.tensor(expected), atol=1e-5)
+    assert len(pairs) // 4 >= 3 and 0 < sum(prefix_tokens) < fresh_tokens / 2  # the first prefix whole, then what is new

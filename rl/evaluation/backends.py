@@ -121,6 +121,7 @@ class TorchBackend:
         self.batch_size, self.generation_batch_size = batch_size, generation_batch_size
         self.bf16_autocast = bf16_autocast
         self.prompt_key_values = PromptKeyValues()
+        self._prefix: Any = None  # the last batch's prefix keys and values (`ReusedPrefix`), made on first use
         # The base's pass records its rows' inputs to the adapter's lowest layer there; the tuned model's starts from them.
         self.lower_layers = lower_layers
 
@@ -136,12 +137,22 @@ class TorchBackend:
     def _causal_lm(self) -> Any:
         return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
 
+    def _prefix_cache(self, prefix_ids: Any, rows: int) -> Any:
+        """The keys and values of a batch's common prefix for its rows, computing only the tokens after those it
+        shares with the last batch's (on this task, consecutive batches share the system prompt and widget catalog):
+        the model does not change while a backend lives."""
+        from rl.core.shared_prefix import ReusedPrefix
+
+        if self._prefix is None:
+            self._prefix = ReusedPrefix()
+        return self._prefix.cache(self._causal_lm(), prefix_ids, rows)
+
     def answer_logps(self, pairs: list[TokenizedPair]) -> list[tuple[float, float, int, int]]:
         """Also keeps each prompt's keys and values for `generate` (`rl/evaluation/prompt_cache.py`)."""
         from transformers import DynamicCache
 
         from rl.core.frozen_layers import layer_input_captured
-        from rl.core.shared_prefix import PrefixSharingCollator, answer_logps, prefix_cache
+        from rl.core.shared_prefix import PrefixSharingCollator, answer_logps
 
         eager = getattr(self._causal_lm().config, "_attn_implementation", "sdpa") == "eager"
         collate = PrefixSharingCollator(self.tokenizer.pad_token_id, eager_attention=eager)
@@ -156,7 +167,7 @@ class TorchBackend:
                 prompts = list(dict.fromkeys(pairs[i].prompt_ids for i in chunk))  # the batch's rows, in order
                 common = batch["prefix_ids"].size(1) if "prefix_ids" in batch else 0
                 if common:
-                    cache = prefix_cache(self._causal_lm(), batch["prefix_ids"], len(prompts))
+                    cache = self._prefix_cache(batch["prefix_ids"], len(prompts))
                 elif len(prompts) == 1:
                     cache = DynamicCache()  # filled by the forward with the whole prompt's keys and values
                 else:
@@ -185,7 +196,7 @@ class TorchBackend:
         prompts were all scored by `answer_logps` runs only their last token (`rl/evaluation/prompt_cache.py`)."""
         import torch
 
-        from rl.core.shared_prefix import prefix_cache, shared_prefix_length
+        from rl.core.shared_prefix import shared_prefix_length
 
         pad = self.tokenizer.pad_token_id
         grammars = SchemaGrammars(self.tokenizer, self._causal_lm().config.vocab_size) if schemas is not None else None
@@ -209,7 +220,7 @@ class TorchBackend:
                 if kept(chunk):
                     cache = self.prompt_key_values.generation_cache(chunk, common)
                 else:
-                    cache = prefix_cache(self._causal_lm(), ids[:1, :common], len(chunk)) if common else None
+                    cache = self._prefix_cache(ids[:1, :common], len(chunk)) if common else None
                 processors = [grammars.logits_processor([schemas[i] for i in indices])] if grammars is not None else None
                 generated = self.model.generate(
                     input_ids=ids, attention_mask=mask, cache=cache, max_new_tokens=max_new_tokens, do_sample=False,

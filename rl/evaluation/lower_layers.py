@@ -5,8 +5,9 @@ the embeddings and the layers below its lowest one as the base's, merged or not.
 scores the base's pairs and then the tuned model's, batch for batch the same rows: the base's pass keeps each row's
 input to that layer, and the tuned model's pass starts there instead of running the lower layers again (the same
 arithmetic on the same numbers, so the same scores). The tuned model's kept prompts (`rl/evaluation/prompt_cache.py`)
-take their lower layers' keys and values from the base's. Natural gate part on two AVX2 cores: the tuned model's 635
-pairs scored in ~45% less time. Nothing is shared when the base's scores come from its cache (no base pass runs).
+take their lower layers' keys and values from the base's. Natural gate part, fp32 on two AVX2 cores: the tuned
+model's 635 pairs scored in 93 s instead of about 160. Nothing is shared when the base's scores come from its cache
+(no base pass runs).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def layers_the_adapter_leaves(adapter_dir: str | Path) -> int:
 
     adapter = PeftConfig.from_pretrained(str(adapter_dir))
     layers = getattr(adapter, "layers_to_transform", None)
-    if (str(adapter.peft_type) not in ("LORA", "PeftType.LORA") or layers is None or getattr(adapter, "modules_to_save", None)
+    if (adapter.peft_type != "LORA" or layers is None or getattr(adapter, "modules_to_save", None)
             or getattr(adapter, "trainable_token_indices", None)):
         return 0
     return min([layers] if isinstance(layers, int) else layers)
