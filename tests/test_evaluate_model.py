@@ -1,5 +1,6 @@
 """evaluate_model on a tiny trained adapter, through PyTorch and through llama.cpp."""
 import json
+import logging
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -55,7 +56,7 @@ def test_the_base_is_scored_once_per_set_and_reused_by_later_runs_until_the_set_
 
 
 def test_with_the_base_scored_in_the_same_evaluation_the_tuned_model_skips_its_lower_layers_and_scores_the_same(
-        demo_db, tiny_model_dir, checkpoints, tmp_path, monkeypatch):
+        demo_db, tiny_model_dir, checkpoints, tmp_path, monkeypatch, caplog):
     from rl.evaluation.lower_layers import LowerLayers
     from rl.training.run import run_training
     from tests.rl_cases import data, tiny_config
@@ -78,8 +79,10 @@ def test_with_the_base_scored_in_the_same_evaluation_the_tuned_model_skips_its_l
                      "--max-new-tokens", "8", "--decoding", "constrained")
         return json.loads(output.read_text())["tuned"]
 
-    shared = evaluate()
+    with caplog.at_level(logging.INFO, logger="rl.evaluation.evaluation_run"):
+        shared = evaluate()
     assert served and all(layer_input is not None and layer_input.index == 1 for layer_input in served)
+    assert f"{len(served)} of its scoring batches started at layer 1 from the base's pass" in caplog.text
     served.clear()
     whole = evaluate()  # the base's scores from its cache: no base pass, so the tuned model runs every layer
     assert served == []

@@ -93,6 +93,7 @@ def evaluate_model(
         name = f"base ({base_id or 'default'})"
         results["base"], base_logps = _base_scores(name, base_id, tokenizer, evalset, max_new_tokens, decodings, lower_layers)
         results["models"]["base"] = name
+    served = None
     if gguf:
         tuned_backend = LlamaCppBackend(f"gguf ({gguf})", gguf, tokenizer)
     elif adapter_dir is not None:
@@ -104,6 +105,9 @@ def evaluate_model(
         results["tuned"], _ = evaluate_backend(tuned_backend, evalset, ref_logps=base_logps, beta=beta, max_new_tokens=max_new_tokens,
                                                decodings=decodings)
         results["models"]["tuned"] = tuned_backend.name
+        if served is not None:
+            logger.info("%s: %d of its scoring batches started at layer %d from the base's pass", tuned_backend.name,
+                        served.served, served.first)
 
     results_file = RESULTS_FILE if set_name == HELD_OUT else f"evaluation-{set_name}.json"
     if output:
