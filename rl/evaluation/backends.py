@@ -180,10 +180,9 @@ class TorchBackend:
                     scored = answer_logps(self._causal_lm(), batch, cache=cache, layer_input=layer_input)
                 if recording:
                     shared.record(batch, captured[0])
-                if cache is not None and layer_input is not None:
-                    self.prompt_key_values.keep(cache, prompts, common, below=shared.prompt_key_values, first=shared.first)
-                elif cache is not None:
-                    self.prompt_key_values.keep(cache, prompts, common)
+                if cache is not None:  # started at a layer: the layers under it are the base's kept prompts'
+                    below, first = (shared.prompt_key_values, shared.first) if layer_input is not None else (None, 0)
+                    self.prompt_key_values.keep(cache, prompts, common, below=below, first=first)
                 del cache
                 for j, i in enumerate(chunk):
                     results[i] = (float(scored.chosen[j]), float(scored.rejected[j]), len(pairs[i].chosen_ids), len(pairs[i].rejected_ids))

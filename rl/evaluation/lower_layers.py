@@ -51,7 +51,6 @@ class LowerLayers:
     def __init__(self, first: int, max_bytes: int = MAX_BYTES):
         self.first, self.max_bytes = first, max_bytes
         self.bytes = 0
-        self.serving = False
         self.served = 0  # batches the tuned model started at layer `first`
         self.prompt_key_values: PromptKeyValues | None = None
         self._inputs: dict[str, torch.Tensor] = {}
@@ -90,7 +89,11 @@ class LowerLayers:
 
     def serve(self, prompt_key_values: PromptKeyValues) -> None:
         """The base has scored: from now on its kept inputs (and its kept prompts) serve the tuned model."""
-        self.serving, self.prompt_key_values = True, prompt_key_values
+        self.prompt_key_values = prompt_key_values
+
+    @property
+    def serving(self) -> bool:
+        return self.prompt_key_values is not None
 
     def input_for(self, causal_lm: Any, batch: dict[str, torch.Tensor]) -> LayerInput | None:
         """The rows' input to layer `first` as the base computed it, for a model with the base's lower layers."""
