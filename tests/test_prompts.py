@@ -1,5 +1,6 @@
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,40 @@ def test_the_answer_schema_allows_catalog_widgets_and_only_the_prompt_s_shortlis
 def test_the_decision_of_an_answer_ends_where_its_title_begins():
     answer = render_pick(Pick("gauge", ("hq_chiller_1_kw",), "Chiller 1, now"))
     assert answer[: decision_length(answer)] == '{"fixtures": ["hq_chiller_1_kw"], "widget": "gauge"'
+
+
+FAKE_JAX_LAX = '''
+import os
+from pathlib import Path
+
+import numpy as np
+
+Path(os.environ["FAKE_JAX_RECORD"]).write_text(os.environ.get("JAX_PLATFORMS", "<unset>"))
+
+
+def top_k(scores, k):
+    order = np.argsort(-np.asarray(scores), kind="stable")[..., :k]
+    return np.take_along_axis(np.asarray(scores), order, -1), order
+'''
+
+
+def test_building_a_shortlist_keeps_an_installed_jax_off_the_gpu(tmp_path):
+    """bm25s imports JAX when it is installed and runs a top-k at import: on a GPU server with jax[cuda] that would
+    preallocate most of the GPU's memory in the trainer's own process. A stand-in `jax` records which platforms JAX
+    was allowed when bm25s imported it; the shortlist must come out as without it."""
+    root = Path(__file__).resolve().parent.parent
+    fake = tmp_path / "site" / "jax"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("from . import lax\n")
+    (fake / "lax.py").write_text(FAKE_JAX_LAX)
+    record = tmp_path / "platforms.txt"
+    script = (
+        "from tests.rl_cases import CATALOG\n"
+        "print(','.join(CATALOG.fixture_shortlist('Which work orders are open?')))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{tmp_path / 'site'}:{root}", "FAKE_JAX_RECORD": str(record),
+           "DJANGO_SETTINGS_MODULE": "backend.settings"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert record.read_text() == "cpu"
+    assert done.stdout.strip().split(",") == CATALOG.fixture_shortlist("Which work orders are open?")

@@ -171,6 +171,10 @@ def load_causal_lm(spec: str | None = None, **kwargs: Any) -> Any:
     resolved = resolve_base_model(spec)
     if resolved.kind == "gguf":
         _materialize_gguf(resolved)
+    # transformers turns on Hub kernels by default where `kernels` is installed (it is a dependency), and on a GPU
+    # `model.train()` then fetches them from the Hub: remote code this offline machine cannot download and that
+    # transformers refuses as untrusted (`kernels-community/rotary`), so training on CUDA failed at its first step.
+    kwargs.setdefault("use_kernels", False)
     try:
         return AutoModelForCausalLM.from_pretrained(resolved.load_path, **_offline_kwargs(resolved), **kwargs)
     except Exception as exc:

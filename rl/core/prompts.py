@@ -14,6 +14,7 @@ evaluation decodes under it and serving passes it to Ollama as `format`.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,10 +42,21 @@ def _retrieval_text(text: str) -> str:
     return _LETTER_DIGIT.sub(" ", text.replace("_", " "))
 
 
+def _bm25s() -> Any:
+    """bm25s, imported with JAX (which it uses when installed, and initializes at import) kept off the GPU: on a GPU
+    server with jax[cuda] installed JAX would otherwise preallocate 75% of the GPU's memory in every process that
+    builds a prompt, the trainer's included, for a top-k over a few hundred fixtures."""
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    import bm25s
+
+    return bm25s
+
+
 def _retrieval_tokens(texts: list[str]) -> Any:
     """Word tokens for BM25: stopwords dropped, English stems ("temperatures" finds "temperature")."""
-    import bm25s
     import Stemmer
+
+    bm25s = _bm25s()
 
     return bm25s.tokenize([_retrieval_text(t) for t in texts], token_pattern=_TOKEN_PATTERN, stopwords="en",
                           stemmer=Stemmer.Stemmer("english"), return_ids=False, show_progress=False)
@@ -121,10 +133,8 @@ class Catalog:
         site = site if site in self.sites else ""
         key = ("bm25", site)
         if key not in self._retriever_cache:
-            import bm25s
-
             fixtures = [f for f in self.fixtures if f.at_site(site)]
-            retriever = bm25s.BM25()
+            retriever = _bm25s().BM25()
             retriever.index(_retrieval_tokens([f"{f.slug} {f.name} {f.description}" for f in fixtures]), show_progress=False)
             self._retriever_cache[key] = (retriever, fixtures)
         return self._retriever_cache[key]
@@ -146,7 +156,7 @@ class Catalog:
         tokens = _retrieval_tokens([query])
         if not tokens[0]:
             return tuple(f.slug for f in fixtures[:k])
-        indices, scores = retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
+        indices, scores = retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1, backend_selection="numpy")
         # Equal scores in catalog order, so the shortlist does not depend on how the retriever breaks ties.
         ranked = sorted(zip(scores[0], indices[0]), key=lambda hit: (-float(hit[0]), int(hit[1])))
         return tuple(fixtures[int(i)].slug for _score, i in ranked)
