@@ -2,9 +2,9 @@
 fixtures, in both backends (xgrammar for PyTorch, llama.cpp's JSON-schema grammar for the GGUF)."""
 import pytest
 
-from rl.core.prompts import Pick, ScenarioText, answer_schema, build_messages, parse_pick
+from rl.core.prompts import Pick, ScenarioText, answer_schema, build_messages, decision_length, decision_schema, parse_pick
 from rl.evaluation.backends import LlamaCppBackend, TorchBackend
-from rl.evaluation.evalset import GenerationCase, tokenize_prompt
+from rl.evaluation.evalset import EvalSet, GenerationCase, tokenize_prompt
 from rl.evaluation.metrics import generation_metrics
 from rl.export.gguf_convert import convert_hf_to_gguf
 from tests.rl_cases import CATALOG
@@ -49,6 +49,28 @@ def test_pytorch_constrained_answers_only_name_catalog_widgets_and_shortlist_fix
     answers = TorchBackend("tiny", model, tokenizer, generation_batch_size=4).generate(
         [c.prompt_ids for c in cases], 200, [c.schema for c in cases])
     _check_constrained(answers, scenarios)
+
+
+def test_under_the_decision_schema_a_model_makes_the_decision_it_makes_under_the_whole_schema_and_the_pick_check_reads_it(tiny, monkeypatch):
+    from rl.training.callbacks import BestPickCallback
+
+    model, tokenizer = tiny
+    scenarios, cases = _cases(tokenizer)
+    backend = TorchBackend("tiny", model, tokenizer, generation_batch_size=4)
+    whole = backend.generate([c.prompt_ids for c in cases], 200, [c.schema for c in cases])
+    decisions = backend.generate([c.prompt_ids for c in cases], 200, [decision_schema(c.schema) for c in cases])
+    assert decisions == [answer[: decision_length(answer)] + "}" for answer in whole]
+    assert all(len(decision) < len(answer) for decision, answer in zip(decisions, whole))
+    _check_constrained(decisions, scenarios)
+    # The training's pick check answers with the decision alone and scores it as the whole answers.
+    answered = []
+    generate = TorchBackend.generate
+    monkeypatch.setattr(TorchBackend, "generate", lambda self, *args: answered.extend(generate(self, *args)) or answered)
+    checked = BestPickCallback(EvalSet([], cases, CATALOG), tokenizer).score(model)
+    assert answered == decisions
+    scored = generation_metrics(whole, cases, CATALOG)
+    assert {k: checked[k] for k in ("valid_json_rate", "widget_outcomes", "fixture_outcomes")} == {
+        k: scored[k] for k in ("valid_json_rate", "widget_outcomes", "fixture_outcomes")}
 
 
 def test_llama_cpp_constrained_answers_only_name_catalog_widgets_and_shortlist_fixtures(tiny, tiny_model_dir, tmp_path):

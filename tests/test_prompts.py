@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from rl.core.prompts import (
-    SYSTEM_PROMPT, Catalog, CatalogItem, Pick, PickParseError, ScenarioText, answer_schema, assistant_message, build_messages,
+    ANSWER_TOKEN_LIMIT, MAX_FIXTURES_PER_PICK, MAX_TITLE_CHARS, SYSTEM_PROMPT, Catalog, CatalogItem, Pick, PickParseError, ScenarioText, answer_schema, assistant_message, build_messages,
     decision_length, parse_pick, render_pick,
 )
 from tests.rl_cases import CATALOG
@@ -172,3 +172,32 @@ def test_building_a_shortlist_keeps_an_installed_jax_off_the_gpu(tmp_path):
     assert done.returncode == 0, done.stderr
     assert record.read_text() == "cpu"
     assert done.stdout.strip().split(",") == CATALOG.fixture_shortlist("Which work orders are open?")
+
+
+def test_every_model_may_write_the_longest_answer_the_schema_allows():
+    """Constrained decoding always ends in a valid answer unless the token limit cuts it first: the limit must hold
+    three of the catalog's longest fixture ids, its longest widget id and a 60-character title at one token a
+    character (in SmolLM2's tokens), for the demo's catalog and both natural sets'. At 96 the real base model's long
+    titles were cut into invalid JSON."""
+    from feedback.demo import build_demo
+    from rl.core.base_model import load_tokenizer
+    from rl.core.config import OnlineLearningConfig, ServingConfig
+    from rl.evaluation.backends import DEFAULT_MAX_NEW_TOKENS
+
+    tokenizer = load_tokenizer()
+
+    def tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    data, _ratings = build_demo()
+    catalogs = {"demo": ([w.slug for w in data.widgets], [f.slug for f in data.fixtures])}
+    root = Path(__file__).resolve().parent.parent
+    for name in ("natural", "natural-sealed"):
+        natural = json.loads((root / "evalsets" / name / "exhaustive_data.json").read_text())
+        catalogs[name] = ([w["slug"] for w in natural["widgets"]], [f["slug"] for f in natural["fixtures"]])
+    for name, (widgets, fixtures) in catalogs.items():
+        longest_fixtures = tuple(sorted(fixtures, key=tokens)[-MAX_FIXTURES_PER_PICK:])
+        decision = render_pick(Pick(widget=max(widgets, key=tokens), fixtures=longest_fixtures, title=""))
+        longest = tokens(decision) + MAX_TITLE_CHARS + 1  # the title's characters, then the end-of-turn token
+        assert longest <= ANSWER_TOKEN_LIMIT, (name, decision, longest)
+    assert DEFAULT_MAX_NEW_TOKENS == OnlineLearningConfig().max_new_tokens == ServingConfig().max_tokens == ANSWER_TOKEN_LIMIT

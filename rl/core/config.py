@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from rl.core.prompts import ANSWER_TOKEN_LIMIT
 from rl.core.runs import is_adapter_folder
 
 
@@ -200,7 +201,7 @@ class OnlineLearningConfig(SettingsBase):
     gate_fixture_tolerance: float = _f(0.02, "The margins rule: constrained fixture accuracy may fall at most this far below the live model's.")
     gate_preference_tolerance: float = _f(0.02, "The margins rule: preference accuracy on held-out pairs may fall at most this far below the live model's.")
     gate_min_valid_rate: float = _f(0.95, "Share of constrained answers that must parse to a pick from the prompt's catalog and shortlist.")
-    max_new_tokens: int = _f(96, "Answer length limit when generating picks for the gate.")
+    max_new_tokens: int = _f(ANSWER_TOKEN_LIMIT, "Answer length limit when generating picks for the gate (rl.core.prompts.ANSWER_TOKEN_LIMIT: above the longest answer the schema allows).")
     quantization: str = _f("q4_k_m", "GGUF quantization of an exported candidate.")
     verify_pick: bool = _f(True, "Export verification requires the quantized model to answer a test question with a parseable pick.")
     model_name: str = _f("cc-widget-selector", "Ollama model name of candidates (tagged with their run name).")
@@ -257,7 +258,7 @@ class ServingConfig(SettingsBase):
     ab_share: float = _f(0.0, "Share of requests (0 to 1) the A/B candidate answers, chosen by a hash of the request, so one request always goes the same way.")
     timeout_seconds: float = _f(30.0, "How long to wait for the engine's answer before giving up (HTTP 504).")
     temperature: float = _f(0.0, "Sampling temperature sent to the engine; 0 is greedy, the same pick for the same question.")
-    max_tokens: int = _f(128, "Answer length limit (Ollama's num_predict, the OpenAI API's max_tokens); a pick is about 40 tokens, the longest the answer schema allows (3 fixtures, a 60-character title) about 110.")
+    max_tokens: int = _f(ANSWER_TOKEN_LIMIT, "Answer length limit (Ollama's num_predict, the OpenAI API's max_tokens); a pick is about 40 tokens, the longest the answer schema allows (3 fixtures, a 60-character title) about 110 (rl.core.prompts.ANSWER_TOKEN_LIMIT).")
 
     def validate(self) -> None:
         super().validate()

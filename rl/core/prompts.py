@@ -24,6 +24,11 @@ from typing import Any
 FIXTURE_SHORTLIST_SIZE = 6
 MAX_FIXTURES_PER_PICK = 3
 MAX_TITLE_CHARS = 60
+# The tokens an answer may take, for every model that writes one (evaluation, the deploy gate, serving): above the
+# longest answer the schema allows in SmolLM2's tokens (three of the catalog's longest fixture ids, its longest widget
+# id, a 60-character title at one token a character: tests/test_prompts.py measures it). A limit below that cut answers
+# the schema allows, inside their title, into invalid JSON: 96 did so to 7 of the real base model's 278 natural answers.
+ANSWER_TOKEN_LIMIT = 128
 SYSTEM_PROMPT = (
     "Pick the dashboard widget and the fixtures (data sources) that answer the operator's question. "
     'Reply with JSON only: {"fixtures": ["<id>"], "widget": "<id>", "title": "<short title>"}'
@@ -208,6 +213,14 @@ def answer_schema(scenario: ScenarioText, catalog: Catalog) -> dict[str, Any]:
         "required": ["fixtures", "widget", "title"],
         "additionalProperties": False,
     }
+
+
+def decision_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """`answer_schema` without the title: an answer that ends where its decision (fixtures, then widget) does. Decoded
+    under it a model makes the same decision as under the whole schema (the grammar is the same up to the widget, whose
+    closing quote it forces unless a widget id is a prefix of another) in the fewer tokens a pick check needs."""
+    return {**schema, "properties": {k: v for k, v in schema["properties"].items() if k != "title"},
+            "required": [k for k in schema["required"] if k != "title"]}
 
 
 def assistant_message(pick: Pick, scenario: ScenarioText, catalog: Catalog) -> list[dict[str, str]]:

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from tqdm.auto import tqdm
 
+from rl.core.prompts import ANSWER_TOKEN_LIMIT
 from rl.evaluation.evalset import TokenizedPair
 from rl.evaluation.prompt_cache import PromptKeyValues
 
 if TYPE_CHECKING:
     from rl.evaluation.lower_layers import LowerLayers
 
-DEFAULT_MAX_NEW_TOKENS = 96
+DEFAULT_MAX_NEW_TOKENS = ANSWER_TOKEN_LIMIT
 DECODINGS = ("free", "constrained")
 
 

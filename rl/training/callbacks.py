@@ -18,6 +18,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from rl.core.prompts import ANSWER_TOKEN_LIMIT, decision_schema
 from rl.evaluation.backends import TorchBackend
 from rl.evaluation.evalset import EvalSet
 from rl.evaluation.metrics import generation_metrics
@@ -108,7 +109,7 @@ def pick_tolerance(n_questions: int) -> float:
 
 
 class BestPickCallback(TrainerCallback):
-    def __init__(self, evalset: EvalSet, tokenizer: Any, metrics_path: Path | None = None, max_new_tokens: int = 64):
+    def __init__(self, evalset: EvalSet, tokenizer: Any, metrics_path: Path | None = None, max_new_tokens: int = ANSWER_TOKEN_LIMIT):
         self.evalset, self.tokenizer, self.metrics_path, self.max_new_tokens = evalset, tokenizer, metrics_path, max_new_tokens
         self.best_score: float | None = None  # the kept adapter's score, within `pick_tolerance` of `highest_score`
         self.best_step: int | None = None
@@ -119,7 +120,9 @@ class BestPickCallback(TrainerCallback):
 
     def score(self, model: Any, bf16: bool = False) -> dict[str, Any]:
         backend = TorchBackend("training", model, self.tokenizer, bf16_autocast=bf16)
-        answers = backend.generate([c.prompt_ids for c in self.evalset.cases], self.max_new_tokens, [c.schema for c in self.evalset.cases])
+        # The decision alone: the pick metrics do not read the title, which took a quarter of the answers' tokens.
+        answers = backend.generate([c.prompt_ids for c in self.evalset.cases], self.max_new_tokens,
+                                   [decision_schema(c.schema) for c in self.evalset.cases])
         return generation_metrics(answers, self.evalset.cases, self.evalset.catalog)
 
     def _check(self, model: Any, step: int, args: Any) -> None:
