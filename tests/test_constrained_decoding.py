@@ -5,7 +5,7 @@ import pytest
 from rl.core.prompts import Pick, ScenarioText, answer_schema, build_messages, decision_length, decision_schema, parse_pick
 from rl.evaluation.backends import LlamaCppBackend, TorchBackend
 from rl.evaluation.evalset import EvalSet, GenerationCase, tokenize_prompt
-from rl.evaluation.metrics import generation_metrics
+from rl.evaluation.metrics import evaluate_backend, generation_metrics
 from rl.export.gguf_convert import convert_hf_to_gguf
 from tests.rl_cases import CATALOG
 
@@ -71,6 +71,11 @@ def test_under_the_decision_schema_a_model_makes_the_decision_it_makes_under_the
     scored = generation_metrics(whole, cases, CATALOG)
     assert {k: checked[k] for k in ("valid_json_rate", "widget_outcomes", "fixture_outcomes")} == {
         k: scored[k] for k in ("valid_json_rate", "widget_outcomes", "fixture_outcomes")}
+    # So does evaluation (and the gate's scoring, through the same function).
+    del answered[:]
+    evaluated, _ = evaluate_backend(backend, EvalSet([], cases, CATALOG), max_new_tokens=200, decodings=("constrained",))
+    assert answered == decisions
+    assert {k: evaluated[f"constrained_{k}"] for k in scored if k != "n_scenarios"} == {k: v for k, v in scored.items() if k != "n_scenarios"}
 
 
 def test_llama_cpp_constrained_answers_only_name_catalog_widgets_and_shortlist_fixtures(tiny, tiny_model_dir, tmp_path):
