@@ -258,7 +258,7 @@ class ServingConfig(SettingsBase):
     ab_share: float = _f(0.0, "Share of requests (0 to 1) the A/B candidate answers, chosen by a hash of the request, so one request always goes the same way.")
     timeout_seconds: float = _f(30.0, "How long to wait for the engine's answer before giving up (HTTP 504).")
     temperature: float = _f(0.0, "Sampling temperature sent to the engine; 0 is greedy, the same pick for the same question.")
-    max_tokens: int = _f(ANSWER_TOKEN_LIMIT, "Answer length limit (Ollama's num_predict, the OpenAI API's max_tokens); a pick is about 40 tokens, the longest the answer schema allows (3 fixtures, a 60-character title) about 110 (rl.core.prompts.ANSWER_TOKEN_LIMIT).")
+    max_tokens: int = _f(ANSWER_TOKEN_LIMIT, "Answer length limit (Ollama's num_predict, the OpenAI API's max_tokens); a pick is about 40 tokens, the longest the answer schema allows (3 fixtures, a 60-character title) 118 for the demo's catalog (rl.core.prompts.ANSWER_TOKEN_LIMIT).")
 
     def validate(self) -> None:
         super().validate()

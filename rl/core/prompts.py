@@ -62,7 +62,6 @@ def _retrieval_tokens(texts: list[str]) -> Any:
     import Stemmer
 
     bm25s = _bm25s()
-
     return bm25s.tokenize([_retrieval_text(t) for t in texts], token_pattern=_TOKEN_PATTERN, stopwords="en",
                           stemmer=Stemmer.Stemmer("english"), return_ids=False, show_progress=False)
 
@@ -218,7 +217,8 @@ def answer_schema(scenario: ScenarioText, catalog: Catalog) -> dict[str, Any]:
 def decision_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """`answer_schema` without the title: an answer that ends where its decision (fixtures, then widget) does. Decoded
     under it a model makes the same decision as under the whole schema (the grammar is the same up to the widget, whose
-    closing quote it forces unless a widget id is a prefix of another) in the fewer tokens a pick check needs."""
+    closing quote it forces unless a widget id is a prefix of another) in the fewer tokens that scoring a pick needs:
+    evaluation, the gate and the pick checks during training decode under it."""
     return {**schema, "properties": {k: v for k, v in schema["properties"].items() if k != "title"},
             "required": [k for k in schema["required"] if k != "title"]}
 
