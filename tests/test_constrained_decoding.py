@@ -1,5 +1,7 @@
 """Constrained decoding: a random tiny model, held to the answer schema, only ever names catalog widgets and shortlist
 fixtures, in both backends (xgrammar for PyTorch, llama.cpp's JSON-schema grammar for the GGUF)."""
+import dataclasses
+
 import pytest
 
 from rl.core.prompts import Pick, ScenarioText, answer_schema, build_messages, decision_length, decision_schema, parse_pick
@@ -62,18 +64,20 @@ def test_under_the_decision_schema_a_model_makes_the_decision_it_makes_under_the
     assert decisions == [answer[: decision_length(answer)] + "}" for answer in whole]
     assert all(len(decision) < len(answer) for decision, answer in zip(decisions, whole))
     _check_constrained(decisions, scenarios)
-    # The training's pick check answers with the decision alone and scores it as the whole answers.
+    # From cases that hold the decision schema (as `build_eval_set` makes them), the training's pick check answers
+    # with the decisions alone and scores them as the whole answers.
+    decision_cases = [dataclasses.replace(c, schema=decision_schema(c.schema)) for c in cases]
     answered = []
     generate = TorchBackend.generate
     monkeypatch.setattr(TorchBackend, "generate", lambda self, *args: answered.extend(generate(self, *args)) or answered)
-    checked = BestPickCallback(EvalSet([], cases, CATALOG), tokenizer).score(model)
+    checked = BestPickCallback(EvalSet([], decision_cases, CATALOG), tokenizer).score(model)
     assert answered == decisions
     scored = generation_metrics(whole, cases, CATALOG)
     assert {k: checked[k] for k in ("valid_json_rate", "widget_outcomes", "fixture_outcomes")} == {
         k: scored[k] for k in ("valid_json_rate", "widget_outcomes", "fixture_outcomes")}
     # So does evaluation (and the gate's scoring, through the same function).
     del answered[:]
-    evaluated, _ = evaluate_backend(backend, EvalSet([], cases, CATALOG), max_new_tokens=200, decodings=("constrained",))
+    evaluated, _ = evaluate_backend(backend, EvalSet([], decision_cases, CATALOG), max_new_tokens=200, decodings=("constrained",))
     assert answered == decisions
     assert {k: evaluated[f"constrained_{k}"] for k in scored if k != "n_scenarios"} == {k: v for k, v in scored.items() if k != "n_scenarios"}
 

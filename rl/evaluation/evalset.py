@@ -24,7 +24,9 @@ class GenerationCase:
     scenario_id: str
     prompt_ids: tuple[int, ...]
     expected: tuple[Pick, ...]  # every up-rated pick of the scenario
-    schema: dict[str, Any] | None = None  # the JSON schema of a valid answer to this prompt
+    # The JSON schema constrained answers are decoded under: a valid answer to this prompt, ending with its decision
+    # (`decision_schema`: below the answer-token limit the grammar completes every answer, and no metric reads a title).
+    schema: dict[str, Any] | None = None
 
 
 @dataclass
@@ -60,7 +62,7 @@ def tokenize_pairs(pair_rows: list[dict], tokenizer: Any) -> list[TokenizedPair]
 
 def build_eval_set(pair_rows: list[dict], snapshot: Any, scenario_ids: set[str], tokenizer: Any, limit: int | None = None) -> EvalSet:
     """Tokenize held-out pairs and the generation cases of `scenario_ids` (scenarios with an up-rated pick)."""
-    from rl.core.prompts import answer_schema, build_messages
+    from rl.core.prompts import answer_schema, build_messages, decision_schema
     from rl.data.data_formatter import entry_verdicts
 
     pairs = tokenize_pairs(pair_rows[: limit or None], tokenizer)
@@ -71,7 +73,7 @@ def build_eval_set(pair_rows: list[dict], snapshot: Any, scenario_ids: set[str],
             ups[entry.scenario_id].append(entry.pick)
     cases = [
         GenerationCase(sid, tuple(tokenize_prompt(tokenizer, build_messages(snapshot.scenarios[sid], snapshot.catalog))), tuple(picks),
-                       answer_schema(snapshot.scenarios[sid], snapshot.catalog))
+                       decision_schema(answer_schema(snapshot.scenarios[sid], snapshot.catalog)))
         for sid, picks in sorted(ups.items())
     ][: limit or None]
     if not pairs and not cases:

@@ -18,7 +18,7 @@ import time
 from collections import Counter, defaultdict
 from typing import Any
 
-from rl.core.prompts import Catalog, PickParseError, decision_schema, parse_pick
+from rl.core.prompts import Catalog, PickParseError, parse_pick
 from rl.evaluation.backends import DECODINGS, DEFAULT_MAX_NEW_TOKENS, Backend
 from rl.evaluation.evalset import EvalSet, GenerationCase
 
@@ -154,9 +154,7 @@ def evaluate_backend(backend: Backend, evalset: EvalSet, *, ref_logps: list | No
     prompts = [c.prompt_ids for c in evalset.cases]
     for decoding in decodings:
         started = time.perf_counter()
-        # Constrained answers end with their decision: below the answer-token limit the grammar completes every answer,
-        # so its title changes no metric, and the base model's long titles were a third of its answering time.
-        schemas = [decision_schema(c.schema) for c in evalset.cases] if decoding == "constrained" else None
+        schemas = [c.schema for c in evalset.cases] if decoding == "constrained" else None
         answers = backend.generate(prompts, max_new_tokens, schemas) if evalset.cases else []
         prefix = "constrained_" if decoding == "constrained" else ""
         metrics.update({prefix + k: v for k, v in generation_metrics(answers, evalset.cases, evalset.catalog).items()})

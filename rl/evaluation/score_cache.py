@@ -27,7 +27,6 @@ def data_key(evalset: EvalSet, max_new_tokens: int) -> str:
         "cases": [(c.scenario_id, c.prompt_ids, [(e.widget, e.fixtures) for e in c.expected], c.schema) for c in evalset.cases],
         "decodings": GATE_DECODINGS, "max_new_tokens": max_new_tokens, "precision": evaluation_precision(),
         "with": "item_outcomes",  # scores made before per-item outcomes were kept do not serve the paired gate
-        "constrained_answers": "decision",  # nor those whose constrained answers went on to a title
     }
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=list).encode()).hexdigest()
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from rl.core.prompts import ANSWER_TOKEN_LIMIT, decision_schema
+from rl.core.prompts import ANSWER_TOKEN_LIMIT
 from rl.evaluation.backends import TorchBackend
 from rl.evaluation.evalset import EvalSet
 from rl.evaluation.metrics import generation_metrics
@@ -120,9 +120,7 @@ class BestPickCallback(TrainerCallback):
 
     def score(self, model: Any, bf16: bool = False) -> dict[str, Any]:
         backend = TorchBackend("training", model, self.tokenizer, bf16_autocast=bf16)
-        # The decision alone: the pick metrics do not read the title, which took a quarter of the answers' tokens.
-        answers = backend.generate([c.prompt_ids for c in self.evalset.cases], self.max_new_tokens,
-                                   [decision_schema(c.schema) for c in self.evalset.cases])
+        answers = backend.generate([c.prompt_ids for c in self.evalset.cases], self.max_new_tokens, [c.schema for c in self.evalset.cases])
         return generation_metrics(answers, self.evalset.cases, self.evalset.catalog)
 
     def _check(self, model: Any, step: int, args: Any) -> None:
