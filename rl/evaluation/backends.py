@@ -193,10 +193,12 @@ class TorchBackend:
         """Greedy answers in batches. The prefix a batch's prompts share (the system prompt and widget catalog) is run
         once and its keys and values serve every row, which then holds `[prefix | padding | rest of its prompt]`:
         positions follow the attention mask, so each answer is the one its prompt alone would get. A batch whose
-        prompts were all scored by `answer_logps` runs only their last token (`rl/evaluation/prompt_cache.py`)."""
+        prompts were all scored by `answer_logps` runs only their last token (`rl/evaluation/prompt_cache.py`). Each
+        generated token's keys and values are written into room kept after the cache's (`rl/evaluation/decoding_cache.py`)."""
         import torch
 
         from rl.core.shared_prefix import shared_prefix_length
+        from rl.evaluation.decoding_cache import growing_cache
 
         pad = self.tokenizer.pad_token_id
         grammars = SchemaGrammars(self.tokenizer, self._causal_lm().config.vocab_size) if schemas is not None else None
@@ -221,6 +223,7 @@ class TorchBackend:
                     cache = self.prompt_key_values.generation_cache(chunk, common)
                 else:
                     cache = self._prefix_cache(ids[:1, :common], len(chunk)) if common else None
+                cache = growing_cache(cache, self._causal_lm().config)
                 processors = [grammars.logits_processor([schemas[i] for i in indices])] if grammars is not None else None
                 generated = self.model.generate(
                     input_ids=ids, attention_mask=mask, cache=cache, max_new_tokens=max_new_tokens, do_sample=False,
