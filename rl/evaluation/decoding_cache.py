@@ -2,11 +2,11 @@
 
 transformers' `DynamicLayer` appends a decoding step's keys and values with `torch.cat`, which copies the whole cache
 of every layer at every generated token. Answering 32 natural questions (prompts of ~430 tokens, rows of 32) spent
-15 of its 38 s in those copies on two AVX2 cores; this layer took a fifth off answering with jemalloc's page decay off
-(the demo's setting) and two fifths under an allocator that hands freed pages back (docs/evaluation.md). `GrowingLayer` keeps each layer's keys and values in a buffer with
+15 of its 38 s in those copies on two AVX2 cores. `GrowingLayer` keeps each layer's keys and values in a buffer with
 room for the next `ROOM` positions and writes new ones into it; its `keys` and `values` are views of the filled part,
-so attention reads the same numbers. For decoding without gradients only: an in-place write into a buffer that a
-backward pass had saved would break autograd.
+so attention reads the same numbers. It took a fifth off answering with jemalloc's page decay off (the demo's setting)
+and two fifths under an allocator that hands freed pages back (docs/evaluation.md). For decoding without gradients
+only: an in-place write into a buffer that a backward pass had saved would break autograd.
 """
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def growing_cache(cache: DynamicCache | None, config: Any) -> DynamicCache:
     for index, layer in enumerate(cache.layers):
         if type(layer) is DynamicLayer:
             growing = GrowingLayer()
-            if layer.is_initialized and layer.get_seq_length():
+            if layer.get_seq_length():
                 growing.update(layer.keys, layer.values)
             cache.layers[index] = growing
     return cache
