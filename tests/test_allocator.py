@@ -59,3 +59,25 @@ def test_a_fast_allocator_is_only_noted(monkeypatch, caplog, allocator):
     with caplog.at_level(logging.INFO, logger="rl.core.allocator"):
         log_allocator()
     assert [r.levelname for r in caplog.records] == ["INFO"] and allocator in caplog.text
+
+
+BOUND = ("from rl.core.allocator import bound_freed_pages, freed_bytes_kept, keep_freed_pages\n"
+         "import ctypes\n"
+         "keep_freed_pages()\n"
+         "libc = ctypes.CDLL(None); libc.malloc.restype = ctypes.c_void_p; libc.free.argtypes = [ctypes.c_void_p]\n"
+         "blocks = [libc.malloc(8 * 2**20) for _ in range(64)]\n"
+         "for block in blocks: ctypes.memset(block, 1, 8 * 2**20)\n"
+         "for block in blocks: libc.free(block)\n"
+         "held = freed_bytes_kept()\n"
+         "print(held, bound_freed_pages(limit=2**40), bound_freed_pages(limit=2**28), freed_bytes_kept(), sep=';')")
+
+
+def test_freed_pages_kept_by_jemalloc_are_handed_back_past_their_limit():
+    held, above_huge_limit, above_limit, after = _run_child(BOUND, {"LD_PRELOAD": jemalloc_path()}).split(";")
+    assert int(held) >= 500 * 2**20, "512 MB freed with the decay off stay resident"
+    assert (above_huge_limit, above_limit) == ("False", "True")
+    assert int(after) < 2**28
+
+
+def test_under_glibc_there_are_no_freed_pages_to_bound():
+    assert _run_child(BOUND, {}) == "None;False;False;None"

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from tqdm.auto import tqdm
 
+from rl.core.allocator import bound_freed_pages
 from rl.core.prompts import ANSWER_TOKEN_LIMIT
 from rl.evaluation.evalset import TokenizedPair
 from rl.evaluation.prompt_cache import PromptKeyValues
@@ -185,6 +186,7 @@ class TorchBackend:
                     below, first = (shared.prompt_key_values, shared.first) if layer_input is not None else (None, 0)
                     self.prompt_key_values.keep(cache, prompts, common, below=below, first=first)
                 del cache
+                bound_freed_pages()
                 for j, i in enumerate(chunk):
                     results[i] = (float(scored.chosen[j]), float(scored.rejected[j]), len(pairs[i].chosen_ids), len(pairs[i].rejected_ids))
         return [results[i] for i in range(len(pairs))]
@@ -229,6 +231,7 @@ class TorchBackend:
                     input_ids=ids, attention_mask=mask, cache=cache, max_new_tokens=max_new_tokens, do_sample=False,
                     eos_token_id=_stop_ids(self.tokenizer), pad_token_id=pad, logits_processor=processors,
                 )
+                bound_freed_pages()
                 outputs.update(zip(indices, self.tokenizer.batch_decode(generated[:, ids.size(1):], skip_special_tokens=True)))
         return [outputs[i] for i in range(len(prompts))]
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from rl.core.allocator import bound_freed_pages
 from rl.core.prompts import ANSWER_TOKEN_LIMIT
 from rl.evaluation.backends import TorchBackend
 from rl.evaluation.evalset import EvalSet
@@ -92,6 +93,13 @@ def step_log_callback() -> Any:
                 logger.info("eval at step %d: %s", state.global_step, eval_summary(logs))
 
     return StepLog()
+
+
+class FreedPagesBound(TrainerCallback):
+    """After every step, jemalloc's freed pages handed back once they exceed their limit (`bound_freed_pages`)."""
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        bound_freed_pages()
 
 
 def pick_score(metrics: dict[str, Any]) -> float:

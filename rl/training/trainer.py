@@ -19,7 +19,7 @@ from rl.core.console import on_terminal
 from rl.core.cpu_precision import cpu_bf16_is_faster, measured_cpu_precision
 from rl.core.runs import CHECKPOINT_DIR, FINAL_DIR, METRICS_FILE
 from rl.training.adapter import adapted_layers, frozen_linears_to_bf16, load_initial_adapter, lora_config
-from rl.training.callbacks import metrics_callback, progress_callback, step_log_callback
+from rl.training.callbacks import FreedPagesBound, metrics_callback, progress_callback, step_log_callback
 from rl.training.distributed import (
     on_main_process,
     share_adapter_from_main,
@@ -200,7 +200,7 @@ class CommandCenterDPOTrainer:
         if algo == "dpo":
             train_dataset = self._rows_the_steps_reach(train_dataset)
         eval_dataset = self._capped_eval(eval_dataset)
-        all_callbacks = [metrics_callback(output_dir / METRICS_FILE), *(callbacks or [])]
+        all_callbacks = [metrics_callback(output_dir / METRICS_FILE), FreedPagesBound(), *(callbacks or [])]
         self.time_budget = TimeBudgetCallback(self.config.max_minutes * 60, self.clock_started) if self.config.max_minutes else None
         if self.time_budget is not None:
             all_callbacks.append(self.time_budget)
