@@ -80,3 +80,20 @@ def test_the_run_report_refuses_an_unknown_run_or_a_missing_phases_file(db, tmp_
     TrainingRun.objects.create(name="r", status="succeeded")
     with pytest.raises(CommandError, match="No phases file"):
         call_command("run_report", "r", "--phases", str(tmp_path / "missing.tsv"))
+
+
+def test_off_a_terminal_a_long_run_logs_about_twenty_step_lines_the_first_and_last_among_them(caplog):
+    from types import SimpleNamespace
+
+    from rl.training.callbacks import step_log_callback, step_log_interval
+
+    assert step_log_interval(4, 2) == 2 and step_log_interval(201, 5) == 15 and step_log_interval(100, 5) == 5
+    callback = step_log_callback()
+    args, state = SimpleNamespace(logging_steps=5), SimpleNamespace(is_world_process_zero=True, max_steps=201, global_step=0)
+    callback.on_train_begin(args, state, None)
+    caplog.set_level(logging.INFO, logger="rl.training.callbacks")
+    for step in [1, *range(5, 201, 5), 201]:
+        state.global_step = step
+        callback.on_log(args, state, None, logs={"loss": 0.5})
+    logged = [int(r.getMessage().split()[1].split("/")[0]) for r in caplog.records if r.getMessage().startswith("step ")]
+    assert logged == [1, *range(15, 201, 15), 201]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -67,9 +68,20 @@ def progress_callback() -> Any:
     return RewardProgress
 
 
+STEP_LINES = 20  # about how many step lines a run logs off a terminal, however long it is
+
+
+def step_log_interval(max_steps: int, logging_steps: int) -> int:
+    """Every how many steps a step line is logged: a multiple of `logging_steps` (the steps the Trainer logs at) that
+    keeps a run near `STEP_LINES` lines (the `cpu` preset's 201 steps logged every 5 were 40 of a demo log's 300)."""
+    logging_steps = max(int(logging_steps), 1)
+    return logging_steps * max(1, math.ceil(max_steps / (STEP_LINES * logging_steps)))
+
+
 def step_log_callback() -> Any:
-    """Off a terminal: a log line every `logging_steps` steps (step, loss, reward accuracy, pace, time left) and one
-    per evaluation, instead of a progress bar that would write a new line per update."""
+    """Off a terminal: a log line every few logged steps (`step_log_interval`: step, loss, reward accuracy, pace, time
+    left), the last one always, and one per evaluation, instead of a progress bar that would write a new line per
+    update."""
 
     class StepLog(TrainerCallback):
         def __init__(self) -> None:
@@ -84,6 +96,9 @@ def step_log_callback() -> Any:
             if not state.is_world_process_zero or not logs or not state.global_step:
                 return
             if "loss" in logs:
+                every = step_log_interval(state.max_steps, getattr(args, "logging_steps", 1))
+                if state.global_step % every and state.global_step not in (1, state.max_steps):
+                    return
                 pace = (time.perf_counter() - self.began) / state.global_step
                 accuracy = f", reward accuracy {logs['rewards/accuracies']:.2f}" if "rewards/accuracies" in logs else ""
                 logger.info("step %d/%d (%.0f%%): loss %.3f%s, %.1f s/step, about %.0f min left", state.global_step, state.max_steps,
