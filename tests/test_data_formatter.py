@@ -90,6 +90,41 @@ def test_a_correction_is_chosen_over_the_entry_it_corrects():
     assert rows[0]["origin"] == "correction" and rows[0]["kind"] == "widget"
 
 
+def _slip_and_right_up_with_a_correction():
+    # s1 asks for chiller 1's trend: the line chart is rightly up-rated, the gauge up-rated by a slip, and a down-rated
+    # KPI card carries the rater's correction naming the line chart.
+    right = Pick("line_chart", ("chiller_1_kw",), "")
+    return [
+        entry("a", "s1", "line_chart", ("chiller_1_kw",), vote("up")),
+        entry("b", "s1", "gauge", ("chiller_1_kw",), vote("up")),
+        entry("c", "s1", "kpi_card", ("chiller_1_kw",), vote("down", corrected=right)),
+        entry("d", "s1", "table", ("chiller_1_kw",), vote("down")),
+        entry("e", "s1", "line_chart", ("chiller_2_kw",), vote("down")),
+    ]
+
+
+def test_where_a_correction_names_the_right_pick_an_up_it_contradicts_is_never_chosen():
+    entries = _slip_and_right_up_with_a_correction()
+    rows = build_widget_dpo_pairs(entries, SCENARIOS, CATALOG, max_pairs_per_scenario=4, agree_with_corrections=True)
+    assert {p["widget"] for p in picks(rows, "chosen")} == {"line_chart"}
+    assert {p["widget"] for p in picks(rows, "rejected")} == {"kpi_card", "table"}
+    without = build_widget_dpo_pairs(entries, SCENARIOS, CATALOG, max_pairs_per_scenario=4)
+    assert "gauge" in {p["widget"] for p in picks(without, "chosen")}
+    result = format_preferences(entries, SCENARIOS, CATALOG, chosen_agrees_with_corrections=True)
+    assert "gauge" not in {p["widget"] for p in picks(result.pairs, "chosen")}
+    assert result.stats.filtered["widget_up_contradicted_by_correction"] == 1
+
+
+def test_ups_stay_chosen_where_no_correction_names_any_of_them():
+    entries = _slip_and_right_up_with_a_correction()
+    entries[2] = entry("c", "s1", "kpi_card", ("chiller_1_kw",), vote("down", corrected=Pick("heatmap", ("chiller_1_kw",), "")))
+    rows = build_widget_dpo_pairs(entries, SCENARIOS, CATALOG, max_pairs_per_scenario=4, agree_with_corrections=True)
+    assert {p["widget"] for p in picks(rows, "chosen")} == {"line_chart", "gauge"}
+    entries[2] = entry("c", "s1", "kpi_card", ("chiller_1_kw",), vote("down"))
+    rows = build_widget_dpo_pairs(entries, SCENARIOS, CATALOG, max_pairs_per_scenario=4, agree_with_corrections=True)
+    assert {p["widget"] for p in picks(rows, "chosen")} == {"line_chart", "gauge"}
+
+
 def test_conflicting_ratings_follow_the_majority_and_ties_are_dropped():
     entries = [
         entry("a", "s1", "line_chart", ("chiller_1_kw",), vote("up", "ann"), vote("up", "bob"), vote("down", "cat")),

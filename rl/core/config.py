@@ -91,6 +91,7 @@ class TrainingConfig(SettingsBase):
     eval_fraction: float = _f(0.2, "Share of scenarios held out for evaluation.")
     kind: str = _f("both", "Which pairs: widget, fixture or both.", choices=("widget", "fixture", "both"))
     max_pairs_per_scenario: int = _f(4, "Cap on pairs of each kind per scenario, so no scenario dominates.")
+    chosen_agrees_with_corrections: bool = _f(True, "Where ratings of a question carry corrected picks, a pair's chosen answer is an up-rated pick a correction names (when one does): an up the raters' own corrections contradict is more likely a slip than a second right answer.")
     hard_widget_negatives: bool = _f(False, "Widget pairs reject, where there is a choice, the widgets the chosen fixtures are most often up-rated with elsewhere (a trend vs. a current value of one sensor), which only the question's wording rules out.")
     kto_min_pairs: int = _f(50, "With algo=auto: fewer true pairs than this trains KTO on unpaired ratings instead.")
 

@@ -6,6 +6,9 @@ Rules (each has a test in tests/test_data_formatter.py):
 - Widget pair: an up and a down entry of the SAME scenario whose widgets differ.
 - Fixture pair: an up and a down entry of the same scenario and widget whose fixtures differ.
 - Correction pair: a rating's corrected pick is chosen, the entry it rated is rejected.
+- With `chosen_agrees_with_corrections`, where a rating in the scenario carries a corrected pick, only the up-rated
+  entries showing a corrected pick are chosen (when any does): an up the raters' own corrections contradict is more
+  likely a slip than a second right answer.
 - Per scenario and kind at most `max_pairs_per_scenario` pairs, spread so no entry dominates. With
   `hard_widget_negatives`, a widget pair's rejected widget is, among those equally spread, the one most often
   up-rated elsewhere with the chosen pick's fixtures: the widget the same data could have been shown with, which
@@ -138,6 +141,19 @@ def widget_fixture_counts(entries: Iterable[RatedEntry], verdicts: Mapping[str, 
     return Counter((fixture, widget) for _scenario, fixture, widget in shown)
 
 
+def corrected_picks(entries: Iterable[RatedEntry]) -> set[tuple[str, tuple[str, ...]]]:
+    """The (widget, fixtures) that the usable ratings of `entries` name as the right pick in their corrections."""
+    return {(vote.corrected.widget, vote.corrected.fixtures) for entry in entries for vote in entry.votes
+            if vote.usable and vote.corrected is not None}
+
+
+def ups_agreeing_with_corrections(ups: list[RatedEntry], corrected: set[tuple[str, tuple[str, ...]]]) -> list[RatedEntry]:
+    """The up-rated entries that show a pick the scenario's corrections name; all of them when none does (or there
+    is no correction)."""
+    agreeing = [entry for entry in ups if (entry.pick.widget, entry.pick.fixtures) in corrected]
+    return agreeing or ups
+
+
 def _pairs_of_kind(
     kind: str,
     entries: list[RatedEntry],
@@ -147,6 +163,8 @@ def _pairs_of_kind(
     max_pairs_per_scenario: int,
     seed: int,
     hard_negatives: bool = False,
+    agree_with_corrections: bool = False,
+    stats: FormatterStats | None = None,
 ) -> list[dict]:
     rng = random.Random(seed)
     shown_with = widget_fixture_counts(entries, verdicts) if hard_negatives else Counter()
@@ -164,6 +182,11 @@ def _pairs_of_kind(
         group = sorted(by_scenario[scenario_id], key=lambda e: e.entry_id)
         ups = [e for e in group if verdicts[e.entry_id] == "up"]
         downs = [e for e in group if verdicts[e.entry_id] == "down"]
+        if agree_with_corrections:
+            agreeing = ups_agreeing_with_corrections(ups, corrected_picks(by_scenario[scenario_id]))
+            if stats is not None:
+                stats.filtered[f"{kind}_up_contradicted_by_correction"] += len(ups) - len(agreeing)
+            ups = agreeing
         if kind == "widget":
             candidates = [(u, d) for u in ups for d in downs if u.pick.widget != d.pick.widget]
         else:
@@ -182,11 +205,15 @@ def build_widget_dpo_pairs(
     max_pairs_per_scenario: int = DEFAULT_MAX_PAIRS_PER_SCENARIO,
     seed: int = 0,
     hard_negatives: bool = False,
+    agree_with_corrections: bool = False,
+    stats: FormatterStats | None = None,
 ) -> list[dict]:
     """Pairs of an up-rated and a down-rated pick with different widgets, within one scenario; with `hard_negatives`
-    the rejected widgets are preferably those the chosen fixtures are often shown with elsewhere."""
+    the rejected widgets are preferably those the chosen fixtures are often shown with elsewhere; with
+    `agree_with_corrections` the chosen is an up-rated pick the scenario's corrections name, where one is."""
     verdicts = verdicts if verdicts is not None else entry_verdicts(entries)
-    return _pairs_of_kind("widget", entries, all_scenarios, catalog, verdicts, max_pairs_per_scenario, seed, hard_negatives)
+    return _pairs_of_kind("widget", entries, all_scenarios, catalog, verdicts, max_pairs_per_scenario, seed, hard_negatives,
+                          agree_with_corrections, stats)
 
 
 def build_fixture_dpo_pairs(
@@ -197,13 +224,16 @@ def build_fixture_dpo_pairs(
     verdicts: Mapping[str, str] | None = None,
     max_pairs_per_scenario: int = DEFAULT_MAX_PAIRS_PER_SCENARIO,
     seed: int = 0,
+    agree_with_corrections: bool = False,
+    stats: FormatterStats | None = None,
 ) -> list[dict]:
     """Pairs of the right data source against a wrong one: same scenario and widget, different fixtures.
 
     The prompt lists the fixture shortlist with descriptions, so the model sees what each source is.
     """
     verdicts = verdicts if verdicts is not None else entry_verdicts(entries)
-    return _pairs_of_kind("fixture", entries, all_scenarios, catalog, verdicts, max_pairs_per_scenario, seed)
+    return _pairs_of_kind("fixture", entries, all_scenarios, catalog, verdicts, max_pairs_per_scenario, seed,
+                          agree_with_corrections=agree_with_corrections, stats=stats)
 
 
 def build_correction_pairs(entries: list[RatedEntry], all_scenarios: Mapping[str, ScenarioText], catalog: Catalog) -> list[dict]:
@@ -232,6 +262,7 @@ def format_preferences(
     max_pairs_per_scenario: int = DEFAULT_MAX_PAIRS_PER_SCENARIO,
     seed: int = 0,
     hard_widget_negatives: bool = False,
+    chosen_agrees_with_corrections: bool = False,
 ) -> FormattedPreferences:
     """All the rules above, applied in order: verdicts, pairs of each kind, corrections, filters, KTO rows."""
     stats = FormatterStats()
@@ -240,10 +271,12 @@ def format_preferences(
     if kind in ("widget", "both"):
         candidates += build_widget_dpo_pairs(entries, all_scenarios, catalog, verdicts=verdicts,
                                              max_pairs_per_scenario=max_pairs_per_scenario, seed=seed,
-                                             hard_negatives=hard_widget_negatives)
+                                             hard_negatives=hard_widget_negatives,
+                                             agree_with_corrections=chosen_agrees_with_corrections, stats=stats)
     if kind in ("fixture", "both"):
         candidates += build_fixture_dpo_pairs(entries, all_scenarios, catalog, verdicts=verdicts,
-                                              max_pairs_per_scenario=max_pairs_per_scenario, seed=seed)
+                                              max_pairs_per_scenario=max_pairs_per_scenario, seed=seed,
+                                              agree_with_corrections=chosen_agrees_with_corrections, stats=stats)
     candidates += [row for row in build_correction_pairs(entries, all_scenarios, catalog) if kind in ("both", row["kind"])]
 
     pairs, seen = [], set()
