@@ -93,6 +93,7 @@ class TrainingConfig(SettingsBase):
     max_pairs_per_scenario: int = _f(4, "Cap on pairs of each kind per scenario, so no scenario dominates.")
     chosen_agrees_with_corrections: bool = _f(True, "Where ratings of a question carry corrected picks, a pair's chosen answer is an up-rated pick a correction names (when one does): an up the raters' own corrections contradict is more likely a slip than a second right answer.")
     hard_widget_negatives: bool = _f(False, "Widget pairs reject, where there is a choice, the widgets the chosen fixtures are most often up-rated with elsewhere (a trend vs. a current value of one sensor), which only the question's wording rules out.")
+    policy_negatives: bool = _f(False, "With init_adapter: each training pair's rejected answer is, of the question's down-rated picks that the pair's kind allows, the one that adapter finds likeliest (its own likeliest mistake: on-policy negatives, iterative DPO with the ratings as the judge) instead of the formatter's choice. Held-out pairs keep the formatter's.")
     kto_min_pairs: int = _f(50, "With algo=auto: fewer true pairs than this trains KTO on unpaired ratings instead.")
 
     def validate(self) -> None:
@@ -110,6 +111,8 @@ class TrainingConfig(SettingsBase):
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}.")
         if self.learning_rate <= 0 or self.beta <= 0:
             raise ConfigError("learning_rate and beta must be positive.")
+        if self.policy_negatives and not self.init_adapter:
+            raise ConfigError("policy_negatives needs init_adapter: the rejected answers are that adapter's likeliest mistakes.")
         if self.init_adapter and not is_adapter_folder(self.init_adapter):
             raise ConfigError(f"init_adapter {self.init_adapter!r} is not a trained adapter: expected a run's final/ folder with adapter_config.json.")
         unknown_losses = set(self.loss_types) - {"sigmoid", "sft", "ipo", "hinge", "robust", "apo_zero", "apo_down", "sppo_hard", "nca_pair"}

@@ -154,6 +154,14 @@ def ups_agreeing_with_corrections(ups: list[RatedEntry], corrected: set[tuple[st
     return agreeing or ups
 
 
+def can_reject(kind: str, chosen: Pick, rejected: Pick) -> bool:
+    """Whether `rejected` may stand against `chosen` in a pair of `kind`: another widget in a widget pair, the same
+    widget with other fixtures in a fixture pair."""
+    if kind == "widget":
+        return chosen.widget != rejected.widget
+    return chosen.widget == rejected.widget and chosen.fixtures != rejected.fixtures
+
+
 def _pairs_of_kind(
     kind: str,
     entries: list[RatedEntry],
@@ -187,10 +195,7 @@ def _pairs_of_kind(
             if stats is not None:
                 stats.filtered[f"{kind}_up_contradicted_by_correction"] += len(ups) - len(agreeing)
             ups = agreeing
-        if kind == "widget":
-            candidates = [(u, d) for u in ups for d in downs if u.pick.widget != d.pick.widget]
-        else:
-            candidates = [(u, d) for u in ups for d in downs if u.pick.widget == d.pick.widget and u.pick.fixtures != d.pick.fixtures]
+        candidates = [(u, d) for u in ups for d in downs if can_reject(kind, u.pick, d.pick)]
         for good, bad in _balanced(candidates, max_pairs_per_scenario, rng, hardness):
             rows.append(_row(scenario_id, all_scenarios[scenario_id], catalog, good.pick, bad.pick, kind, "ratings"))
     return rows

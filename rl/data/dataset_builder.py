@@ -52,6 +52,7 @@ class DatasetStats:
     shortlist_recall_majority: float | None = None
     prompt_tokens: dict[str, float] | None = None
     newest_rating_at: str | None = None
+    policy_rejected: dict[str, int] = field(default_factory=dict)  # kind -> training pairs whose rejected answer policy_negatives changed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,6 +72,7 @@ class DatasetStats:
             ("KTO rows (unpaired ratings)", str(self.kto_rows)),
         ]
         rows += [(f"filtered: {reason}", str(count)) for reason, count in sorted(self.filtered.items())]
+        rows += [(f"rejected re-chosen by the adapter ({kind} pairs)", str(count)) for kind, count in sorted(self.policy_rejected.items())]
         if self.shortlist_recall is not None:
             rows.append(("fixture shortlist recall (up-rated picks)", f"{self.shortlist_recall:.1%}"))
         if self.shortlist_recall_majority is not None:

@@ -37,7 +37,7 @@ class EvalSet:
     description: dict[str, Any] = field(default_factory=dict)
 
 
-def _answer_ids(tokenizer: Any, prompt: list[dict], answer: list[dict], prompt_ids: list[int]) -> tuple[int, ...]:
+def answer_ids(tokenizer: Any, prompt: list[dict], answer: list[dict], prompt_ids: list[int]) -> tuple[int, ...]:
     full = tokenizer.apply_chat_template(prompt + answer, tokenize=True, return_dict=True)["input_ids"]
     if full[: len(prompt_ids)] != prompt_ids:
         raise EvaluationError("The chat template does not extend the prompt with the answer; cannot score answers.")
@@ -54,8 +54,8 @@ def tokenize_pairs(pair_rows: list[dict], tokenizer: Any) -> list[TokenizedPair]
     for row in pair_rows:
         prompt_ids = tokenize_prompt(tokenizer, row["prompt"])
         pairs.append(TokenizedPair(
-            tuple(prompt_ids), _answer_ids(tokenizer, row["prompt"], row["chosen"], prompt_ids),
-            _answer_ids(tokenizer, row["prompt"], row["rejected"], prompt_ids),
+            tuple(prompt_ids), answer_ids(tokenizer, row["prompt"], row["chosen"], prompt_ids),
+            answer_ids(tokenizer, row["prompt"], row["rejected"], prompt_ids),
         ))
     return pairs
 

@@ -30,6 +30,7 @@ from rl.data.dataset_builder import PreparedDataset, build_dataset
 from rl.data.dry_run import dump_dataset
 from rl.data.snapshot import DatasetError
 from rl.training.distributed import on_main_process
+from rl.training.policy_negatives import apply_policy_negatives
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +136,8 @@ def run_training(
         def prepare_run() -> Any:
             nonlocal prepared
             prepared = build_dataset(trainer.config, data, trainer.tokenizer)
+            if trainer.config.policy_negatives:
+                apply_policy_negatives(prepared, trainer.config, trainer.tokenizer)
             return _start_run(name, run_dir, preset, trainer.config, data, prepared, dump_dir)
 
         run = on_main_process(prepare_run)
