@@ -199,3 +199,61 @@ def test_a_run_keeps_in_final_the_checkpoint_its_recorded_pick_scores_choose(dem
     # scored again from final/, on the same held-out scenarios, the kept adapter has its recorded score
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(run_dir / "final"))
     assert pick_score(callback.score(model)) == pytest.approx(best["best_pick_score"])
+
+
+@pytest.mark.parametrize(("mean_counts", "keeps_mean"), [((13, 13), True), ((12, 12), True), ((11, 11), False)])
+def test_the_mean_adapter_of_the_later_steps_is_checked_last_and_kept_within_one_question(tiny_model_dir, tmp_path, mean_counts, keeps_mean):
+    """average_adapter_from 0.5 over 4 steps: the mean of the weights after steps 3 and 4, checked after the last check
+    (12 widgets and 12 fixtures right of 23) like another checkpoint."""
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+    from transformers import AutoModelForCausalLM
+
+    from rl.training.callbacks import BestPickCallback
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    callback = BestPickCallback(evalset=None, tokenizer=None, metrics_path=tmp_path / "metrics.jsonl", average_from=0.5)
+    scripted = iter([{"widget_accuracy": w / 23, "fixture_accuracy": f / 23, "n_scenarios": 23} for w, f in [(10, 10), (12, 12), mean_counts]])
+    callback.score = lambda model, bf16=False: next(scripted)
+
+    class State:
+        is_world_process_zero = True
+        global_step = 0
+        max_steps = 4
+
+    after_step = {}
+    for step in range(1, 5):
+        with torch.no_grad():
+            for parameter in model.parameters():
+                if parameter.requires_grad:
+                    parameter.add_(0.1 * step)
+        State.global_step = step
+        callback.on_step_end(None, State, None, model=model)
+        after_step[step] = {k: v.clone() for k, v in get_peft_model_state_dict(model).items()}
+        if step % 2 == 0:
+            callback.on_evaluate(None, State, None, model=model)
+    callback.on_train_end(None, State, None, model=model)
+
+    kept = get_peft_model_state_dict(model)
+    expected = {k: (after_step[3][k] + after_step[4][k]) / 2 for k in kept} if keeps_mean else after_step[4]
+    assert all(torch.allclose(kept[k], expected[k], atol=1e-6) for k in kept)
+    summary = callback.summary()
+    assert summary["averaged_steps"] == [3, 4] and summary["kept_average"] is keeps_mean
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row.get("pick/averaged_steps") for row in logged] == [None, None, "3-4"]
+
+
+def test_a_run_with_average_adapter_from_checks_the_mean_adapter_and_records_it(demo_db, tiny_model_dir, checkpoints):
+    from rl.training.run import run_training
+    from tests.rl_cases import data, tiny_config
+
+    config = tiny_config(tiny_model_dir, max_steps=4, eval_steps=2, pick_eval_scenarios=3, average_adapter_from=0.5)
+    result = run_training(config, data(), preset="cpu", run_name="averaged")
+    assert result.status == "succeeded", result.error
+    best = result.metrics["best_pick"]
+    assert best["averaged_steps"] == [3, 4]
+    assert [(row["step"], row.get("pick/averaged_steps")) for row in best["history"]] == [(2, None), (4, None), (4, "3-4")]
+
+
+def test_average_adapter_from_must_be_a_share_below_one():
+    with pytest.raises(ConfigError, match="average_adapter_from"):
+        training_config("cpu", average_adapter_from=1.0)

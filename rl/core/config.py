@@ -86,6 +86,7 @@ class TrainingConfig(SettingsBase):
     save_steps: int = _f(50, "Save a resumable checkpoint every N steps.")
     max_eval_pairs: int = _f(64, "Evaluate during training on at most this many eval pairs (0: all).")
     pick_eval_scenarios: int = _f(0, "At each evaluation, generate constrained answers for this many held-out scenarios and keep the adapter with the best widget + fixture accuracy instead of the last (0: keep the last).")
+    average_adapter_from: float = _f(0, "With pick_eval_scenarios: from this share of the training steps on, keep the running mean of the adapter's weights after every step (stochastic weight averaging, SWA); at the end the mean is checked like a checkpoint and kept when it scores within one question of the best check (0: off).")
     seed: int = _f(42, "Random seed for data order, split and adapter init.")
     min_samples: int = _f(50, "Fewest preference pairs worth training on.")
     eval_fraction: float = _f(0.2, "Share of scenarios held out for evaluation.")
@@ -111,6 +112,8 @@ class TrainingConfig(SettingsBase):
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}.")
         if self.learning_rate <= 0 or self.beta <= 0:
             raise ConfigError("learning_rate and beta must be positive.")
+        if not 0 <= self.average_adapter_from < 1:
+            raise ConfigError(f"average_adapter_from must be 0 (off) or a share of the steps below 1, got {self.average_adapter_from}.")
         if self.policy_negatives and not self.init_adapter:
             raise ConfigError("policy_negatives needs init_adapter: the rejected answers are that adapter's likeliest mistakes.")
         if self.init_adapter and not is_adapter_folder(self.init_adapter):

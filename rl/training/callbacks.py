@@ -6,14 +6,18 @@ last one. At every evaluation it asks the model in training for constrained answ
 accuracy, and remembers the adapter weights when their mean is within one question of the best so far
 (`pick_tolerance`): of checks that close, the later one, which has trained on more pairs, is kept. When training ends
 the kept weights are put back, so `final/` holds them. Scores go to the log and to metrics.jsonl as
-`pick/widget_accuracy`, `pick/fixture_accuracy` and `pick/score`.
+`pick/widget_accuracy`, `pick/fixture_accuracy` and `pick/score`. With `average_adapter_from` it also keeps the mean of
+the adapter's weights over the steps after that share of the run (`AdapterAverage`), and checks that mean last, as a
+candidate like the others (`pick/averaged_steps` in its record).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,9 +135,58 @@ def pick_tolerance(n_questions: int) -> float:
     return 1 / (2 * n_questions) if n_questions else 0.0
 
 
+class AdapterAverage:
+    """The running mean of the trainable (adapter) weights over the steps it is given: stochastic weight averaging with
+    torch's own update (`torch.optim.swa_utils.get_swa_multi_avg_fn`), over the adapter's weights only, not the frozen
+    base's."""
+
+    def __init__(self) -> None:
+        from torch.optim.swa_utils import get_swa_multi_avg_fn
+
+        self._update = get_swa_multi_avg_fn()
+        self.means: list[Any] | None = None
+        self.count = 0
+        self.first_step: int | None = None
+        self.last_step: int | None = None
+
+    @staticmethod
+    def _weights(model: Any) -> list[Any]:
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def add(self, model: Any, step: int) -> None:
+        weights = [w.detach() for w in self._weights(model)]
+        if self.means is None:
+            self.means, self.first_step = [w.clone() for w in weights], step
+        else:
+            self._update(self.means, weights, self.count)
+        self.count += 1
+        self.last_step = step
+
+    @contextlib.contextmanager
+    def swapped_in(self, model: Any) -> Iterator[None]:
+        """The model holds the mean weights inside the block and its own again after it."""
+        import torch
+
+        weights = self._weights(model)
+        own = [w.detach().clone() for w in weights]
+        with torch.no_grad():
+            for weight, mean in zip(weights, self.means):
+                weight.copy_(mean)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for weight, kept in zip(weights, own):
+                    weight.copy_(kept)
+
+
 class BestPickCallback(TrainerCallback):
-    def __init__(self, evalset: EvalSet, tokenizer: Any, metrics_path: Path | None = None, max_new_tokens: int = ANSWER_TOKEN_LIMIT):
+    def __init__(self, evalset: EvalSet, tokenizer: Any, metrics_path: Path | None = None, max_new_tokens: int = ANSWER_TOKEN_LIMIT,
+                 average_from: float = 0.0):
         self.evalset, self.tokenizer, self.metrics_path, self.max_new_tokens = evalset, tokenizer, metrics_path, max_new_tokens
+        self.average_from = average_from  # share of the steps after which the adapter's weights are averaged (0: never)
+        self.average: AdapterAverage | None = None
+        self.kept_average = False
         self.best_score: float | None = None  # the kept adapter's score, within `pick_tolerance` of `highest_score`
         self.best_step: int | None = None
         self.highest_score: float | None = None
@@ -146,7 +199,9 @@ class BestPickCallback(TrainerCallback):
         answers = backend.generate([c.prompt_ids for c in self.evalset.cases], self.max_new_tokens, [c.schema for c in self.evalset.cases])
         return generation_metrics(answers, self.evalset.cases, self.evalset.catalog)
 
-    def _check(self, model: Any, step: int, args: Any) -> None:
+    def _check(self, model: Any, step: int, args: Any, averaged: str = "") -> bool:
+        """Scores the model's picks now and keeps its adapter when within one question of the best; says if it did.
+        `averaged` names the steps whose mean the model holds, when it holds one."""
         from peft import get_peft_model_state_dict
 
         began = time.perf_counter()
@@ -157,6 +212,8 @@ class BestPickCallback(TrainerCallback):
         score = pick_score(metrics)
         record = {"step": step, "pick/widget_accuracy": metrics["widget_accuracy"], "pick/fixture_accuracy": metrics["fixture_accuracy"],
                   "pick/score": score, "pick/seconds": round(time.perf_counter() - began, 1)}
+        if averaged:
+            record["pick/averaged_steps"] = averaged
         self.history.append(record)
         if self.metrics_path is not None:
             with self.metrics_path.open("a", encoding="utf-8") as handle:
@@ -166,11 +223,19 @@ class BestPickCallback(TrainerCallback):
             self.highest_score = score
         kept = score >= self.highest_score - pick_tolerance(metrics.get("n_scenarios", 0)) - 1e-9
         note = " (best so far)" if improved else f" (kept: within one question of the best, {self.highest_score:.3f})" if kept else ""
-        logger.info("Held-out picks at step %d (constrained): widget %.3f, fixture %.3f%s", step,
+        what = f"the mean adapter of steps {averaged}" if averaged else f"step {step}"
+        logger.info("Held-out picks at %s (constrained): widget %.3f, fixture %.3f%s", what,
                     metrics["widget_accuracy"], metrics["fixture_accuracy"], note)
         if kept:
-            self.best_score, self.best_step = score, step
+            self.best_score, self.best_step, self.kept_average = score, step, bool(averaged)
             self.best_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+        return kept
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if self.average_from and model is not None and state.global_step > self.average_from * state.max_steps:
+            if self.average is None:
+                self.average = AdapterAverage()
+            self.average.add(model, state.global_step)
 
     def on_evaluate(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         # After training, an evaluation of the kept (maybe earlier) adapter is for preference metrics, not a new pick score.
@@ -185,10 +250,21 @@ class BestPickCallback(TrainerCallback):
             return
         if not self.history or self.history[-1]["step"] != state.global_step:
             self._check(model, state.global_step, args)
-        if self.best_state is not None and self.best_step != state.global_step:
+        if self.average is not None and self.average.count > 1:
+            with self.average.swapped_in(model):
+                self._check(model, state.global_step, args, averaged=f"{self.average.first_step}-{self.average.last_step}")
+        if self.kept_average:
+            set_peft_model_state_dict(model, self.best_state)
+            logger.info("Keeping the mean adapter of steps %d-%d (held-out pick score %.3f).", self.average.first_step,
+                        self.average.last_step, self.best_score)
+        elif self.best_state is not None and self.best_step != state.global_step:
             set_peft_model_state_dict(model, self.best_state)
             logger.info("Keeping the adapter of step %d (held-out pick score %.3f) instead of the last step's.", self.best_step, self.best_score)
 
     def summary(self) -> dict[str, Any]:
-        return {"best_step": self.best_step, "best_pick_score": self.best_score, "highest_pick_score": self.highest_score,
-                "history": self.history}
+        summary = {"best_step": self.best_step, "best_pick_score": self.best_score, "highest_pick_score": self.highest_score,
+                   "history": self.history}
+        if self.average is not None:
+            summary["averaged_steps"] = [self.average.first_step, self.average.last_step]
+            summary["kept_average"] = self.kept_average
+        return summary

@@ -211,7 +211,7 @@ def best_pick_callback(config: TrainingConfig, prepared: PreparedDataset, tokeni
     random.Random(config.seed).shuffle(held_out)
     evalset = build_eval_set([], prepared.snapshot, set(held_out[: config.pick_eval_scenarios]), tokenizer)
     logger.info("Choosing the adapter by constrained pick accuracy on %d held-out scenarios.", len(evalset.cases))
-    return BestPickCallback(evalset, tokenizer, run_dir / METRICS_FILE)
+    return BestPickCallback(evalset, tokenizer, run_dir / METRICS_FILE, average_from=config.average_adapter_from)
 
 
 def summarize_metrics(outcome: Any) -> dict[str, Any]:
