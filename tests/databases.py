@@ -33,8 +33,26 @@ def throwaway_database(postgres_url: str | None, folder: Path, prefix: str = "cc
     try:
         yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
     finally:
-        with _connect_postgres(parts) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _drop_database(parts, name)
+
+
+def _drop_database(parts: dict, name: str, attempts: int = 10) -> None:
+    """DROP ... WITH (FORCE) ends the sessions still on the database, but a non-superuser cannot end one of the
+    server's own (an autovacuum worker that started on the fresh tables): such a session ends by itself within
+    seconds, so the drop is tried again."""
+    import time
+
+    import psycopg
+
+    for attempt in range(attempts):
+        try:
+            with _connect_postgres(parts) as connection:
+                connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1)
 
 
 def query_database(url: str, sql: str) -> list[tuple]:
