@@ -199,9 +199,9 @@ class BestPickCallback(TrainerCallback):
         answers = backend.generate([c.prompt_ids for c in self.evalset.cases], self.max_new_tokens, [c.schema for c in self.evalset.cases])
         return generation_metrics(answers, self.evalset.cases, self.evalset.catalog)
 
-    def _check(self, model: Any, step: int, args: Any, averaged: str = "") -> bool:
-        """Scores the model's picks now and keeps its adapter when within one question of the best; says if it did.
-        `averaged` names the steps whose mean the model holds, when it holds one."""
+    def _check(self, model: Any, step: int, args: Any, averaged: str = "") -> None:
+        """Scores the model's picks now and keeps its adapter when within one question of the best. `averaged` names
+        the steps whose mean the model holds, when it holds one."""
         from peft import get_peft_model_state_dict
 
         began = time.perf_counter()
@@ -229,7 +229,6 @@ class BestPickCallback(TrainerCallback):
         if kept:
             self.best_score, self.best_step, self.kept_average = score, step, bool(averaged)
             self.best_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
-        return kept
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if self.average_from and model is not None and state.global_step > self.average_from * state.max_steps:

@@ -21,8 +21,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from rl.core.prompts import Pick, assistant_message, parse_pick
 from rl.core.config import TrainingConfig
+from rl.core.prompts import Pick, assistant_message, parse_pick
 from rl.data.data_formatter import RatedEntry, can_reject, entry_verdicts
 from rl.data.dataset_builder import PreparedDataset
 from rl.data.snapshot import FeedbackSnapshot
