@@ -449,6 +449,15 @@ def build_demo(seed: int = 7, scenario_count: int = DEFAULT_SCENARIO_COUNT, nois
             entry_id = f"{sid}-{scenario.good_widgets[0]}-alt{number}"
             entries.append(EntryRecord(id=entry_id, scenario_id=sid, widget=scenario.good_widgets[0], fixtures=list(wrong), title=scenario.title))
             scenario_of[entry_id] = scenario
+    # Picks that show one of a scenario's two measurements only (a scatter plot of one sensor), the mistake a model
+    # that stops after its first fixture makes; last, so the entries above keep the ratings they had without them.
+    for scenario in scenarios:
+        if len(scenario.fixtures) > 1:
+            for number, fixture in enumerate(scenario.fixtures, start=1):
+                entry_id = f"{scenario.record.id}-{scenario.good_widgets[0]}-part{number}"
+                entries.append(EntryRecord(id=entry_id, scenario_id=scenario.record.id, widget=scenario.good_widgets[0],
+                                           fixtures=[fixture], title=scenario.title))
+                scenario_of[entry_id] = scenario
 
     start = datetime(2026, 10, 1, 8, 0, tzinfo=timezone.utc)
     ratings: list[RatingRecord] = []

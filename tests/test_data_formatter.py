@@ -1,9 +1,10 @@
 import dataclasses
 import json
 
-from rl.core.prompts import Pick, ScenarioText
+from rl.core.prompts import Pick, ScenarioText, fixtures_in_answer_order
 from rl.data.data_formatter import (
     build_correction_pairs, build_fixture_dpo_pairs, build_widget_dpo_pairs, entry_verdicts, format_preferences,
+    shared_leading_fixtures,
 )
 from tests.rl_cases import CATALOG, SCENARIOS, entry, vote
 
@@ -78,6 +79,31 @@ def test_a_fixture_pair_keeps_scenario_and_widget_and_shows_fixture_descriptions
     assert picks(rows, "chosen")[0]["fixtures"] == ["chiller_1_kw"]
     assert picks(rows, "rejected")[0] == {"widget": "line_chart", "fixtures": ["chiller_2_kw"], "title": "title"}
     assert "Electrical power of chiller 1, kW." in rows[0]["prompt"][1]["content"]
+
+
+def test_shared_leading_fixtures_counts_the_fixtures_two_answers_write_alike_before_they_part():
+    shortlist = ["chiller_1_kw", "chiller_2_kw", "outdoor_air_temp"]
+    pair = Pick("line_chart", ("outdoor_air_temp", "chiller_1_kw"), "")
+    assert shared_leading_fixtures(pair, Pick("line_chart", ("chiller_1_kw",), ""), shortlist) == 1
+    assert shared_leading_fixtures(pair, Pick("line_chart", ("outdoor_air_temp",), ""), shortlist) == 0
+    assert shared_leading_fixtures(pair, Pick("line_chart", ("chiller_2_kw", "outdoor_air_temp"), ""), shortlist) == 0
+    assert shared_leading_fixtures(pair, pair, shortlist) == 2
+
+
+def test_hard_fixture_negatives_reject_the_pick_that_stops_after_the_chosen_first_fixture():
+    chosen = ("chiller_1_kw", "outdoor_air_temp")
+    first, second = fixtures_in_answer_order(chosen, CATALOG.shortlist_for(SCENARIOS["s1"]))
+    entries = [entry("up", "s1", "line_chart", chosen, vote("up")),
+               entry("d1", "s1", "line_chart", (first,), vote("down")),
+               entry("d2", "s1", "line_chart", (second,), vote("down")),
+               entry("d3", "s1", "line_chart", ("chiller_2_kw", second), vote("down")),
+               entry("d4", "s1", "line_chart", ("open_work_orders", second), vote("down"))]
+    for seed in range(6):
+        rows = build_fixture_dpo_pairs(entries, SCENARIOS, CATALOG, max_pairs_per_scenario=1, seed=seed, hard_negatives=True)
+        assert [p["fixtures"] for p in picks(rows, "rejected")] == [[first]]
+    plain = [picks(build_fixture_dpo_pairs(entries, SCENARIOS, CATALOG, max_pairs_per_scenario=1, seed=seed), "rejected")[0]["fixtures"]
+             for seed in range(6)]
+    assert any(fixtures != [first] for fixtures in plain)  # without the option the rejected pick is random
 
 
 def test_a_correction_is_chosen_over_the_entry_it_corrects():

@@ -45,6 +45,18 @@ def test_it_gives_every_scenario_every_widget_variant():
     assert all(len(widgets) == len(data.widgets) for widgets in widgets_by_scenario.values())
 
 
+def test_a_question_with_two_measurements_also_gets_picks_that_show_one_of_them_rated_down():
+    data, ratings = build_demo(scenario_count=48, noise=0.0)
+    verdict = {r.entry_id: r.rating for r in ratings.ratings if r.rater == SIMULATED_RATER}
+    pairs = [s for s in data.scenarios if any(len(e.fixtures) == 2 for e in data.entries if e.scenario_id == s.id and verdict[e.id] == "up")]
+    assert pairs
+    for scenario in pairs:
+        right = next(e for e in data.entries if e.scenario_id == scenario.id and verdict[e.id] == "up")
+        parts = [e for e in data.entries if e.scenario_id == scenario.id and e.widget == right.widget and len(e.fixtures) == 1]
+        assert sorted(f for e in parts for f in e.fixtures) == sorted(right.fixtures)
+        assert all(verdict[e.id] == "down" for e in parts)
+
+
 def test_it_is_deterministic_for_a_seed():
     assert build_demo(seed=11) == build_demo(seed=11)
     assert build_demo(seed=11) != build_demo(seed=12)

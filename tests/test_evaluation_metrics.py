@@ -88,7 +88,7 @@ def test_the_collapse_warning_is_silent_on_balanced_answers_even_when_some_are_w
 
 def test_the_evaluation_set_s_cases_are_decoded_under_the_decision_schema(demo_db):
     """Evaluation, the gate and the training's pick checks all decode a case under its schema: the answer schema
-    without its title (`decision_schema`), so every answer ends with its decision."""
+    with an empty title (`decision_schema`), so every answer ends with its decision."""
     from rl.core.base_model import load_tokenizer
     from rl.core.prompts import answer_schema, decision_schema
     from rl.data.dataset_builder import prepare_training_dataset
@@ -98,4 +98,5 @@ def test_the_evaluation_set_s_cases_are_decoded_under_the_decision_schema(demo_d
     assert evalset.cases
     for case in evalset.cases:
         assert case.schema == decision_schema(answer_schema(snapshot.scenarios[case.scenario_id], snapshot.catalog))
-        assert "title" not in case.schema["properties"] and case.schema["required"] == ["fixtures", "widget"]
+        assert case.schema["properties"]["title"] == {"type": "string", "maxLength": 0}
+        assert list(case.schema["properties"]) == ["widget", "fixtures", "title"]

@@ -11,7 +11,7 @@ from rl.core.prompts import (
 )
 from tests.rl_cases import CATALOG
 
-GOOD = '{"fixtures": ["chiller_1_kw"], "widget": "line_chart", "title": "Chiller 1"}'
+GOOD = '{"widget": "line_chart", "fixtures": ["chiller_1_kw"], "title": "Chiller 1"}'
 
 
 def test_the_prompt_states_the_format_lists_the_catalog_and_asks_the_question():
@@ -125,7 +125,7 @@ def test_the_shortlist_matches_run_together_names_like_ahu2():
 def test_the_answer_schema_allows_catalog_widgets_and_only_the_prompt_s_shortlist():
     scenario = ScenarioText("chiller 1 power now", "HQ")
     schema = answer_schema(scenario, SITED)
-    assert list(schema["properties"]) == ["fixtures", "widget", "title"] == schema["required"]
+    assert list(schema["properties"]) == ["widget", "fixtures", "title"] == schema["required"]
     assert schema["properties"]["widget"]["enum"] == sorted(w.slug for w in SITED.widgets)
     assert schema["properties"]["fixtures"]["items"]["enum"] == SITED.shortlist_for(scenario)
     assert schema["properties"]["fixtures"]["minItems"] == 1
@@ -134,7 +134,7 @@ def test_the_answer_schema_allows_catalog_widgets_and_only_the_prompt_s_shortlis
 
 def test_the_decision_of_an_answer_ends_where_its_title_begins():
     answer = render_pick(Pick("gauge", ("hq_chiller_1_kw",), "Chiller 1, now"))
-    assert answer[: decision_length(answer)] == '{"fixtures": ["hq_chiller_1_kw"], "widget": "gauge"'
+    assert answer[: decision_length(answer)] == '{"widget": "gauge", "fixtures": ["hq_chiller_1_kw"]'
 
 
 FAKE_JAX_LAX = '''

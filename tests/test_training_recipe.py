@@ -22,7 +22,7 @@ def test_the_decision_tokens_are_those_before_the_title(tokenizer):
     answer = render_pick(Pick("line_chart", ("hq_chiller_1_kw",), "Chiller 1 power, last 7 days"))
     ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     count = decision_token_count(tokenizer, ids)
-    assert tokenizer.decode(ids[:count]).startswith('{"fixtures": ["hq_chiller_1_kw"], "widget": "line_chart"')
+    assert tokenizer.decode(ids[:count]).startswith('{"widget": "line_chart", "fixtures": ["hq_chiller_1_kw"]')
     assert "title" not in tokenizer.decode(ids[: count - 1])
     assert "title" in tokenizer.decode(ids[: count + 2])
 

@@ -94,6 +94,7 @@ class TrainingConfig(SettingsBase):
     max_pairs_per_scenario: int = _f(4, "Cap on pairs of each kind per scenario, so no scenario dominates.")
     chosen_agrees_with_corrections: bool = _f(True, "Where ratings of a question carry corrected picks, a pair's chosen answer is an up-rated pick a correction names (when one does): an up the raters' own corrections contradict is more likely a slip than a second right answer.")
     hard_widget_negatives: bool = _f(False, "Widget pairs reject, where there is a choice, the widgets the chosen fixtures are most often up-rated with elsewhere (a trend vs. a current value of one sensor), which only the question's wording rules out.")
+    hard_fixture_negatives: bool = _f(False, "Fixture pairs reject, where there is a choice, the down-rated pick whose written answer departs from the chosen one latest (the same first fixtures, then one fewer: a scatter plot of one measurement), so the pairs teach whether to go on after the first fixture, not only which comes first.")
     policy_negatives: bool = _f(False, "With init_adapter: each training pair's rejected answer is, of the question's down-rated picks that the pair's kind allows, the one that adapter finds likeliest (its own likeliest mistake: on-policy negatives, iterative DPO with the ratings as the judge) instead of the formatter's choice. Held-out pairs keep the formatter's.")
     kto_min_pairs: int = _f(50, "With algo=auto: fewer true pairs than this trains KTO on unpaired ratings instead.")
 
@@ -132,8 +133,9 @@ class TrainingConfig(SettingsBase):
 
 
 # The recipe of docs/training-recipe.md, chosen there by held-out pick accuracy: DPO + SFT with the title's tokens
-# down-weighted, training scenarios balanced over their right widget, the adapter with the best held-out pick accuracy kept.
-RECIPE: dict[str, Any] = {"title_weight": 0.2, "balance_widgets": True, "max_pairs_per_scenario": 2}
+# down-weighted, training scenarios balanced over their right widget, fixture pairs that reject the pick departing latest
+# (round five), the adapter with the best held-out pick accuracy kept.
+RECIPE: dict[str, Any] = {"title_weight": 0.2, "balance_widgets": True, "max_pairs_per_scenario": 2, "hard_fixture_negatives": True}
 
 
 # Each preset is the fields it changes from TrainingConfig's defaults.

@@ -5,9 +5,10 @@ exactly the prompt it is later asked. Nothing else builds these prompts.
 
 A prompt lists the whole widget catalog and a shortlist of at most `FIXTURE_SHORTLIST_SIZE` fixtures of the
 scenario's site retrieved for the question with BM25 (a real site has thousands of points; the prompt cannot list
-them all), best match first. The answer names its fixtures before its widget: the data source decides most of the
-widget (an alarm feed is an alarm list, a per-floor breakdown a bar or pie chart), so a model that has written the
-fixtures chooses the widget knowing them, and writes them in the shortlist's order, best match first. `answer_schema`
+them all), best match first. The answer names its widget, then its fixtures in the shortlist's order (best match
+first), then a title: a model that has written the widget knows how many fixtures it shows (a scatter plot two, the
+others one). Written fixtures first (the order until 2026-12-05) it had to settle that count before naming the
+widget, and stopped after one fixture on every natural question (docs/training-recipe.md, round five). `answer_schema`
 is the JSON schema of a valid answer to one prompt (widget from the catalog, fixtures from that prompt's shortlist):
 evaluation decodes under it and serving passes it to Ollama as `format`.
 """
@@ -31,7 +32,7 @@ MAX_TITLE_CHARS = 60
 ANSWER_TOKEN_LIMIT = 128
 SYSTEM_PROMPT = (
     "Pick the dashboard widget and the fixtures (data sources) that answer the operator's question. "
-    'Reply with JSON only: {"fixtures": ["<id>"], "widget": "<id>", "title": "<short title>"}'
+    'Reply with JSON only: {"widget": "<id>", "fixtures": ["<id>"], "title": "<short title>"}'
 )
 
 
@@ -183,11 +184,16 @@ def build_messages(scenario: ScenarioText, catalog: Catalog) -> list[dict[str, s
 
 
 def render_pick(pick: Pick, shortlist: Sequence[str] = ()) -> str:
-    """The assistant's answer for `pick`: compact JSON, keys in a fixed order (fixtures, widget, title), the fixtures
+    """The assistant's answer for `pick`: compact JSON, keys in a fixed order (widget, fixtures, title), the fixtures
     in the order of the prompt's `shortlist` (best match first; any it does not hold after them, by slug)."""
+    return json.dumps({"widget": pick.widget, "fixtures": fixtures_in_answer_order(pick.fixtures, shortlist), "title": pick.title},
+                      ensure_ascii=False)
+
+
+def fixtures_in_answer_order(fixtures: Sequence[str], shortlist: Sequence[str]) -> list[str]:
+    """A pick's fixtures as its answer writes them: in the order of the prompt's shortlist, any it does not hold after them, by slug."""
     rank = {slug: i for i, slug in enumerate(shortlist)}
-    fixtures = sorted(pick.fixtures, key=lambda slug: (rank.get(slug, len(rank)), slug))
-    return json.dumps({"fixtures": fixtures, "widget": pick.widget, "title": pick.title}, ensure_ascii=False)
+    return sorted(fixtures, key=lambda slug: (rank.get(slug, len(rank)), slug))
 
 
 def decision_length(answer: str) -> int:
@@ -197,30 +203,30 @@ def decision_length(answer: str) -> int:
 
 
 def answer_schema(scenario: ScenarioText, catalog: Catalog) -> dict[str, Any]:
-    """The JSON schema of a valid answer to this scenario's prompt: 1 to 3 distinct fixtures of the prompt's
-    shortlist, a catalog widget, a short title. Keys in `render_pick`'s order, so constrained decoding writes the same
+    """The JSON schema of a valid answer to this scenario's prompt: a catalog widget, 1 to 3 distinct fixtures of the
+    prompt's shortlist, a short title. Keys in `render_pick`'s order, so constrained decoding writes the same
     text."""
     shortlist = catalog.shortlist_for(scenario)
     return {
         "type": "object",
         "properties": {
+            "widget": {"type": "string", "enum": sorted(catalog.widget_slugs)},
             "fixtures": {"type": "array", "items": {"type": "string", "enum": shortlist}, "minItems": 1,
                          "maxItems": min(MAX_FIXTURES_PER_PICK, len(shortlist))},
-            "widget": {"type": "string", "enum": sorted(catalog.widget_slugs)},
             "title": {"type": "string", "maxLength": MAX_TITLE_CHARS},
         },
-        "required": ["fixtures", "widget", "title"],
+        "required": ["widget", "fixtures", "title"],
         "additionalProperties": False,
     }
 
 
 def decision_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """`answer_schema` without the title: an answer that ends where its decision (fixtures, then widget) does. Decoded
-    under it a model makes the same decision as under the whole schema (the grammar is the same up to the widget, whose
-    closing quote it forces unless a widget id is a prefix of another) in the fewer tokens that scoring a pick needs:
-    evaluation, the gate and the pick checks during training decode under it."""
-    return {**schema, "properties": {k: v for k, v in schema["properties"].items() if k != "title"},
-            "required": [k for k in schema["required"] if k != "title"]}
+    """`answer_schema` with an empty title: an answer that ends where its decision (widget, then fixtures) does. Decoded
+    under it a model makes the same decision as under the whole schema in the fewer tokens that scoring a pick needs:
+    evaluation, the gate and the pick checks during training decode under it. The title stays, empty, because the
+    token that closes the fixtures carries the comma before the title (`"],`): a schema that ended at the fixtures
+    would allow only `"]`, which a trained model never writes, and so push it on to a second fixture."""
+    return {**schema, "properties": {**schema["properties"], "title": {"type": "string", "maxLength": 0}}}
 
 
 def assistant_message(pick: Pick, scenario: ScenarioText, catalog: Catalog) -> list[dict[str, str]]:

@@ -2,7 +2,7 @@
 
 The pairs of a batch that share a prompt (the same scenario) become one group `[prompt | answer_1 | answer_2 | ...]`
 holding every distinct answer once, and the tokens that answers begin with alike once (`answer_tree`: a pair that
-differs in its widget shares the ~12 tokens of `{"fixtures": [...], "widget": "`; 30% of the natural set's answer
+differs in its fixtures shares the ~10 tokens of `{"widget": "...", "fixtures": ["`; 30% of the natural set's answer
 tokens). The prefix that all the batch's prompts share (on this task the system prompt and the widget catalog, about
 half of each prompt) is computed once: run alone, its keys and values are reused by
 every group's row (or, under gradient checkpointing, which turns that cache off, the groups are packed into rows after
@@ -34,8 +34,8 @@ def shared_prefix_length(prompts: list[tuple[int, ...]]) -> int:
 
 def answer_tree(answers: list[tuple[int, ...]]) -> list[tuple[int, int]]:
     """For each answer of a prompt, in order: how many leading tokens it shares with an earlier answer (the most it
-    shares with any), and which one (-1: none). Answers that begin alike (on this task `{"fixtures": ["<id>"],
-    "widget": "` for a pair that differs in the widget) then hold those tokens once, as the nodes of a token tree."""
+    shares with any), and which one (-1: none). Answers that begin alike (on this task `{"widget": "<id>",
+    "fixtures": ["` for a pair that differs in its fixtures) then hold those tokens once, as the nodes of a token tree."""
     tree = []
     for index, answer in enumerate(answers):
         shared, via = 0, -1

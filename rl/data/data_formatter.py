@@ -13,7 +13,10 @@ Rules (each has a test in tests/test_data_formatter.py):
   `hard_widget_negatives`, a widget pair's rejected widget is, among those equally spread, the one most often
   up-rated elsewhere with the chosen pick's fixtures: the widget the same data could have been shown with, which
   only the question's wording rules out (a trend against a current value of one sensor), not one the data already
-  excludes (an alarm list of a temperature).
+  excludes (an alarm list of a temperature). With `hard_fixture_negatives`, a fixture pair's rejected pick is, among
+  those equally spread, the one whose written answer departs from the chosen one latest: the same first fixtures and
+  then one fewer (a scatter plot of one of its two measurements), which teaches the decision the model makes after
+  writing its first fixture (whether to go on), not only which fixture comes first.
 - Exact duplicate pairs, pairs whose chosen equals rejected, and pairs whose chosen fixtures are not offered by the
   prompt's fixture shortlist are dropped and counted.
 - Entries with a verdict that appear in no pair become KTO rows {prompt, completion, label}.
@@ -28,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from feedback.validation import LOW_CONFIDENCE_TAG, rating_is_usable
-from rl.core.prompts import Catalog, Pick, ScenarioText, assistant_message, build_messages
+from rl.core.prompts import Catalog, Pick, ScenarioText, assistant_message, build_messages, fixtures_in_answer_order
 
 DEFAULT_MAX_PAIRS_PER_SCENARIO = 4
 
@@ -162,6 +165,16 @@ def can_reject(kind: str, chosen: Pick, rejected: Pick) -> bool:
     return chosen.widget == rejected.widget and chosen.fixtures != rejected.fixtures
 
 
+def shared_leading_fixtures(chosen: Pick, rejected: Pick, shortlist: list[str]) -> int:
+    """How many fixtures the two picks' written answers share before they part (both in the shortlist's order)."""
+    shared = 0
+    for mine, theirs in zip(fixtures_in_answer_order(chosen.fixtures, shortlist), fixtures_in_answer_order(rejected.fixtures, shortlist)):
+        if mine != theirs:
+            break
+        shared += 1
+    return shared
+
+
 def _pairs_of_kind(
     kind: str,
     entries: list[RatedEntry],
@@ -175,10 +188,14 @@ def _pairs_of_kind(
     stats: FormatterStats | None = None,
 ) -> list[dict]:
     rng = random.Random(seed)
-    shown_with = widget_fixture_counts(entries, verdicts) if hard_negatives else Counter()
+    shown_with = widget_fixture_counts(entries, verdicts) if hard_negatives and kind == "widget" else Counter()
 
     def hardness(combo: tuple[RatedEntry, RatedEntry]) -> float:
         good, bad = combo
+        if kind == "fixture":
+            if not hard_negatives:
+                return 0.0
+            return shared_leading_fixtures(good.pick, bad.pick, catalog.shortlist_for(all_scenarios[good.scenario_id]))
         return sum(shown_with[(fixture, bad.pick.widget)] for fixture in good.pick.fixtures)
 
     by_scenario: dict[str, list[RatedEntry]] = {}
@@ -229,16 +246,18 @@ def build_fixture_dpo_pairs(
     verdicts: Mapping[str, str] | None = None,
     max_pairs_per_scenario: int = DEFAULT_MAX_PAIRS_PER_SCENARIO,
     seed: int = 0,
+    hard_negatives: bool = False,
     agree_with_corrections: bool = False,
     stats: FormatterStats | None = None,
 ) -> list[dict]:
-    """Pairs of the right data source against a wrong one: same scenario and widget, different fixtures.
+    """Pairs of the right data source against a wrong one: same scenario and widget, different fixtures; with
+    `hard_negatives` the rejected picks are preferably those whose written answer parts from the chosen one latest.
 
     The prompt lists the fixture shortlist with descriptions, so the model sees what each source is.
     """
     verdicts = verdicts if verdicts is not None else entry_verdicts(entries)
-    return _pairs_of_kind("fixture", entries, all_scenarios, catalog, verdicts, max_pairs_per_scenario, seed,
-                          agree_with_corrections=agree_with_corrections, stats=stats)
+    return _pairs_of_kind("fixture", entries, all_scenarios, catalog, verdicts, max_pairs_per_scenario, seed, hard_negatives,
+                          agree_with_corrections, stats)
 
 
 def build_correction_pairs(entries: list[RatedEntry], all_scenarios: Mapping[str, ScenarioText], catalog: Catalog) -> list[dict]:
@@ -267,6 +286,7 @@ def format_preferences(
     max_pairs_per_scenario: int = DEFAULT_MAX_PAIRS_PER_SCENARIO,
     seed: int = 0,
     hard_widget_negatives: bool = False,
+    hard_fixture_negatives: bool = False,
     chosen_agrees_with_corrections: bool = False,
 ) -> FormattedPreferences:
     """All the rules above, applied in order: verdicts, pairs of each kind, corrections, filters, KTO rows."""
@@ -281,6 +301,7 @@ def format_preferences(
     if kind in ("fixture", "both"):
         candidates += build_fixture_dpo_pairs(entries, all_scenarios, catalog, verdicts=verdicts,
                                               max_pairs_per_scenario=max_pairs_per_scenario, seed=seed,
+                                              hard_negatives=hard_fixture_negatives,
                                               agree_with_corrections=chosen_agrees_with_corrections, stats=stats)
     candidates += [row for row in build_correction_pairs(entries, all_scenarios, catalog) if kind in ("both", row["kind"])]
 

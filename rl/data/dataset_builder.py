@@ -143,6 +143,7 @@ def prepare_training_dataset(
     rater: str | None = None,
     max_pairs_per_scenario: int = DEFAULT_MAX_PAIRS_PER_SCENARIO,
     hard_widget_negatives: bool = False,
+    hard_fixture_negatives: bool = False,
     chosen_agrees_with_corrections: bool = False,
     tokenizer: Any = None,
     until: datetime | str | None = None,
@@ -163,7 +164,8 @@ def prepare_training_dataset(
 
     formatted: FormattedPreferences = format_preferences(
         snapshot.entries, snapshot.scenarios, snapshot.catalog, kind=kind, max_pairs_per_scenario=max_pairs_per_scenario, seed=seed,
-        hard_widget_negatives=hard_widget_negatives, chosen_agrees_with_corrections=chosen_agrees_with_corrections,
+        hard_widget_negatives=hard_widget_negatives, hard_fixture_negatives=hard_fixture_negatives,
+        chosen_agrees_with_corrections=chosen_agrees_with_corrections,
     )
     f = formatted.stats
     n_pairs = len(formatted.pairs)
@@ -218,7 +220,7 @@ def build_dataset(config: TrainingConfig, data: dict[str, Any], tokenizer: Any =
         data["source"], data.get("data_path"), data.get("ratings_path"),
         min_samples=config.min_samples, eval_fraction=config.eval_fraction, seed=config.seed, kind=config.kind,
         rater=data.get("rater"), max_pairs_per_scenario=config.max_pairs_per_scenario,
-        hard_widget_negatives=config.hard_widget_negatives,
+        hard_widget_negatives=config.hard_widget_negatives, hard_fixture_negatives=config.hard_fixture_negatives,
         chosen_agrees_with_corrections=config.chosen_agrees_with_corrections, tokenizer=tokenizer,
         until=data.get("until"),
     )
