@@ -191,7 +191,8 @@ def render_pick(pick: Pick, shortlist: Sequence[str] = ()) -> str:
 
 
 def fixtures_in_answer_order(fixtures: Sequence[str], shortlist: Sequence[str]) -> list[str]:
-    """A pick's fixtures as its answer writes them: in the order of the prompt's shortlist, any it does not hold after them, by slug."""
+    """A pick's fixtures as its answer writes them: in the order of the prompt's shortlist, any it does not hold
+    after them, by slug."""
     rank = {slug: i for i, slug in enumerate(shortlist)}
     return sorted(fixtures, key=lambda slug: (rank.get(slug, len(rank)), slug))
 

@@ -23,6 +23,7 @@ Rules (each has a test in tests/test_data_formatter.py):
 """
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections import Counter
@@ -167,12 +168,8 @@ def can_reject(kind: str, chosen: Pick, rejected: Pick) -> bool:
 
 def shared_leading_fixtures(chosen: Pick, rejected: Pick, shortlist: list[str]) -> int:
     """How many fixtures the two picks' written answers share before they part (both in the shortlist's order)."""
-    shared = 0
-    for mine, theirs in zip(fixtures_in_answer_order(chosen.fixtures, shortlist), fixtures_in_answer_order(rejected.fixtures, shortlist)):
-        if mine != theirs:
-            break
-        shared += 1
-    return shared
+    written = zip(fixtures_in_answer_order(chosen.fixtures, shortlist), fixtures_in_answer_order(rejected.fixtures, shortlist))
+    return sum(1 for _ in itertools.takewhile(lambda both: both[0] == both[1], written))
 
 
 def _pairs_of_kind(
