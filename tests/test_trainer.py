@@ -104,7 +104,8 @@ def test_training_can_continue_from_a_trained_adapter(demo_db, tiny_model_dir, t
         assert first_step["loss"] == pytest.approx(0.6931, abs=1e-4)
         assert first_step["rewards/chosen"] == pytest.approx(0, abs=1e-4) and first_step["rewards/rejected"] == pytest.approx(0, abs=1e-4)
     else:
-        assert abs(first_step["rewards/chosen"]) > 1e-2 and abs(first_step["rewards/rejected"]) > 1e-2
+        # Ten times the tolerance within which the adapter-as-reference rewards above are 0.
+        assert abs(first_step["rewards/chosen"]) > 1e-3 and abs(first_step["rewards/rejected"]) > 1e-3
 
     fresh = CommandCenterDPOTrainer("cpu", **{**settings_, "max_steps": 1, "learning_rate": 1e-12}).train(train, output_dir=tmp_path / "third")
     assert all(tensor.abs().max() < 1e-6 for name, tensor in _adapter_weights(fresh.final_dir).items() if name.endswith("lora_B.weight"))
@@ -247,7 +248,9 @@ def test_kto_trains_on_pairs_and_unpaired_ratings_with_balanced_weights(demo_db,
     assert (checkpoints / "kto-run" / "final" / "adapter_model.safetensors").is_file()
     logged = [json.loads(line) for line in (checkpoints / "kto-run" / "metrics.jsonl").read_text().splitlines()]
     steps = [row for row in logged if "loss" in row]
-    assert steps and {"kl", "rewards/chosen", "rewards/rejected", "count/chosen", "count/rejected"} <= set(steps[0])
+    # A side's rewards are logged only for steps whose batch holds that side (as TRL's KTOTrainer does), so the keys
+    # are looked for over the steps.
+    assert steps and {"kl", "rewards/chosen", "rewards/rejected", "count/chosen", "count/rejected"} <= set().union(*steps)
     assert "desirable_weight" in caplog.text and "don't seem to be in an ideal range" not in caplog.text
 
 
