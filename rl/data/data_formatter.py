@@ -185,15 +185,19 @@ def _pairs_of_kind(
     stats: FormatterStats | None = None,
 ) -> list[dict]:
     rng = random.Random(seed)
-    shown_with = widget_fixture_counts(entries, verdicts) if hard_negatives and kind == "widget" else Counter()
+    if not hard_negatives:
+        def hardness(combo: tuple[RatedEntry, RatedEntry]) -> float:
+            return 0.0
+    elif kind == "widget":
+        shown_with = widget_fixture_counts(entries, verdicts)
 
-    def hardness(combo: tuple[RatedEntry, RatedEntry]) -> float:
-        good, bad = combo
-        if kind == "fixture":
-            if not hard_negatives:
-                return 0.0
+        def hardness(combo: tuple[RatedEntry, RatedEntry]) -> float:
+            good, bad = combo
+            return sum(shown_with[(fixture, bad.pick.widget)] for fixture in good.pick.fixtures)
+    else:
+        def hardness(combo: tuple[RatedEntry, RatedEntry]) -> float:
+            good, bad = combo
             return shared_leading_fixtures(good.pick, bad.pick, catalog.shortlist_for(all_scenarios[good.scenario_id]))
-        return sum(shown_with[(fixture, bad.pick.widget)] for fixture in good.pick.fixtures)
 
     by_scenario: dict[str, list[RatedEntry]] = {}
     for entry in entries:
