@@ -4,7 +4,7 @@ import json
 from rl.core.prompts import Pick, ScenarioText, fixtures_in_answer_order
 from rl.data.data_formatter import (
     build_correction_pairs, build_fixture_dpo_pairs, build_widget_dpo_pairs, entry_verdicts, format_preferences,
-    shared_leading_fixtures,
+    offered_competitor_rank, shared_leading_fixtures,
 )
 from tests.rl_cases import CATALOG, SCENARIOS, entry, vote
 
@@ -104,6 +104,35 @@ def test_hard_fixture_negatives_reject_the_pick_that_stops_after_the_chosen_firs
     plain = [picks(build_fixture_dpo_pairs(entries, SCENARIOS, CATALOG, max_pairs_per_scenario=1, seed=seed), "rejected")[0]["fixtures"]
              for seed in range(6)]
     assert any(fixtures != [first] for fixtures in plain)  # without the option the rejected pick is random
+
+
+def test_offered_competitor_rank_is_highest_for_the_best_match_and_zero_off_the_shortlist():
+    shortlist = ["chiller_1_kw", "chiller_2_kw", "outdoor_air_temp"]
+    chosen = Pick("line_chart", ("chiller_2_kw",), "")
+    ranks = [offered_competitor_rank(chosen, Pick("line_chart", (fixture,), ""), shortlist)
+             for fixture in ("chiller_1_kw", "outdoor_air_temp", "open_work_orders")]
+    assert ranks == [1.0, 1 - 2 / 3, 0.0]
+    scatter = Pick("scatter_plot", ("chiller_2_kw", "outdoor_air_temp"), "")
+    assert offered_competitor_rank(scatter, Pick("scatter_plot", ("chiller_2_kw",), ""), shortlist) == 1.0  # one fewer
+    assert offered_competitor_rank(scatter, Pick("scatter_plot", ("chiller_2_kw", "open_work_orders"), ""), shortlist) == 0.0
+
+
+def test_offered_fixture_negatives_reject_the_competitor_the_shortlist_offers():
+    shortlist = CATALOG.shortlist_for(SCENARIOS["s1"])
+    offered_wrong = next(f for f in shortlist if f != "chiller_1_kw")
+    not_offered = next(f.slug for f in CATALOG.fixtures if f.slug not in shortlist)
+    entries = [entry("up", "s1", "line_chart", ("chiller_1_kw",), vote("up")),
+               entry("d1", "s1", "line_chart", (not_offered,), vote("down")),
+               entry("d2", "s1", "line_chart", (offered_wrong,), vote("down")),
+               entry("d3", "s1", "line_chart", ("chiller_1_kw", not_offered), vote("down"))]
+    for seed in range(6):
+        rows = build_fixture_dpo_pairs(entries, SCENARIOS, CATALOG, max_pairs_per_scenario=1, seed=seed, offered_negatives=True)
+        assert [p["fixtures"] for p in picks(rows, "rejected")] == [[offered_wrong]]
+    plain = [picks(build_fixture_dpo_pairs(entries, SCENARIOS, CATALOG, max_pairs_per_scenario=1, seed=seed), "rejected")[0]["fixtures"]
+             for seed in range(6)]
+    assert any(fixtures != [offered_wrong] for fixtures in plain)  # without the option the rejected pick is random
+    both = build_fixture_dpo_pairs(entries, SCENARIOS, CATALOG, max_pairs_per_scenario=1, hard_negatives=True, offered_negatives=True)
+    assert picks(both, "rejected")[0]["fixtures"][0] == "chiller_1_kw"  # departing latest comes first
 
 
 def test_a_correction_is_chosen_over_the_entry_it_corrects():

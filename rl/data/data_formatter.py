@@ -16,7 +16,10 @@ Rules (each has a test in tests/test_data_formatter.py):
   excludes (an alarm list of a temperature). With `hard_fixture_negatives`, a fixture pair's rejected pick is, among
   those equally spread, the one whose written answer departs from the chosen one latest: the same first fixtures and
   then one fewer (a scatter plot of one of its two measurements), which teaches the decision the model makes after
-  writing its first fixture (whether to go on), not only which fixture comes first.
+  writing its first fixture (whether to go on), not only which fixture comes first. With `offered_fixture_negatives`,
+  a fixture pair's rejected pick is, among those equally spread (and after the latest departure where both apply), one
+  whose fixtures the prompt's shortlist offers, the highest ranked first: the competitor the model could write, not a
+  source the answer schema already rules out.
 - Exact duplicate pairs, pairs whose chosen equals rejected, and pairs whose chosen fixtures are not offered by the
   prompt's fixture shortlist are dropped and counted.
 - Entries with a verdict that appear in no pair become KTO rows {prompt, completion, label}.
@@ -172,6 +175,16 @@ def shared_leading_fixtures(chosen: Pick, rejected: Pick, shortlist: list[str]) 
     return sum(1 for _ in itertools.takewhile(lambda both: both[0] == both[1], written))
 
 
+def offered_competitor_rank(chosen: Pick, rejected: Pick, shortlist: list[str]) -> float:
+    """How near the top of the prompt's shortlist the fixtures that `rejected` shows and `chosen` does not stand: 1 for
+    the best match (or none of its own, a pick of fewer fixtures), down to 1/len(shortlist) for the last offered, and 0
+    when one is not offered at all (a pick that decoding under the answer schema can never write)."""
+    own = [fixture for fixture in rejected.fixtures if fixture not in chosen.fixtures]
+    if any(fixture not in shortlist for fixture in own):
+        return 0.0
+    return 1.0 - max((shortlist.index(fixture) for fixture in own), default=0) / len(shortlist)
+
+
 def _pairs_of_kind(
     kind: str,
     entries: list[RatedEntry],
@@ -183,21 +196,25 @@ def _pairs_of_kind(
     hard_negatives: bool = False,
     agree_with_corrections: bool = False,
     stats: FormatterStats | None = None,
+    offered_negatives: bool = False,
 ) -> list[dict]:
     rng = random.Random(seed)
-    if not hard_negatives:
+    if kind == "fixture" and (hard_negatives or offered_negatives):
+        def hardness(combo: tuple[RatedEntry, RatedEntry]) -> float:
+            # Whole shared fixtures first; the offered rank, below 1, only orders picks that depart equally late.
+            good, bad = combo
+            shortlist = catalog.shortlist_for(all_scenarios[good.scenario_id])
+            leading = shared_leading_fixtures(good.pick, bad.pick, shortlist) if hard_negatives else 0
+            return leading + (0.5 * offered_competitor_rank(good.pick, bad.pick, shortlist) if offered_negatives else 0.0)
+    elif not hard_negatives:
         def hardness(combo: tuple[RatedEntry, RatedEntry]) -> float:
             return 0.0
-    elif kind == "widget":
+    else:
         shown_with = widget_fixture_counts(entries, verdicts)
 
         def hardness(combo: tuple[RatedEntry, RatedEntry]) -> float:
             good, bad = combo
             return sum(shown_with[(fixture, bad.pick.widget)] for fixture in good.pick.fixtures)
-    else:
-        def hardness(combo: tuple[RatedEntry, RatedEntry]) -> float:
-            good, bad = combo
-            return shared_leading_fixtures(good.pick, bad.pick, catalog.shortlist_for(all_scenarios[good.scenario_id]))
 
     by_scenario: dict[str, list[RatedEntry]] = {}
     for entry in entries:
@@ -250,15 +267,17 @@ def build_fixture_dpo_pairs(
     hard_negatives: bool = False,
     agree_with_corrections: bool = False,
     stats: FormatterStats | None = None,
+    offered_negatives: bool = False,
 ) -> list[dict]:
     """Pairs of the right data source against a wrong one: same scenario and widget, different fixtures; with
-    `hard_negatives` the rejected picks are preferably those whose written answer parts from the chosen one latest.
+    `hard_negatives` the rejected picks are preferably those whose written answer parts from the chosen one latest,
+    with `offered_negatives` those the prompt's shortlist offers, best ranked first.
 
     The prompt lists the fixture shortlist with descriptions, so the model sees what each source is.
     """
     verdicts = verdicts if verdicts is not None else entry_verdicts(entries)
     return _pairs_of_kind("fixture", entries, all_scenarios, catalog, verdicts, max_pairs_per_scenario, seed, hard_negatives,
-                          agree_with_corrections, stats)
+                          agree_with_corrections, stats, offered_negatives)
 
 
 def build_correction_pairs(entries: list[RatedEntry], all_scenarios: Mapping[str, ScenarioText], catalog: Catalog) -> list[dict]:
@@ -289,6 +308,7 @@ def format_preferences(
     hard_widget_negatives: bool = False,
     hard_fixture_negatives: bool = False,
     chosen_agrees_with_corrections: bool = False,
+    offered_fixture_negatives: bool = False,
 ) -> FormattedPreferences:
     """All the rules above, applied in order: verdicts, pairs of each kind, corrections, filters, KTO rows."""
     stats = FormatterStats()
@@ -303,7 +323,8 @@ def format_preferences(
         candidates += build_fixture_dpo_pairs(entries, all_scenarios, catalog, verdicts=verdicts,
                                               max_pairs_per_scenario=max_pairs_per_scenario, seed=seed,
                                               hard_negatives=hard_fixture_negatives,
-                                              agree_with_corrections=chosen_agrees_with_corrections, stats=stats)
+                                              agree_with_corrections=chosen_agrees_with_corrections, stats=stats,
+                                              offered_negatives=offered_fixture_negatives)
     candidates += [row for row in build_correction_pairs(entries, all_scenarios, catalog) if kind in ("both", row["kind"])]
 
     pairs, seen = [], set()

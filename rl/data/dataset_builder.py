@@ -145,6 +145,7 @@ def prepare_training_dataset(
     hard_widget_negatives: bool = False,
     hard_fixture_negatives: bool = False,
     chosen_agrees_with_corrections: bool = False,
+    offered_fixture_negatives: bool = False,
     tokenizer: Any = None,
     until: datetime | str | None = None,
 ) -> PreparedDataset:
@@ -165,7 +166,7 @@ def prepare_training_dataset(
     formatted: FormattedPreferences = format_preferences(
         snapshot.entries, snapshot.scenarios, snapshot.catalog, kind=kind, max_pairs_per_scenario=max_pairs_per_scenario, seed=seed,
         hard_widget_negatives=hard_widget_negatives, hard_fixture_negatives=hard_fixture_negatives,
-        chosen_agrees_with_corrections=chosen_agrees_with_corrections,
+        chosen_agrees_with_corrections=chosen_agrees_with_corrections, offered_fixture_negatives=offered_fixture_negatives,
     )
     f = formatted.stats
     n_pairs = len(formatted.pairs)
@@ -221,7 +222,8 @@ def build_dataset(config: TrainingConfig, data: dict[str, Any], tokenizer: Any =
         min_samples=config.min_samples, eval_fraction=config.eval_fraction, seed=config.seed, kind=config.kind,
         rater=data.get("rater"), max_pairs_per_scenario=config.max_pairs_per_scenario,
         hard_widget_negatives=config.hard_widget_negatives, hard_fixture_negatives=config.hard_fixture_negatives,
-        chosen_agrees_with_corrections=config.chosen_agrees_with_corrections, tokenizer=tokenizer,
+        chosen_agrees_with_corrections=config.chosen_agrees_with_corrections,
+        offered_fixture_negatives=config.offered_fixture_negatives, tokenizer=tokenizer,
         until=data.get("until"),
     )
     if config.max_train_scenarios or config.balance_widgets:
