@@ -81,6 +81,12 @@ def test_a_fixture_pair_keeps_scenario_and_widget_and_shows_fixture_descriptions
     assert "Electrical power of chiller 1, kW." in rows[0]["prompt"][1]["content"]
 
 
+def rejected_fixtures_by_seed(entries, **options):
+    """The one fixture pair's rejected fixtures for each of six formatter seeds."""
+    return [picks(build_fixture_dpo_pairs(entries, SCENARIOS, CATALOG, max_pairs_per_scenario=1, seed=seed, **options),
+                  "rejected")[0]["fixtures"] for seed in range(6)]
+
+
 def test_shared_leading_fixtures_counts_the_fixtures_two_answers_write_alike_before_they_part():
     shortlist = ["chiller_1_kw", "chiller_2_kw", "outdoor_air_temp"]
     pair = Pick("line_chart", ("outdoor_air_temp", "chiller_1_kw"), "")
@@ -98,12 +104,8 @@ def test_hard_fixture_negatives_reject_the_pick_that_stops_after_the_chosen_firs
                entry("d2", "s1", "line_chart", (second,), vote("down")),
                entry("d3", "s1", "line_chart", ("chiller_2_kw", second), vote("down")),
                entry("d4", "s1", "line_chart", ("open_work_orders", second), vote("down"))]
-    for seed in range(6):
-        rows = build_fixture_dpo_pairs(entries, SCENARIOS, CATALOG, max_pairs_per_scenario=1, seed=seed, hard_negatives=True)
-        assert [p["fixtures"] for p in picks(rows, "rejected")] == [[first]]
-    plain = [picks(build_fixture_dpo_pairs(entries, SCENARIOS, CATALOG, max_pairs_per_scenario=1, seed=seed), "rejected")[0]["fixtures"]
-             for seed in range(6)]
-    assert any(fixtures != [first] for fixtures in plain)  # without the option the rejected pick is random
+    assert rejected_fixtures_by_seed(entries, hard_negatives=True) == [[first]] * 6
+    assert any(fixtures != [first] for fixtures in rejected_fixtures_by_seed(entries))  # without the option the rejected pick is random
 
 
 def test_offered_competitor_rank_is_highest_for_the_best_match_and_zero_off_the_shortlist():
@@ -125,12 +127,8 @@ def test_offered_fixture_negatives_reject_the_competitor_the_shortlist_offers():
                entry("d1", "s1", "line_chart", (not_offered,), vote("down")),
                entry("d2", "s1", "line_chart", (offered_wrong,), vote("down")),
                entry("d3", "s1", "line_chart", ("chiller_1_kw", not_offered), vote("down"))]
-    for seed in range(6):
-        rows = build_fixture_dpo_pairs(entries, SCENARIOS, CATALOG, max_pairs_per_scenario=1, seed=seed, offered_negatives=True)
-        assert [p["fixtures"] for p in picks(rows, "rejected")] == [[offered_wrong]]
-    plain = [picks(build_fixture_dpo_pairs(entries, SCENARIOS, CATALOG, max_pairs_per_scenario=1, seed=seed), "rejected")[0]["fixtures"]
-             for seed in range(6)]
-    assert any(fixtures != [offered_wrong] for fixtures in plain)  # without the option the rejected pick is random
+    assert rejected_fixtures_by_seed(entries, offered_negatives=True) == [[offered_wrong]] * 6
+    assert any(fixtures != [offered_wrong] for fixtures in rejected_fixtures_by_seed(entries))  # without the option the rejected pick is random
     both = build_fixture_dpo_pairs(entries, SCENARIOS, CATALOG, max_pairs_per_scenario=1, hard_negatives=True, offered_negatives=True)
     assert picks(both, "rejected")[0]["fixtures"][0] == "chiller_1_kw"  # departing latest comes first
 
