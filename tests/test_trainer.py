@@ -650,3 +650,29 @@ def test_in_a_real_run_a_plan_that_moves_the_check_interval_does_not_check_twice
                           run_name="moving-checks")
     assert result.status == "succeeded", result.error
     assert checked_at == [4, 8, 12, 13]
+
+
+@pytest.mark.parametrize("alpha", [0.0, 5.0])
+def test_neftune_noise_is_on_the_embeddings_of_training_steps_only(demo_db, tiny_model_dir, tmp_path, monkeypatch, alpha):
+    import torch
+
+    train = prepare_training_dataset("db", min_samples=10).dataset["train"].select(range(8))
+    trainer = CommandCenterDPOTrainer("cpu", config=tiny_config(tiny_model_dir, bf16=False, batch_size=4, max_steps=2,
+                                                                 neftune_noise_alpha=alpha))
+    trainer.load_base_model()
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tensorboard"))  # else ./runs
+    dpo = trainer._dpo_trainer(train, None, tmp_path)
+    backbone = dpo.model.get_base_model().model
+    looked_up: list[torch.Tensor] = []
+    noisy: list[bool] = []
+    backbone.embed_tokens.register_forward_hook(lambda module, args, output: looked_up.append(output.detach().clone()))
+    backbone.layers[0].register_forward_pre_hook(
+        lambda module, args, kwargs: noisy.append(not torch.equal(looked_up[-1], (args[0] if args else kwargs["hidden_states"]))),
+        with_kwargs=True)
+    dpo.train()
+    assert set(noisy) == {bool(alpha)}  # every training forward sees the noise when it is on, none when off
+    noisy.clear()
+    dpo.model.eval()
+    with torch.no_grad():
+        dpo.model(input_ids=torch.tensor([[1, 2, 3, 4]]))
+    assert noisy == [False]  # the hook is gone after training: evaluation and export see the plain embeddings

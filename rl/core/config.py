@@ -58,6 +58,7 @@ class TrainingConfig(SettingsBase):
     lora_rank: int = _f(16, "LoRA rank r: higher = more capacity.")
     lora_alpha: int = _f(32, "LoRA scaling alpha.")
     lora_dropout: float = _f(0.05, "LoRA dropout.")
+    neftune_noise_alpha: float = _f(0, "NEFTune (transformers' neftune_noise_alpha): at training steps, uniform noise of scale alpha / sqrt(tokens x hidden size) on the input embeddings, a regularizer against overfitting the training questions' wording (the paper uses 5 to 15; 0: off).")
     lora_target_modules: str = _f("all-linear", "Modules that get adapters: 'all-linear' or comma separated names (q_proj,v_proj,...).")
     lora_layer_share: float = _f(1.0, "Share of the transformer layers, counted from the top, that get adapters (1: all). The layers below stay frozen and the backward pass stops at the lowest adapted one: 0.5 makes a training step about a third cheaper.")
     learning_rate: float = _f(5e-5, "Peak learning rate.")
@@ -101,6 +102,8 @@ class TrainingConfig(SettingsBase):
 
     def validate(self) -> None:
         super().validate()
+        if self.neftune_noise_alpha < 0:
+            raise ConfigError(f"neftune_noise_alpha must be 0 (off) or positive, got {self.neftune_noise_alpha}.")
         if self.max_minutes < 0:
             raise ConfigError(f"max_minutes must be 0 (no budget) or positive, got {self.max_minutes}.")
         if not 0 < self.lora_layer_share <= 1:

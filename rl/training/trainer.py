@@ -145,6 +145,7 @@ class CommandCenterDPOTrainer:
             num_train_epochs=cfg.epochs,
             max_steps=cfg.max_steps,
             beta=cfg.beta,
+            neftune_noise_alpha=cfg.neftune_noise_alpha or None,
             bf16=cfg.bf16,
             fp16=False,
             activation_checkpointing=cfg.gradient_checkpointing,
