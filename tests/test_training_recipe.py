@@ -53,6 +53,11 @@ def test_a_lora_layer_share_outside_0_to_1_is_refused(share):
         training_config("cpu", lora_layer_share=share)
 
 
+def test_a_negative_neftune_alpha_is_refused():
+    with pytest.raises(ConfigError, match="neftune_noise_alpha"):
+        training_config("cpu", neftune_noise_alpha=-1.0)
+
+
 def _pair_rows(widgets_per_scenario):
     from datasets import Dataset
 
