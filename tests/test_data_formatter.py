@@ -3,7 +3,7 @@ import json
 
 from rl.core.prompts import Pick, ScenarioText, fixtures_in_answer_order
 from rl.data.data_formatter import (
-    build_correction_pairs, build_fixture_dpo_pairs, build_widget_dpo_pairs, entry_verdicts, format_preferences,
+    WidgetPush, build_correction_pairs, build_fixture_dpo_pairs, build_widget_dpo_pairs, entry_verdicts, format_preferences,
     offered_competitor_rank, shared_leading_fixtures,
 )
 from tests.rl_cases import CATALOG, SCENARIOS, entry, vote
@@ -66,6 +66,48 @@ def test_hard_widget_negatives_reject_the_widgets_the_same_fixture_is_shown_with
     plain = [{p["widget"] for p in picks([r for r in build_widget_dpo_pairs(s1 + s2, SCENARIOS, CATALOG, max_pairs_per_scenario=2, seed=seed)
                                            if r["scenario_id"] == "s1"], "rejected")} for seed in range(5)]
     assert any(widgets != {"kpi_card", "gauge"} for widgets in plain)  # without the option the negatives are random
+
+
+CHILLER_QUESTIONS = {f"q{i}": ScenarioText(f"Chiller 1 power, view {i}", "HQ") for i in range(8)}
+
+
+def _line_charts_pushed_up_then_a_kpi_question():
+    # q0-q2: the line chart is right and the table the only wrong pick, so three pairs push line_chart up and table down.
+    # q3: the KPI card is right; line chart, table and gauge are wrong: which one its pair rejects is the choice.
+    entries = [e for i in range(3) for e in (entry(f"u{i}", f"q{i}", "line_chart", ("chiller_1_kw",), vote("up")),
+                                             entry(f"d{i}", f"q{i}", "table", ("chiller_1_kw",), vote("down")))]
+    entries.append(entry("u3", "q3", "kpi_card", ("chiller_1_kw",), vote("up")))
+    entries += [entry(f"d3{w}", "q3", w, ("chiller_1_kw",), vote("down")) for w in ("line_chart", "table", "gauge")]
+    return entries
+
+
+def _q3_rejected(entries, seed, push):
+    rows = build_widget_dpo_pairs(entries, CHILLER_QUESTIONS, CATALOG, max_pairs_per_scenario=1, seed=seed, widget_push=push)
+    return next(p["widget"] for p, row in zip(picks(rows, "rejected"), rows) if row["scenario_id"] == "q3")
+
+
+def test_balanced_widget_negatives_reject_the_widget_pushed_up_most_so_far():
+    entries = _line_charts_pushed_up_then_a_kpi_question()
+    assert [_q3_rejected(entries, seed, WidgetPush()) for seed in range(6)] == ["line_chart"] * 6
+    assert {_q3_rejected(entries, seed, None) for seed in range(6)} != {"line_chart"}  # without the option: random
+    push = WidgetPush()
+    build_widget_dpo_pairs(entries, CHILLER_QUESTIONS, CATALOG, max_pairs_per_scenario=1, widget_push=push)
+    assert dict(push.counts[None]) == {"line_chart": 2, "table": -3, "kpi_card": 1}
+    # Pushes are counted apart per group: with q3 in a group of its own nothing has been pushed there yet.
+    apart = [_q3_rejected(entries, seed, WidgetPush(lambda scenario_id: scenario_id == "q3")) for seed in range(6)]
+    assert set(apart) != {"line_chart"}
+
+
+def test_balanced_widget_negatives_count_the_correction_pairs_first():
+    entries = _line_charts_pushed_up_then_a_kpi_question()
+    # Corrections in q4-q7 choose the gauge over a table: the gauge is pushed up four times, the line chart three.
+    corrected = Pick("gauge", ("chiller_1_kw",), "")
+    entries += [entry(f"c{i}", f"q{4 + i}", "table", ("chiller_1_kw",), vote("down", rater=f"r{i}", corrected=corrected))
+                for i in range(4)]
+    for seed in range(4):
+        rows = format_preferences(entries, CHILLER_QUESTIONS, CATALOG, max_pairs_per_scenario=1, seed=seed,
+                                  balanced_widget_negatives=True).pairs
+        assert [p["widget"] for p, row in zip(picks(rows, "rejected"), rows) if row["scenario_id"] == "q3" and row["kind"] == "widget"] == ["gauge"]
 
 
 def test_a_fixture_pair_keeps_scenario_and_widget_and_shows_fixture_descriptions():

@@ -19,7 +19,10 @@ Rules (each has a test in tests/test_data_formatter.py):
   writing its first fixture (whether to go on), not only which fixture comes first. With `offered_fixture_negatives`,
   a fixture pair's rejected pick is, among those equally spread (and after the latest departure where both apply), one
   whose fixtures the prompt's shortlist offers, the highest ranked first: the competitor the model could write, not a
-  source the answer schema already rules out.
+  source the answer schema already rules out. With `balanced_widget_negatives`, a widget pair's rejected widget is,
+  among those equally spread (and after `hard_widget_negatives`' rule), the one so far chosen most often more than
+  rejected (the correction pairs counted first): DPO pushes a pair's chosen widget up and its rejected widget down, and
+  pushes that do not even out per widget shift the model's prior over widgets.
 - Exact duplicate pairs, pairs whose chosen equals rejected, and pairs whose chosen fixtures are not offered by the
   prompt's fixture shortlist are dropped and counted.
 - Entries with a verdict that appear in no pair become KTO rows {prompt, completion, label}.
@@ -29,8 +32,8 @@ from __future__ import annotations
 import itertools
 import json
 import random
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections import Counter, defaultdict
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -67,6 +70,34 @@ class RatedEntry:
     scenario_id: str
     pick: Pick
     votes: tuple[Vote, ...]
+
+
+@dataclass
+class WidgetPush:
+    """Each widget's times chosen minus times rejected in widget pairs (`balanced_widget_negatives`), counted apart for
+    each group of scenarios `group_of` names (the training and the held-out split: the pushes that must even out are
+    those trained on)."""
+
+    group_of: Callable[[str], Hashable] = lambda scenario_id: None
+    counts: dict[Hashable, Counter] = field(default_factory=lambda: defaultdict(Counter))
+
+    def of(self, scenario_id: str, widget: str) -> int:
+        return self.counts[self.group_of(scenario_id)][widget]
+
+    def add(self, scenario_id: str, chosen: str, rejected: str) -> None:
+        counts = self.counts[self.group_of(scenario_id)]
+        counts[chosen] += 1
+        counts[rejected] -= 1
+
+    def add_rows(self, rows: Iterable[dict]) -> None:
+        """Count the widget pairs among `rows`, each distinct pair once (duplicates are dropped from training)."""
+        seen = set()
+        for row in rows:
+            key = (row["scenario_id"], row["chosen"][0]["content"], row["rejected"][0]["content"])
+            if row["kind"] == "widget" and key not in seen:
+                seen.add(key)
+                self.add(row["scenario_id"], json.loads(row["chosen"][0]["content"])["widget"],
+                         json.loads(row["rejected"][0]["content"])["widget"])
 
 
 @dataclass
@@ -197,7 +228,10 @@ def _pairs_of_kind(
     agree_with_corrections: bool = False,
     stats: FormatterStats | None = None,
     offered_negatives: bool = False,
+    widget_push: WidgetPush | None = None,
 ) -> list[dict]:
+    """`widget_push` (widget pairs only), updated here: when given, the rejected widget evens it out
+    (`balanced_widget_negatives`)."""
     rng = random.Random(seed)
     if kind == "fixture" and (hard_negatives or offered_negatives):
         def hardness(combo: tuple[RatedEntry, RatedEntry]) -> float:
@@ -215,6 +249,12 @@ def _pairs_of_kind(
         def hardness(combo: tuple[RatedEntry, RatedEntry]) -> float:
             good, bad = combo
             return sum(shown_with[(fixture, bad.pick.widget)] for fixture in good.pick.fixtures)
+    if kind == "widget" and widget_push is not None:
+        rule = hardness
+
+        def hardness(combo: tuple[RatedEntry, RatedEntry]) -> float:
+            # The push only orders candidates that the hard-negative rule ranks equally (it counts fewer than 1000).
+            return 1000 * rule(combo) + widget_push.of(combo[1].scenario_id, combo[1].pick.widget)
 
     by_scenario: dict[str, list[RatedEntry]] = {}
     for entry in entries:
@@ -232,6 +272,8 @@ def _pairs_of_kind(
             ups = agreeing
         candidates = [(u, d) for u in ups for d in downs if can_reject(kind, u.pick, d.pick)]
         for good, bad in _balanced(candidates, max_pairs_per_scenario, rng, hardness):
+            if kind == "widget" and widget_push is not None:
+                widget_push.add(scenario_id, good.pick.widget, bad.pick.widget)
             rows.append(_row(scenario_id, all_scenarios[scenario_id], catalog, good.pick, bad.pick, kind, "ratings"))
     return rows
 
@@ -247,13 +289,15 @@ def build_widget_dpo_pairs(
     hard_negatives: bool = False,
     agree_with_corrections: bool = False,
     stats: FormatterStats | None = None,
+    widget_push: WidgetPush | None = None,
 ) -> list[dict]:
     """Pairs of an up-rated and a down-rated pick with different widgets, within one scenario; with `hard_negatives`
     the rejected widgets are preferably those the chosen fixtures are often shown with elsewhere; with
-    `agree_with_corrections` the chosen is an up-rated pick the scenario's corrections name, where one is."""
+    `agree_with_corrections` the chosen is an up-rated pick the scenario's corrections name, where one is; with
+    `widget_push` (updated here) the rejected widgets even it out."""
     verdicts = verdicts if verdicts is not None else entry_verdicts(entries)
     return _pairs_of_kind("widget", entries, all_scenarios, catalog, verdicts, max_pairs_per_scenario, seed, hard_negatives,
-                          agree_with_corrections, stats)
+                          agree_with_corrections, stats, widget_push=widget_push)
 
 
 def build_fixture_dpo_pairs(
@@ -309,23 +353,33 @@ def format_preferences(
     hard_fixture_negatives: bool = False,
     chosen_agrees_with_corrections: bool = False,
     offered_fixture_negatives: bool = False,
+    balanced_widget_negatives: bool = False,
+    balance_group: Callable[[str], Hashable] | None = None,
 ) -> FormattedPreferences:
-    """All the rules above, applied in order: verdicts, pairs of each kind, corrections, filters, KTO rows."""
+    """All the rules above, applied in order: verdicts, pairs of each kind, corrections, filters, KTO rows.
+
+    `balance_group` names each scenario's group for `balanced_widget_negatives` (the split it will be in); none: one."""
     stats = FormatterStats()
     verdicts = entry_verdicts(entries, stats)
+    corrections = [row for row in build_correction_pairs(entries, all_scenarios, catalog) if kind in ("both", row["kind"])]
     candidates: list[dict] = []
     if kind in ("widget", "both"):
+        widget_push = None
+        if balanced_widget_negatives:
+            widget_push = WidgetPush(balance_group) if balance_group else WidgetPush()
+            widget_push.add_rows(corrections)
         candidates += build_widget_dpo_pairs(entries, all_scenarios, catalog, verdicts=verdicts,
                                              max_pairs_per_scenario=max_pairs_per_scenario, seed=seed,
                                              hard_negatives=hard_widget_negatives,
-                                             agree_with_corrections=chosen_agrees_with_corrections, stats=stats)
+                                             agree_with_corrections=chosen_agrees_with_corrections, stats=stats,
+                                             widget_push=widget_push)
     if kind in ("fixture", "both"):
         candidates += build_fixture_dpo_pairs(entries, all_scenarios, catalog, verdicts=verdicts,
                                               max_pairs_per_scenario=max_pairs_per_scenario, seed=seed,
                                               hard_negatives=hard_fixture_negatives,
                                               agree_with_corrections=chosen_agrees_with_corrections, stats=stats,
                                               offered_negatives=offered_fixture_negatives)
-    candidates += [row for row in build_correction_pairs(entries, all_scenarios, catalog) if kind in ("both", row["kind"])]
+    candidates += corrections
 
     pairs, seen = [], set()
     for row in candidates:

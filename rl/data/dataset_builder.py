@@ -93,17 +93,19 @@ class PreparedDataset:
     snapshot: FeedbackSnapshot
 
 
+def split_position(scenario_id: str, seed: int) -> float:
+    """Where a scenario falls in [0, 1) for the train/eval split: the held-out share is the lowest."""
+    return int(hashlib.sha256(f"{seed}:{scenario_id}".encode()).hexdigest()[:13], 16) / 16**13
+
+
 def split_scenarios(scenario_ids: set[str], eval_fraction: float, seed: int) -> tuple[set[str], set[str]]:
     """Scenarios for train and for eval; at least one of each when there are two or more.
 
     A scenario's side depends only on its id and the seed, never on which other scenarios exist, so it stays put as
     feedback grows: a retrain's held-out scenarios were not trained on by earlier runs with the same seed, which the
     deploy gate needs to compare a candidate with the live model fairly."""
-    def position(scenario_id: str) -> float:
-        return int(hashlib.sha256(f"{seed}:{scenario_id}".encode()).hexdigest()[:13], 16) / 16**13
-
-    ordered = sorted(scenario_ids, key=position)
-    n_eval = sum(position(s) < eval_fraction for s in ordered)
+    ordered = sorted(scenario_ids, key=lambda s: split_position(s, seed))
+    n_eval = sum(split_position(s, seed) < eval_fraction for s in ordered)
     if eval_fraction > 0 and len(ordered) >= 2:
         n_eval = min(max(n_eval, 1), len(ordered) - 1)
     return set(ordered[n_eval:]), set(ordered[:n_eval])
@@ -146,6 +148,7 @@ def prepare_training_dataset(
     hard_fixture_negatives: bool = False,
     chosen_agrees_with_corrections: bool = False,
     offered_fixture_negatives: bool = False,
+    balanced_widget_negatives: bool = False,
     tokenizer: Any = None,
     until: datetime | str | None = None,
 ) -> PreparedDataset:
@@ -167,6 +170,8 @@ def prepare_training_dataset(
         snapshot.entries, snapshot.scenarios, snapshot.catalog, kind=kind, max_pairs_per_scenario=max_pairs_per_scenario, seed=seed,
         hard_widget_negatives=hard_widget_negatives, hard_fixture_negatives=hard_fixture_negatives,
         chosen_agrees_with_corrections=chosen_agrees_with_corrections, offered_fixture_negatives=offered_fixture_negatives,
+        balanced_widget_negatives=balanced_widget_negatives,
+        balance_group=lambda scenario_id: split_position(scenario_id, seed) < eval_fraction,
     )
     f = formatted.stats
     n_pairs = len(formatted.pairs)
@@ -223,7 +228,8 @@ def build_dataset(config: TrainingConfig, data: dict[str, Any], tokenizer: Any =
         rater=data.get("rater"), max_pairs_per_scenario=config.max_pairs_per_scenario,
         hard_widget_negatives=config.hard_widget_negatives, hard_fixture_negatives=config.hard_fixture_negatives,
         chosen_agrees_with_corrections=config.chosen_agrees_with_corrections,
-        offered_fixture_negatives=config.offered_fixture_negatives, tokenizer=tokenizer,
+        offered_fixture_negatives=config.offered_fixture_negatives,
+        balanced_widget_negatives=config.balanced_widget_negatives, tokenizer=tokenizer,
         until=data.get("until"),
     )
     if config.max_train_scenarios or config.balance_widgets:
