@@ -253,8 +253,10 @@ def _pairs_of_kind(
         rule = hardness
 
         def hardness(combo: tuple[RatedEntry, RatedEntry]) -> float:
-            # The push only orders candidates that the hard-negative rule ranks equally (it counts fewer than 1000).
-            return 1000 * rule(combo) + widget_push.of(combo[1].scenario_id, combo[1].pick.widget)
+            # The hard-negative rule counts in whole numbers; the push, squashed into (-1, 1) keeping its order, only
+            # orders the candidates that rule ranks equally, however large either grows.
+            push = widget_push.of(combo[1].scenario_id, combo[1].pick.widget)
+            return rule(combo) + push / (1 + abs(push))
 
     by_scenario: dict[str, list[RatedEntry]] = {}
     for entry in entries:
