@@ -79,6 +79,8 @@ def test_under_the_decision_schema_a_model_makes_the_decision_it_makes_under_the
     del answered[:]
     evaluated, _ = evaluate_backend(backend, EvalSet([], decision_cases, CATALOG), max_new_tokens=200, decodings=("constrained",))
     assert answered == decisions
+    # every question's answer is kept, by scenario (6 questions: more than the five an evaluation file kept until 2026-12-05)
+    assert evaluated["constrained_answers"] == [{"scenario_id": c.scenario_id, "answer": a} for c, a in zip(decision_cases, decisions)]
     assert {k: evaluated[f"constrained_{k}"] for k in scored if k != "n_scenarios"} == {k: v for k, v in scored.items() if k != "n_scenarios"}
 
 

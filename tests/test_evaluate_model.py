@@ -88,7 +88,7 @@ def test_with_the_base_scored_in_the_same_evaluation_the_tuned_model_skips_its_l
     assert served == []
     assert shared["preference_outcomes"] == whole["preference_outcomes"] and shared["n_pairs"] == 6
     assert shared["mean_logp_chosen"] == pytest.approx(whole["mean_logp_chosen"], abs=1e-4)
-    assert shared["constrained_examples"] == whole["constrained_examples"]
+    assert shared["constrained_answers"] == whole["constrained_answers"]
 
 
 def test_it_evaluates_a_gguf_through_llama_cpp(tiny_model_dir, demo_db, tmp_path):

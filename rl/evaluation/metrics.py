@@ -161,7 +161,7 @@ def evaluate_backend(backend: Backend, evalset: EvalSet, *, ref_logps: list | No
         logger.info("%s: %d questions answered (%s decoding) in %.0f s: widget %.3f, fixture %.3f", backend.name, len(prompts),
                     decoding, time.perf_counter() - started, metrics.get(prefix + "widget_accuracy") or 0.0,
                     metrics.get(prefix + "fixture_accuracy") or 0.0)
-        metrics[prefix + "examples"] = [{"scenario_id": c.scenario_id, "answer": a} for c, a in list(zip(evalset.cases, answers))[:5]]
+        metrics[prefix + "answers"] = [{"scenario_id": c.scenario_id, "answer": a} for c, a in zip(evalset.cases, answers)]
         for warning in metrics.get(prefix + "collapse_warnings", []):
             logger.warning("%s (%s decoding): %s", backend.name, decoding, warning)
     return metrics, logps
