@@ -58,6 +58,33 @@ def test_stats_report_pairs_filters_and_shortlist_recall(demo_db):
     assert stats.kto_rows > 0
 
 
+def test_follow_retriever_trains_only_on_answers_that_keep_the_shortlist_s_order_and_holds_out_every_pair(db, tmp_path):
+    from feedback.demo import build_demo
+    from feedback.files import write_json
+    from rl.data.data_formatter import follows_retriever
+
+    data, ratings = build_demo(seed=5, scenario_count=60)
+    write_json(tmp_path / "data.json", data)
+    write_json(tmp_path / "ratings.json", ratings)
+    files = ("file", tmp_path / "data.json", tmp_path / "ratings.json")
+    every = prepare_training_dataset(*files, min_samples=10)
+    following = prepare_training_dataset(*files, min_samples=10, follow_retriever=True)
+
+    def overruling(prepared, split):
+        catalog, scenarios = prepared.snapshot.catalog, prepared.snapshot.scenarios
+        return [row for row in prepared.dataset[split]
+                if not follows_retriever(row["chosen"][0]["content"], catalog.shortlist_for(scenarios[row["scenario_id"]]))]
+
+    assert overruling(every, "train") and overruling(every, "eval")  # the demo has right picks the retriever ranks lower
+    assert not overruling(following, "train")
+    assert list(following.dataset["eval"]) == list(every.dataset["eval"])
+    assert len(following.dataset["train"]) == len(every.dataset["train"]) - len(overruling(every, "train"))
+    dropped_kto = [row for row in every.kto_dataset["train"] if row["label"] and not follows_retriever(
+        row["completion"][0]["content"], every.snapshot.catalog.shortlist_for(every.snapshot.scenarios[row["scenario_id"]]))]
+    assert len(following.kto_dataset["train"]) == len(every.kto_dataset["train"]) - len(dropped_kto)
+    assert following.stats.filtered["training_chosen_overrules_retriever"] == len(overruling(every, "train")) + len(dropped_kto)
+
+
 def test_an_unknown_source_or_kind_is_a_clear_error(db):
     with pytest.raises(DatasetError, match="Unknown source"):
         prepare_training_dataset("s3")

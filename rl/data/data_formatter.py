@@ -343,6 +343,13 @@ def _chosen_is_offered(row: dict, catalog: Catalog, all_scenarios: Mapping[str, 
     return set(chosen["fixtures"]) <= set(catalog.shortlist_for(all_scenarios[row["scenario_id"]]))
 
 
+def follows_retriever(answer: str, shortlist: list[str]) -> bool:
+    """Whether a written answer shows the prompt's shortlist's first fixtures (as many as it shows): the retriever's
+    own order, which an answer that overrules the retriever leaves."""
+    fixtures = json.loads(answer)["fixtures"]
+    return set(fixtures) == set(shortlist[:len(fixtures)])
+
+
 def format_preferences(
     entries: list[RatedEntry],
     all_scenarios: Mapping[str, ScenarioText],

@@ -15,7 +15,7 @@ from typing import Any
 
 from rl.core.config import TrainingConfig
 from rl.core.prompts import build_messages
-from rl.data.data_formatter import DEFAULT_MAX_PAIRS_PER_SCENARIO, FormattedPreferences, format_preferences
+from rl.data.data_formatter import DEFAULT_MAX_PAIRS_PER_SCENARIO, FormattedPreferences, follows_retriever, format_preferences
 from rl.data.selection import rated_since, select_scenarios, spread_over_scenarios
 from rl.data.snapshot import DatasetError, FeedbackSnapshot, load_snapshot
 
@@ -149,12 +149,15 @@ def prepare_training_dataset(
     chosen_agrees_with_corrections: bool = False,
     offered_fixture_negatives: bool = False,
     balanced_widget_negatives: bool = False,
+    follow_retriever: bool = False,
     tokenizer: Any = None,
     until: datetime | str | None = None,
 ) -> PreparedDataset:
     """Build train and eval splits of preference pairs (and KTO rows) from ratings.
 
-    Raises InsufficientDataError when fewer than `min_samples` pairs come out.
+    With `follow_retriever` the training split keeps only the pairs (and up-rated KTO rows) whose chosen answer shows
+    the shortlist's first fixtures; the held-out split keeps every pair, so its figures still count the questions the
+    retriever ranks wrong. Raises InsufficientDataError when fewer than `min_samples` pairs come out.
     """
     from datasets import Dataset, DatasetDict
 
@@ -188,11 +191,20 @@ def prepare_training_dataset(
     train_ids, eval_ids = split_scenarios(scenario_ids, eval_fraction, seed)
     train = [row for row in formatted.pairs if row["scenario_id"] in train_ids]
     evaluation = [row for row in formatted.pairs if row["scenario_id"] in eval_ids]
+    kto_train = [r for r in formatted.kto_rows if r["scenario_id"] in train_ids]
+    if follow_retriever:
+        def follows(row: dict, answer: str) -> bool:
+            return follows_retriever(answer, snapshot.catalog.shortlist_for(snapshot.scenarios[row["scenario_id"]]))
+
+        kept = [row for row in train if follows(row, row["chosen"][0]["content"])]
+        kto_kept = [row for row in kto_train if not row["label"] or follows(row, row["completion"][0]["content"])]
+        f.filtered["training_chosen_overrules_retriever"] = len(train) - len(kept) + len(kto_train) - len(kto_kept)
+        train, kto_train = kept, kto_kept
     dataset = DatasetDict({"train": Dataset.from_list(train), "eval": Dataset.from_list(evaluation)})
     kto_dataset = None
     if formatted.kto_rows:
         kto_dataset = DatasetDict({
-            "train": Dataset.from_list([r for r in formatted.kto_rows if r["scenario_id"] in train_ids]),
+            "train": Dataset.from_list(kto_train),
             "eval": Dataset.from_list([r for r in formatted.kto_rows if r["scenario_id"] in eval_ids]),
         })
 
@@ -229,7 +241,7 @@ def build_dataset(config: TrainingConfig, data: dict[str, Any], tokenizer: Any =
         hard_widget_negatives=config.hard_widget_negatives, hard_fixture_negatives=config.hard_fixture_negatives,
         chosen_agrees_with_corrections=config.chosen_agrees_with_corrections,
         offered_fixture_negatives=config.offered_fixture_negatives,
-        balanced_widget_negatives=config.balanced_widget_negatives, tokenizer=tokenizer,
+        balanced_widget_negatives=config.balanced_widget_negatives, follow_retriever=config.follow_retriever, tokenizer=tokenizer,
         until=data.get("until"),
     )
     if config.max_train_scenarios or config.balance_widgets:
