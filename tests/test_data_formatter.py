@@ -319,3 +319,15 @@ def test_pairs_and_kto_rows_write_fixtures_in_the_prompt_s_shortlist_order():
     assert picks(formatted.pairs, "rejected")[0]["fixtures"] == ["outdoor_air_temp", "chiller_1_kw"]
     assert [json.loads(row["completion"][0]["content"])["fixtures"] for row in formatted.kto_rows] == [
         ["outdoor_air_temp", "chiller_1_kw"]]
+
+
+def test_an_answer_follows_the_retriever_when_its_first_fixture_is_the_shortlist_s_first():
+    from rl.data.data_formatter import follows_retriever
+
+    def answer(*fixtures):
+        return json.dumps({"widget": "scatter_plot", "fixtures": list(fixtures), "title": ""})
+
+    shortlist = ["a", "b", "c"]
+    assert follows_retriever(answer("a"), shortlist) and follows_retriever(answer("a", "c"), shortlist)
+    assert follows_retriever(answer("c", "a"), shortlist)  # written in the shortlist's order: a first
+    assert not follows_retriever(answer("b"), shortlist) and not follows_retriever(answer("b", "c"), shortlist)

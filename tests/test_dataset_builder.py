@@ -63,7 +63,7 @@ def test_follow_retriever_trains_only_on_answers_that_keep_the_shortlist_s_order
     from feedback.files import write_json
     from rl.data.data_formatter import follows_retriever
 
-    data, ratings = build_demo(seed=5, scenario_count=60)
+    data, ratings = build_demo(seed=5, scenario_count=120)
     write_json(tmp_path / "data.json", data)
     write_json(tmp_path / "ratings.json", ratings)
     files = ("file", tmp_path / "data.json", tmp_path / "ratings.json")

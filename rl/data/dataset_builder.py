@@ -155,8 +155,8 @@ def prepare_training_dataset(
 ) -> PreparedDataset:
     """Build train and eval splits of preference pairs (and KTO rows) from ratings.
 
-    With `follow_retriever` the training split keeps only the pairs (and up-rated KTO rows) whose chosen answer shows
-    the shortlist's first fixtures; the held-out split keeps every pair, so its figures still count the questions the
+    With `follow_retriever` the training split keeps only the pairs (and up-rated KTO rows) whose chosen answer's first
+    fixture is the shortlist's first; the held-out split keeps every pair, so its figures still count the questions the
     retriever ranks wrong. Raises InsufficientDataError when fewer than `min_samples` pairs come out.
     """
     from datasets import Dataset, DatasetDict
