@@ -104,3 +104,12 @@ def test_train_dpo_rejects_unknown_flags_and_presets(db):
         call_command("train_dpo", "--dry-run", "--frobnicate")
     with pytest.raises(CommandError):
         call_command("train_dpo", "--dry-run", "--config", "huge")
+
+
+def test_train_dpo_refuses_a_loss_the_trainer_does_not_compute_before_anything_is_written(db, tmp_path, settings):
+    from rl.models import TrainingRun
+
+    settings.RL_CHECKPOINT_DIR = str(tmp_path)
+    with pytest.raises(CommandError, match="apo_zero.*the trainer computes sigmoid, sft, ipo, hinge"):
+        call_command("train_dpo", "--config", "cpu", "--run-name", "apo", "--loss-type", "apo_zero,sft")
+    assert not TrainingRun.objects.exists() and not list(tmp_path.iterdir())

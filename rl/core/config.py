@@ -65,7 +65,7 @@ class TrainingConfig(SettingsBase):
     beta: float = _f(0.1, "DPO/KTO beta: how far the policy may move from the reference (lower = stronger preferences).")
     # Measured on the demo (SmolLM2, cpu preset): DPO alone 0% valid JSON answers; with the SFT term 100% valid JSON,
     # 39% widget and 78% fixture accuracy, at about the same held-out preference accuracy (0.84 vs 0.85).
-    loss_type: str = _f("sigmoid,sft", "DPO loss(es), comma separated: 'sigmoid' alone, or 'sigmoid,sft' to add an SFT term on chosen answers.")
+    loss_type: str = _f("sigmoid,sft", "DPO loss(es) by TRL's names, comma separated: 'sigmoid' alone, or 'sigmoid,sft' to add an SFT term on chosen answers; 'ipo' or 'hinge' instead of 'sigmoid' (the losses the shared-prefix trainer computes).")
     sft_weight: float = _f(1.0, "Weight of the 'sft' loss when loss_type includes it (the sigmoid loss has weight 1).")
     title_weight: float = _f(1.0, "Weight of the answer's title tokens in the 'sft' loss; the decision tokens (widget, fixtures) weigh 1.")
     epochs: float = _f(3.0, "Training epochs (ignored when max_steps > 0).")
@@ -125,9 +125,9 @@ class TrainingConfig(SettingsBase):
             raise ConfigError("policy_negatives needs init_adapter: the rejected answers are that adapter's likeliest mistakes.")
         if self.init_adapter and not is_adapter_folder(self.init_adapter):
             raise ConfigError(f"init_adapter {self.init_adapter!r} is not a trained adapter: expected a run's final/ folder with adapter_config.json.")
-        unknown_losses = set(self.loss_types) - {"sigmoid", "sft", "ipo", "hinge", "robust", "apo_zero", "apo_down", "sppo_hard", "nca_pair"}
+        unknown_losses = set(self.loss_types) - set(DPO_LOSSES)
         if unknown_losses:
-            raise ConfigError(f"Unknown loss type(s): {', '.join(sorted(unknown_losses))}.")
+            raise ConfigError(f"Unknown or unsupported loss type(s): {', '.join(sorted(unknown_losses))}; the trainer computes {', '.join(DPO_LOSSES)}.")
 
     @property
     def loss_types(self) -> list[str]:
@@ -141,6 +141,10 @@ class TrainingConfig(SettingsBase):
 # The recipe of docs/training-recipe.md, chosen there by held-out pick accuracy: DPO + SFT with the title's tokens
 # down-weighted, training scenarios balanced over their right widget, fixture pairs that reject the pick departing latest
 # (round five), the adapter with the best held-out pick accuracy kept.
+# The DPO losses the shared-prefix trainer (rl/training/prefix_sharing.py) computes, by TRL's names; TRL's others
+# (robust, apo_zero, ...) are refused here, before a run starts, rather than when its trainer is built.
+DPO_LOSSES = ("sigmoid", "sft", "ipo", "hinge")
+
 RECIPE: dict[str, Any] = {"title_weight": 0.2, "balance_widgets": True, "max_pairs_per_scenario": 2, "hard_fixture_negatives": True}
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from trl import DPOTrainer
 
+from rl.core.config import DPO_LOSSES
 from rl.core.frozen_layers import LayerInput, first_adapted_layer, layer_input_captured
 from rl.core.shared_prefix import (
     AnswerLogps,
@@ -37,7 +38,7 @@ class PrefixSharingDPOTrainer(DPOTrainer):
     """TRL's DPOTrainer (tokenization with the chat template, PEFT reference, logging, checkpoints) with the pair's
     forward replaced by the shared-prefix one. Metric names are TRL's."""
 
-    SUPPORTED_LOSSES = ("sigmoid", "sft", "ipo", "hinge")
+    SUPPORTED_LOSSES = DPO_LOSSES
     # A training batch's rows (one prompt's answers each) run forward and backward one at a time: see `_row_by_row_step`.
     ROW_BY_ROW_BACKWARD = True
     # With precompute_ref_log_probs, a training row's reference log-probs are computed at the step that first trains
