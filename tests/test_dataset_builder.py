@@ -113,3 +113,13 @@ def test_train_dpo_refuses_a_loss_the_trainer_does_not_compute_before_anything_i
     with pytest.raises(CommandError, match="apo_zero.*the trainer computes sigmoid, sft, ipo, hinge"):
         call_command("train_dpo", "--config", "cpu", "--run-name", "apo", "--loss-type", "apo_zero,sft")
     assert not TrainingRun.objects.exists() and not list(tmp_path.iterdir())
+
+
+def test_train_dpo_refuses_a_run_name_the_database_holds_though_its_folder_is_gone(db, tmp_path, settings):
+    from rl.models import TrainingRun
+
+    settings.RL_CHECKPOINT_DIR = str(tmp_path)
+    TrainingRun.objects.create(name="taken", preset="cpu", algo="dpo", base_model="x", status=TrainingRun.Status.FAILED)
+    with pytest.raises(CommandError, match="'taken' is recorded already .status failed"):
+        call_command("train_dpo", "--config", "cpu", "--run-name", "taken")
+    assert TrainingRun.objects.count() == 1 and not list(tmp_path.iterdir())

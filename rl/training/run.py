@@ -102,6 +102,12 @@ def resolve_run_dir(output_dir: str | None, run_name: str | None, resume: str | 
     folder = parent / name
     if folder.exists():
         raise DatasetError(f"Run folder {folder} exists already: pick another --run-name, or --resume {name}.")
+    from rl.models import TrainingRun
+
+    recorded = TrainingRun.objects.filter(name=name).first()
+    if recorded is not None:  # its folder was deleted (or is under another checkpoint directory)
+        raise DatasetError(f"A training run named {name!r} is recorded already (status {recorded.status}, no folder at {folder}): "
+                           "pick another --run-name.")
     return name, folder
 
 
