@@ -100,3 +100,28 @@ def test_the_evaluation_set_s_cases_are_decoded_under_the_decision_schema(demo_d
         assert case.schema == decision_schema(answer_schema(snapshot.scenarios[case.scenario_id], snapshot.catalog))
         assert case.schema["properties"]["title"] == {"type": "string", "maxLength": 0}
         assert list(case.schema["properties"]) == ["widget", "fixtures", "title"]
+
+
+def test_retriever_agreement_sets_each_answer_against_the_shortlist_s_top_k():
+    import json
+
+    from rl.core.prompts import ScenarioText
+    from rl.evaluation.retriever_agreement import retriever_agreement
+
+    scenarios = {"power": ScenarioText("chiller 1 power"), "orders": ScenarioText("chiller 2 orders"),
+                 "pair": ScenarioText("chiller 1 power against outdoor air temperature")}
+    assert CATALOG.shortlist_for(scenarios["power"])[0] == "chiller_1_kw"
+    assert CATALOG.shortlist_for(scenarios["orders"])[0] == "chiller_2_kw"  # the retriever's first is wrong there
+    right = {"power": [Pick("kpi_card", ("chiller_1_kw",))], "orders": [Pick("table", ("open_work_orders",))],
+             "pair": [Pick("line_chart", ("chiller_1_kw", "outdoor_air_temp"))]}
+
+    def answer(scenario_id, *fixtures):
+        return {"scenario_id": scenario_id, "answer": json.dumps({"widget": "table", "fixtures": list(fixtures), "title": ""})}
+
+    followed = retriever_agreement([answer("power", "chiller_1_kw"), answer("orders", "chiller_2_kw")], right, CATALOG, scenarios)
+    assert (followed.both_right, followed.answer_wrong_retriever_right, followed.both_wrong) == (1, 0, 1)
+    assert followed.left_order_rightly == followed.left_order_wrongly == 0 and followed.retriever_accuracy == 0.5
+    overruled = retriever_agreement([answer("power", "chiller_2_kw"), answer("orders", "open_work_orders"), answer("pair", "chiller_1_kw"),
+                                     {"scenario_id": "pair", "answer": "not json"}], right, CATALOG, scenarios)
+    assert (overruled.answer_wrong_retriever_right, overruled.answer_right_retriever_wrong) == (3, 1)
+    assert (overruled.left_order_wrongly, overruled.left_order_rightly, overruled.answers) == (2, 1, 4)  # "pair": its one fixture is not the first

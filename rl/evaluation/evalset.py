@@ -60,17 +60,25 @@ def tokenize_pairs(pair_rows: list[dict], tokenizer: Any) -> list[TokenizedPair]
     return pairs
 
 
-def build_eval_set(pair_rows: list[dict], snapshot: Any, scenario_ids: set[str], tokenizer: Any, limit: int | None = None) -> EvalSet:
-    """Tokenize held-out pairs and the generation cases of `scenario_ids` (scenarios with an up-rated pick)."""
-    from rl.core.prompts import answer_schema, build_messages, decision_schema
+def right_picks(snapshot: Any, scenario_ids: set[str]) -> dict[str, list[Pick]]:
+    """The up-rated picks (by the formatter's verdicts) of each of `scenario_ids` that has one: what an answer is
+    scored against."""
     from rl.data.data_formatter import entry_verdicts
 
-    pairs = tokenize_pairs(pair_rows[: limit or None], tokenizer)
     verdicts = entry_verdicts(snapshot.entries)
     ups: dict[str, list[Pick]] = defaultdict(list)
     for entry in snapshot.entries:
         if entry.scenario_id in scenario_ids and verdicts.get(entry.entry_id) == "up":
             ups[entry.scenario_id].append(entry.pick)
+    return ups
+
+
+def build_eval_set(pair_rows: list[dict], snapshot: Any, scenario_ids: set[str], tokenizer: Any, limit: int | None = None) -> EvalSet:
+    """Tokenize held-out pairs and the generation cases of `scenario_ids` (scenarios with an up-rated pick)."""
+    from rl.core.prompts import answer_schema, build_messages, decision_schema
+
+    pairs = tokenize_pairs(pair_rows[: limit or None], tokenizer)
+    ups = right_picks(snapshot, scenario_ids)
     cases = [
         GenerationCase(sid, tuple(tokenize_prompt(tokenizer, build_messages(snapshot.scenarios[sid], snapshot.catalog))), tuple(picks),
                        decision_schema(answer_schema(snapshot.scenarios[sid], snapshot.catalog)))
