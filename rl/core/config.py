@@ -138,13 +138,13 @@ class TrainingConfig(SettingsBase):
         return [self.sft_weight if name == "sft" else 1.0 for name in self.loss_types]
 
 
-# The recipe of docs/training-recipe.md, chosen there by held-out pick accuracy: DPO + SFT with the title's tokens
-# down-weighted, training scenarios balanced over their right widget, fixture pairs that reject the pick departing latest
-# (round five), the adapter with the best held-out pick accuracy kept.
 # The DPO losses the shared-prefix trainer (rl/training/prefix_sharing.py) computes, by TRL's names; TRL's others
 # (robust, apo_zero, ...) are refused here, before a run starts, rather than when its trainer is built.
 DPO_LOSSES = ("sigmoid", "sft", "ipo", "hinge")
 
+# The recipe of docs/training-recipe.md, chosen there by held-out pick accuracy: DPO + SFT with the title's tokens
+# down-weighted, training scenarios balanced over their right widget, fixture pairs that reject the pick departing latest
+# (round five), the adapter with the best held-out pick accuracy kept.
 RECIPE: dict[str, Any] = {"title_weight": 0.2, "balance_widgets": True, "max_pairs_per_scenario": 2, "hard_fixture_negatives": True}
 
 
