@@ -112,6 +112,17 @@ def test_a_plan_cut_on_a_pessimistic_first_guess_grows_back_once_checks_are_time
     assert learning_rates[-1] < 0.05 * max(learning_rates)
 
 
+def test_a_plan_cut_early_that_grows_back_to_its_first_length_says_so(caplog):
+    # demo-AK: a check guessed at 5 steps cut 270 steps to 265 at step 5; the cheaper checks then gave the steps back,
+    # and the log, which only showed the cut, said the run would end at 265.
+    with caplog.at_level(logging.INFO, logger="rl.training.time_budget"):
+        callback, state, clock, _checked_at, _ = _drive(budget_s=269, planned=100, step_s=2.0, check_s=2.0)
+    assert state.global_step == 100 and callback.summary()["shortened"] is False and clock.now <= 269
+    plans = [r.getMessage() for r in caplog.records if "the run now ends at step" in r.getMessage()]
+    assert plans and "ends at step 100 of the 100" not in plans[0], "the budget should have cut the plan at first"
+    assert "ends at step 100 of the 100" in plans[-1]
+
+
 def test_a_slow_cpu_s_run_uses_its_budget_with_the_checks_of_the_length_it_runs():
     # An AVX2-only CPU's demo run (demo-J of docs/training-speed.md): 10 s a step, 57 s a check, 13 minutes. Fitting
     # the 201-step plan's four checks first cut the run to 33 steps and left 172 s of the budget unused.

@@ -145,10 +145,12 @@ class TimeBudgetCallback(TrainerCallback):
         if plan.steps <= state.global_step:
             control.should_training_stop = True
             control.should_evaluate = True
-        # Once warned, small later cuts (a step or two as the pace drifts) are only logged at debug level.
+        # Once warned, small later cuts (a step or two as the pace drifts) are only logged at debug level; a plan back
+        # at its first length is always logged, or the log would still say the run ends at the warned step.
         if self._announced_steps is None:
             level = logging.WARNING
-        elif abs(self._announced_steps - plan.steps) >= max(2, 0.05 * self._announced_steps):
+        elif plan.steps == self.planned_steps != self._announced_steps or \
+                abs(self._announced_steps - plan.steps) >= max(2, 0.05 * self._announced_steps):
             level = logging.INFO
         else:
             level = logging.DEBUG
