@@ -4,7 +4,8 @@ The clock starts when the trainer is made (before the base model loads), so the 
 After each optimizer step the plan is made again from what has been measured: the mean seconds of a step, of a
 held-out pick check (the best-pick callback's generation, or the Trainer's evaluation), and of what follows the last
 step (one more check and the save). When the planned steps no longer fit, the plan shrinks (and grows back, never
-beyond the steps first planned, when the measurements allow): the run ends at the last step that fits, the checks
+beyond the steps first planned, when the measurements allow; before the first check is timed, a cut of a few steps
+on its guessed cost waits for it): the run ends at the last step that fits, the checks
 move to the same shares of the new length, and the cosine (or linear) schedule is re-stretched to end there, so the
 learning rate still decays to its floor instead of being cut off high. Whether a run was shortened, and to how many
 steps, is logged and kept in the run's metrics. The best-pick callback then keeps the best adapter of the checks that
@@ -33,6 +34,9 @@ MEASURED_STEPS = 3
 PACE_WINDOW = 20
 # Saving the adapter and the closing evaluation of preference metrics, in steps.
 CLOSING_COST_IN_STEPS = 2.0
+# Until the first held-out check has been timed, a cut of at most this share of the steps is left to that check's
+# plan: on the guessed check cost alone, runs that fit had been cut by a few steps and their schedule re-stretched.
+GUESSED_CUT_DEFERRED = 0.05
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,8 @@ class TimeBudgetCallback(TrainerCallback):
         total = next((t for t in range(self.planned_steps or state.max_steps, done, -1) if fits(t)), done)
         if state.global_step >= state.max_steps:  # the run is ending on its own: only a cut can apply
             total = min(total, state.max_steps)
+        elif share and not self.check_seconds and 0 < state.max_steps - total <= GUESSED_CUT_DEFERRED * state.max_steps:
+            total = state.max_steps
         return BudgetPlan(steps=total, step_seconds=step, check_seconds=check)
 
     def summary(self) -> dict[str, Any]:
