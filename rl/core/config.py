@@ -160,7 +160,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 24 GB+ GPU: larger rank, more epochs, lower learning rate.
     "high_quality": {**RECIPE, "bf16": True, "lora_rank": 64, "lora_alpha": 128, "epochs": 5.0, "learning_rate": 2e-5,
                      "batch_size": 8, "gradient_accumulation_steps": 2, "eval_steps": 100, "pick_eval_scenarios": 96},
-    # No GPU (these machines, the demo): SmolLM2-135M, bf16 autocast where the CPU has AMX (fp32 elsewhere); variant P of
+    # No GPU (these machines, the demo): SmolLM2-135M, bf16 autocast where a timed matmul at start-up says bf16 is faster
+    # (rl/core/cpu_precision.py; fp32 elsewhere); variant P of
     # docs/training-recipe.md: every scenario (the demo's 376; the cap bounds the online learner's retrains as ratings
     # grow), one pair of each kind per scenario, adapters on the top half of the layers; learning rate 2e-3 since round
     # seven (1e-3 before); 2 epochs since round ten (1.5 before; train_dpo about 10 minutes on 2 cores without AMX).
