@@ -136,6 +136,17 @@ def test_a_plan_that_grows_back_to_its_first_length_says_so(caplog):
     assert "ends at step 100 of the 100" in plans[-1]
 
 
+def test_a_burst_of_slow_steps_that_the_budget_absorbs_does_not_cut_the_plan(caplog):
+    # E2G-s2b (docs/training-recipe.md, round twelve): a few seconds of another process on the CPU slowed a few steps;
+    # their mean pace cut a run that fitted from 278 steps to 260 and re-stretched its schedule, then grew it back.
+    # Here four steps take 1.5 s more: 6 s lost of the 10 s to spare, so the whole plan still fits.
+    with caplog.at_level(logging.DEBUG, logger="rl.training.time_budget"):
+        callback, state, clock, checked_at, _ = _drive(budget_s=284, planned=100, step_s=lambda n: 3.5 if 30 <= n <= 33 else 2.0,
+                                                       check_s=10.0)
+    assert state.global_step == 100 and checked_at == [25, 50, 75, 100] and clock.now <= 284
+    assert not [r.getMessage() for r in caplog.records if "the run now ends at step" in r.getMessage()]
+
+
 def test_a_slow_cpu_s_run_uses_its_budget_with_the_checks_of_the_length_it_runs():
     # An AVX2-only CPU's demo run (demo-J of docs/training-speed.md): 10 s a step, 57 s a check, 13 minutes. Fitting
     # the 201-step plan's four checks first cut the run to 33 steps and left 172 s of the budget unused.

@@ -1,7 +1,9 @@
 """`max_minutes`: training that fits a time budget, with its learning-rate schedule fitted to the steps that fit.
 
 The clock starts when the trainer is made (before the base model loads), so the budget is the `train_dpo` command's.
-After each optimizer step the plan is made again from what has been measured: the mean seconds of a step, of a
+After each optimizer step the plan is made again from what has been measured: the median seconds of the last steps
+(a burst of another process on the CPU slows a few steps, whose lost seconds the clock already counts; a mean had
+cut plans on such bursts and re-stretched their schedules, then grown them back), the mean seconds of a
 held-out pick check (the best-pick callback's generation, or the Trainer's evaluation), and of what follows the last
 step (one more check and the save). When the planned steps no longer fit, the plan shrinks (and grows back, never
 beyond the steps first planned, when the measurements allow; before the first check is timed, a cut of a few steps
@@ -16,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -179,9 +182,9 @@ class TimeBudgetCallback(TrainerCallback):
             if self.seconds_left() < (1 + CLOSING_COST_IN_STEPS) * step:
                 return BudgetPlan(steps=state.global_step, step_seconds=step, check_seconds=0.0)
             return None
-        # The pace of the last steps: later batches can be longer than the first ones.
-        recent = self.step_seconds[1:][-PACE_WINDOW:]
-        step = sum(recent) / len(recent)
+        # The pace of the last steps (later batches can be longer than the first ones), by their median: a few steps
+        # slowed by a burst of other work cost seconds the clock has counted, and say nothing of the steps to come.
+        step = statistics.median(self.step_seconds[1:][-PACE_WINDOW:])
         check = (sum(self.check_seconds) / len(self.check_seconds)) if self.check_seconds else CHECK_COST_IN_STEPS * step
         share = _eval_share(args)
         # The longest run, up to the length first planned (so that a plan cut on early estimates grows back when the
