@@ -25,14 +25,6 @@ def test_the_prompt_states_the_format_lists_the_catalog_and_asks_the_question():
     assert "Site: HQ; Role: operator; Time: last 7 days" in user
 
 
-def test_the_question_comes_before_the_fixture_shortlist_and_again_last():
-    # So that a causal model reads each fixture's description with the question before it (round twelve).
-    user = build_messages(ScenarioText("How has chiller 1 power trended this week?", "HQ"), CATALOG)[1]["content"]
-    question = "Question: How has chiller 1 power trended this week?"
-    assert user.index(question) < user.index("Fixtures:\n- ") < user.rindex(question) == len(user) - len(question)
-    assert user.index("Widgets:\n- ") < user.index(question)
-
-
 def test_the_fixture_shortlist_keeps_the_fixtures_the_question_names():
     shortlist = CATALOG.fixture_shortlist("Which work orders are open?")
     assert len(shortlist) == CATALOG.shortlist_size

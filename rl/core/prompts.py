@@ -5,12 +5,9 @@ exactly the prompt it is later asked. Nothing else builds these prompts.
 
 A prompt lists the whole widget catalog and a shortlist of at most `FIXTURE_SHORTLIST_SIZE` fixtures of the
 scenario's site retrieved for the question with BM25 (a real site has thousands of points; the prompt cannot list
-them all), best match first. The question comes before that shortlist and again at the end: a causal model reads each
-fixture's description with the question before it, so it can weigh the description against the question, and the
-question is still the last thing it reads before it answers (docs/training-recipe.md, round twelve: over three
-seeds the gate part's fixture accuracy is 0.833 with it, 0.787 with the question last only). The answer names its
-widget, then its fixtures in the shortlist's order (best match first), then a title: a model that has written the
-widget knows how many fixtures it shows (a scatter plot two, the others one). Written fixtures first (the order until 2026-12-05) it had to settle that count before naming the
+them all), best match first. The answer names its widget, then its fixtures in the shortlist's order (best match
+first), then a title: a model that has written the widget knows how many fixtures it shows (a scatter plot two, the
+others one). Written fixtures first (the order until 2026-12-05) it had to settle that count before naming the
 widget, and stopped after one fixture on every natural question (docs/training-recipe.md, round five). `answer_schema`
 is the JSON schema of a valid answer to one prompt (widget from the catalog, fixtures from that prompt's shortlist):
 evaluation decodes under it and serving passes it to Ollama as `format`.
@@ -182,8 +179,7 @@ def build_messages(scenario: ScenarioText, catalog: Catalog) -> list[dict[str, s
     context = "; ".join(
         f"{label}: {value}" for label, value in (("Site", scenario.site), ("Role", scenario.role), ("Time", scenario.time_range)) if value
     )
-    question = f"Question: {scenario.query}"
-    user = f"Widgets:\n{widgets}\n{question}\nFixtures:\n{fixtures}\n{context}\n{question}"
+    user = f"Widgets:\n{widgets}\nFixtures:\n{fixtures}\n{context}\nQuestion: {scenario.query}"
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
