@@ -205,9 +205,12 @@ def test_answers_after_scoring_reuse_the_scored_prompts_and_equal_those_computed
         hook.remove()
     assert got == fresh
     # Forwards of more than one token a row: kept, only the unscored prompt's (its batch of one, no common prefix);
-    # else the first of the two batches of 4 runs its common prefix (the second's is all within it), then each batch
-    # its rows' own parts.
-    assert sum(n > 1 for n in forward_lengths) == (1 if reused else 3)
+    # else each of the two batches (4 prompts, then 2) its rows' own parts, and neither its common prefix (the system
+    # prompt, the widgets, "Question: "): the last scoring batch (prompts 3 and 4) ran a prefix that holds both.
+    from rl.core.shared_prefix import shared_prefix_length
+
+    assert shared_prefix_length(prompts[:4]) == shared_prefix_length(prompts[4:]) == shared_prefix_length(prompts[3:5]) > 20
+    assert sum(n > 1 for n in forward_lengths) == (1 if reused else 2)
 
 
 def test_a_scoring_batch_runs_only_the_prefix_tokens_it_does_not_share_with_the_last_batch_s_and_scores_as_afresh(tiny, tiny_model_dir,

@@ -21,7 +21,9 @@ def test_the_prompt_states_the_format_lists_the_catalog_and_asks_the_question():
     user = messages[1]["content"]
     assert all(f"- {w.slug}: {w.description}" in user for w in CATALOG.widgets)
     assert "- chiller_1_kw: Electrical power of chiller 1, kW." in user
-    assert user.endswith("Question: How has chiller 1 power trended this week?")
+    assert user.endswith("\nQuestion: How has chiller 1 power trended this week?")
+    # Said before the shortlist too, so each fixture's description is read after the question.
+    assert user.index("Widgets:\n") < user.index("\nQuestion: How has chiller 1 power trended this week?\nFixtures:\n")
     assert "Site: HQ; Role: operator; Time: last 7 days" in user
 
 

@@ -3,14 +3,17 @@
 Training, evaluation, export (the Modelfile's SYSTEM) and serving all call this module, so a model is trained on
 exactly the prompt it is later asked. Nothing else builds these prompts.
 
-A prompt lists the whole widget catalog and a shortlist of at most `FIXTURE_SHORTLIST_SIZE` fixtures of the
+A prompt lists the whole widget catalog, the question, a shortlist of at most `FIXTURE_SHORTLIST_SIZE` fixtures of the
 scenario's site retrieved for the question with BM25 (a real site has thousands of points; the prompt cannot list
-them all), best match first. The answer names its widget, then its fixtures in the shortlist's order (best match
-first), then a title: a model that has written the widget knows how many fixtures it shows (a scatter plot two, the
-others one). Written fixtures first (the order until 2026-12-05) it had to settle that count before naming the
-widget, and stopped after one fixture on every natural question (docs/training-recipe.md, round five). `answer_schema`
-is the JSON schema of a valid answer to one prompt (widget from the catalog, fixtures from that prompt's shortlist):
-evaluation decodes under it and serving passes it to Ollama as `format`.
+them all), best match first, the site, role and time, and the question again. A causal model reads each fixture's
+description with the question before it, so it can weigh the description against what was asked, and the question
+is still the last thing it reads before it answers (docs/training-recipe.md, rounds twelve and thirteen). The answer
+names its widget, then its fixtures in the shortlist's order (best match first), then a title: a model that has
+written the widget knows how many fixtures it shows (a scatter plot two, the others one). Written fixtures first
+(the order until 2026-12-05) it had to settle that count before naming the widget, and stopped after one fixture on
+every natural question (docs/training-recipe.md, round five). `answer_schema` is the JSON schema of a valid answer
+to one prompt (widget from the catalog, fixtures from that prompt's shortlist): evaluation decodes under it and
+serving passes it to Ollama as `format`.
 """
 from __future__ import annotations
 
@@ -30,9 +33,11 @@ MAX_TITLE_CHARS = 60
 # id, a 60-character title at one token a character: tests/test_prompts.py measures it). A limit below that cut answers
 # the schema allows, inside their title, into invalid JSON: 96 did so to 7 of the real base model's 278 natural answers.
 ANSWER_TOKEN_LIMIT = 128
+# Short, so the prompt that says the question twice stays within 400 tokens; the answer's form is the schema's to
+# enforce (`answer_schema`, passed to every decoder and to Ollama as `format`), so the prompt only names its keys.
 SYSTEM_PROMPT = (
-    "Pick the dashboard widget and the fixtures (data sources) that answer the operator's question. "
-    'Reply with JSON only: {"widget": "<id>", "fixtures": ["<id>"], "title": "<short title>"}'
+    "Pick the widget and the fixtures (data sources) that answer the question. "
+    "Reply with JSON: widget, fixtures, title."
 )
 
 
@@ -179,7 +184,8 @@ def build_messages(scenario: ScenarioText, catalog: Catalog) -> list[dict[str, s
     context = "; ".join(
         f"{label}: {value}" for label, value in (("Site", scenario.site), ("Role", scenario.role), ("Time", scenario.time_range)) if value
     )
-    user = f"Widgets:\n{widgets}\nFixtures:\n{fixtures}\n{context}\nQuestion: {scenario.query}"
+    question = f"Question: {scenario.query}"
+    user = "\n".join([f"Widgets:\n{widgets}", question, f"Fixtures:\n{fixtures}", *([context] if context else []), question])
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
