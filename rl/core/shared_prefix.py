@@ -214,7 +214,8 @@ def has_sliding_window(layers: Any) -> bool:
 class ReusedPrefix:
     """A frozen model's keys and values of the last prefix it ran, reused for the part that the next prefix shares
     with it. For the DPO reference: its batches' prefixes all start with the task's system prompt and widget catalog
-    (218 of SmolLM2's ~400 prompt tokens), which the reference, unlike the policy, computes the same at every step.
+    (194 of SmolLM2's ~400 prompt tokens on the demo), which the reference, unlike the policy, computes the same at
+    every step.
     Models with sliding-window layers get a fresh prefix every time (a cropped window is not the window)."""
 
     def __init__(self) -> None:
