@@ -175,12 +175,12 @@ class Catalog:
         return self.fixture_shortlist(scenario.query, scenario.site)
 
 
-def build_messages(scenario: ScenarioText, catalog: Catalog) -> list[dict[str, str]]:
-    """The chat messages that ask a model for a pick (system + user), for the tokenizer's chat template."""
+def build_messages(scenario: ScenarioText, catalog: Catalog, shortlist: Sequence[str] | None = None) -> list[dict[str, str]]:
+    """The chat messages that ask a model for a pick (system + user), for the tokenizer's chat template. `shortlist`:
+    the fixtures the prompt offers, in order; by default the retriever's shortlist for the scenario's question."""
     widgets = "\n".join(f"- {w.slug}: {w.description}" for w in catalog.widgets)
-    fixtures = "\n".join(
-        f"- {slug}: {catalog.fixtures_by_slug[slug].description}" for slug in catalog.shortlist_for(scenario)
-    )
+    offered = catalog.shortlist_for(scenario) if shortlist is None else shortlist
+    fixtures = "\n".join(f"- {slug}: {catalog.fixtures_by_slug[slug].description}" for slug in offered)
     context = "; ".join(
         f"{label}: {value}" for label, value in (("Site", scenario.site), ("Role", scenario.role), ("Time", scenario.time_range)) if value
     )

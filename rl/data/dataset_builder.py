@@ -16,6 +16,7 @@ from typing import Any
 from rl.core.config import TrainingConfig
 from rl.core.prompts import build_messages
 from rl.data.data_formatter import DEFAULT_MAX_PAIRS_PER_SCENARIO, FormattedPreferences, follows_retriever, format_preferences
+from rl.data.question_dropout import with_question_words_dropped
 from rl.data.selection import rated_since, select_scenarios, spread_over_scenarios
 from rl.data.snapshot import DatasetError, FeedbackSnapshot, load_snapshot
 
@@ -150,6 +151,7 @@ def prepare_training_dataset(
     offered_fixture_negatives: bool = False,
     balanced_widget_negatives: bool = False,
     follow_retriever: bool = False,
+    question_word_dropout: float = 0.0,
     tokenizer: Any = None,
     until: datetime | str | None = None,
 ) -> PreparedDataset:
@@ -157,7 +159,8 @@ def prepare_training_dataset(
 
     With `follow_retriever` the training split keeps only the pairs (and up-rated KTO rows) whose chosen answer's first
     fixture is the shortlist's first; the held-out split keeps every pair, so its figures still count the questions the
-    retriever ranks wrong. Raises InsufficientDataError when fewer than `min_samples` pairs come out.
+    retriever ranks wrong. With `question_word_dropout` the training split's prompts ask their question with that share
+    of its words left out (`rl.data.question_dropout`); the held-out split's are whole. Raises InsufficientDataError when fewer than `min_samples` pairs come out.
     """
     from datasets import Dataset, DatasetDict
 
@@ -200,6 +203,8 @@ def prepare_training_dataset(
         kto_kept = [row for row in kto_train if not row["label"] or follows(row, row["completion"][0]["content"])]
         f.filtered["training_chosen_overrules_retriever"] = len(train) - len(kept) + len(kto_train) - len(kto_kept)
         train, kto_train = kept, kto_kept
+    train = with_question_words_dropped(train, snapshot.scenarios, snapshot.catalog, question_word_dropout)
+    kto_train = with_question_words_dropped(kto_train, snapshot.scenarios, snapshot.catalog, question_word_dropout)
     dataset = DatasetDict({"train": Dataset.from_list(train), "eval": Dataset.from_list(evaluation)})
     kto_dataset = None
     if formatted.kto_rows:
@@ -241,7 +246,8 @@ def build_dataset(config: TrainingConfig, data: dict[str, Any], tokenizer: Any =
         hard_widget_negatives=config.hard_widget_negatives, hard_fixture_negatives=config.hard_fixture_negatives,
         chosen_agrees_with_corrections=config.chosen_agrees_with_corrections,
         offered_fixture_negatives=config.offered_fixture_negatives,
-        balanced_widget_negatives=config.balanced_widget_negatives, follow_retriever=config.follow_retriever, tokenizer=tokenizer,
+        balanced_widget_negatives=config.balanced_widget_negatives, follow_retriever=config.follow_retriever,
+        question_word_dropout=config.question_word_dropout, tokenizer=tokenizer,
         until=data.get("until"),
     )
     if config.max_train_scenarios or config.balance_widgets:
