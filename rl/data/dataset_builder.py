@@ -160,7 +160,8 @@ def prepare_training_dataset(
     With `follow_retriever` the training split keeps only the pairs (and up-rated KTO rows) whose chosen answer's first
     fixture is the shortlist's first; the held-out split keeps every pair, so its figures still count the questions the
     retriever ranks wrong. With `question_word_dropout` the training split's prompts ask their question with that share
-    of its words left out (`rl.data.question_dropout`); the held-out split's are whole. Raises InsufficientDataError when fewer than `min_samples` pairs come out.
+    of its words left out (`rl.data.question_dropout`); the held-out split's are whole. Raises InsufficientDataError
+    when fewer than `min_samples` pairs come out.
     """
     from datasets import Dataset, DatasetDict
 
