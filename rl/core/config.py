@@ -89,6 +89,7 @@ class TrainingConfig(SettingsBase):
     pick_eval_scenarios: int = _f(0, "At each evaluation, generate constrained answers for this many held-out scenarios and keep the adapter with the best widget + fixture accuracy instead of the last (0: keep the last).")
     average_adapter_from: float = _f(0, "With pick_eval_scenarios: from this share of the training steps on, keep the running mean of the adapter's weights after every step (stochastic weight averaging, SWA); at the end the mean is checked like a checkpoint and kept when it scores within one question of the best check (0: off).")
     seed: int = _f(42, "Random seed for data order, split and adapter init.")
+    split_seed: int = _f(-1, "Seed of the train/eval split alone (-1: seed's). Runs that differ in seed but share this hold out the same questions, so soup_adapters can average their adapters into one whose held-out split none of them trained on.")
     min_samples: int = _f(50, "Fewest preference pairs worth training on.")
     eval_fraction: float = _f(0.2, "Share of scenarios held out for evaluation.")
     kind: str = _f("both", "Which pairs: widget, fixture or both.", choices=("widget", "fixture", "both"))
@@ -109,6 +110,8 @@ class TrainingConfig(SettingsBase):
             raise ConfigError(f"neftune_noise_alpha must be 0 (off) or positive, got {self.neftune_noise_alpha}.")
         if self.max_minutes < 0:
             raise ConfigError(f"max_minutes must be 0 (no budget) or positive, got {self.max_minutes}.")
+        if self.split_seed < -1:
+            raise ConfigError(f"split_seed must be -1 (the run's seed) or a seed, got {self.split_seed}.")
         if not 0 <= self.question_word_dropout < 1:
             raise ConfigError(f"question_word_dropout must be at least 0 and below 1, got {self.question_word_dropout}.")
         if not 0 < self.lora_layer_share <= 1:
@@ -131,6 +134,11 @@ class TrainingConfig(SettingsBase):
         unknown_losses = set(self.loss_types) - set(DPO_LOSSES)
         if unknown_losses:
             raise ConfigError(f"Unknown or unsupported loss type(s): {', '.join(sorted(unknown_losses))}; the trainer computes {', '.join(DPO_LOSSES)}.")
+
+    @property
+    def held_out_seed(self) -> int:
+        """The seed that draws the train/eval split."""
+        return self.seed if self.split_seed < 0 else self.split_seed
 
     @property
     def loss_types(self) -> list[str]:

@@ -142,6 +142,7 @@ def prepare_training_dataset(
     min_samples: int = DEFAULT_MIN_SAMPLES,
     eval_fraction: float = DEFAULT_EVAL_FRACTION,
     seed: int = 42,
+    split_seed: int | None = None,
     kind: str = "both",
     rater: str | None = None,
     max_pairs_per_scenario: int = DEFAULT_MAX_PAIRS_PER_SCENARIO,
@@ -160,7 +161,8 @@ def prepare_training_dataset(
     With `follow_retriever` the training split keeps only the pairs (and up-rated KTO rows) whose chosen answer's first
     fixture is the shortlist's first; the held-out split keeps every pair, so its figures still count the questions the
     retriever ranks wrong. With `question_word_dropout` the training split's prompts ask their question with that share
-    of its words left out (`rl.data.question_dropout`); the held-out split's are whole. Raises InsufficientDataError
+    of its words left out (`rl.data.question_dropout`); the held-out split's are whole. `split_seed` draws the split
+    (`seed` when None), so runs of different seeds can hold out the same questions. Raises InsufficientDataError
     when fewer than `min_samples` pairs come out.
     """
     from datasets import Dataset, DatasetDict
@@ -172,13 +174,14 @@ def prepare_training_dataset(
     if not 0 <= eval_fraction < 1:
         raise DatasetError(f"eval_fraction must be in [0, 1), got {eval_fraction}.")
     snapshot = load_snapshot(source, data_path, ratings_path, rater, until)
+    split = seed if split_seed is None else split_seed
 
     formatted: FormattedPreferences = format_preferences(
         snapshot.entries, snapshot.scenarios, snapshot.catalog, kind=kind, max_pairs_per_scenario=max_pairs_per_scenario, seed=seed,
         hard_widget_negatives=hard_widget_negatives, hard_fixture_negatives=hard_fixture_negatives,
         chosen_agrees_with_corrections=chosen_agrees_with_corrections, offered_fixture_negatives=offered_fixture_negatives,
         balanced_widget_negatives=balanced_widget_negatives,
-        balance_group=lambda scenario_id: split_position(scenario_id, seed) < eval_fraction,
+        balance_group=lambda scenario_id: split_position(scenario_id, split) < eval_fraction,
     )
     f = formatted.stats
     n_pairs = len(formatted.pairs)
@@ -192,7 +195,7 @@ def prepare_training_dataset(
         )
 
     scenario_ids = {row["scenario_id"] for row in formatted.pairs} | {row["scenario_id"] for row in formatted.kto_rows}
-    train_ids, eval_ids = split_scenarios(scenario_ids, eval_fraction, seed)
+    train_ids, eval_ids = split_scenarios(scenario_ids, eval_fraction, split)
     train = [row for row in formatted.pairs if row["scenario_id"] in train_ids]
     evaluation = [row for row in formatted.pairs if row["scenario_id"] in eval_ids]
     kto_train = [r for r in formatted.kto_rows if r["scenario_id"] in train_ids]
@@ -242,7 +245,8 @@ def prepare_training_dataset(
 def build_dataset(config: TrainingConfig, data: dict[str, Any], tokenizer: Any = None) -> PreparedDataset:
     prepared = prepare_training_dataset(
         data["source"], data.get("data_path"), data.get("ratings_path"),
-        min_samples=config.min_samples, eval_fraction=config.eval_fraction, seed=config.seed, kind=config.kind,
+        min_samples=config.min_samples, eval_fraction=config.eval_fraction, seed=config.seed,
+        split_seed=config.held_out_seed, kind=config.kind,
         rater=data.get("rater"), max_pairs_per_scenario=config.max_pairs_per_scenario,
         hard_widget_negatives=config.hard_widget_negatives, hard_fixture_negatives=config.hard_fixture_negatives,
         chosen_agrees_with_corrections=config.chosen_agrees_with_corrections,

@@ -47,7 +47,7 @@ def held_out_data(tokenizer: Any, run_config: dict[str, Any] | None, data_path: 
         prepared = build_dataset(config, data)
         rows = prepared.dataset["eval"].to_list()
         scenario_ids = {r["scenario_id"] for r in rows}
-        described = {**{k: v for k, v in data.items() if v}, "split": "eval", "seed": config.seed, "eval_fraction": config.eval_fraction}
+        described = {**{k: v for k, v in data.items() if v}, "split": "eval", "seed": config.held_out_seed, "eval_fraction": config.eval_fraction}
     evalset = build_eval_set(rows, prepared.snapshot, scenario_ids, tokenizer, limit)
     evalset.description = {**described, "n_pairs": len(evalset.pairs), "n_scenarios": len(evalset.cases), "limit": limit}
     return evalset
