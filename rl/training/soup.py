@@ -60,6 +60,11 @@ class SoupMember:
                 json.dumps(self.run_config.get("data", {}), sort_keys=True))
 
 
+def _comparable(value: Any) -> Any:
+    """PEFT writes target_modules as a list in a set's order, which differs from one process to the next."""
+    return sorted(value) if isinstance(value, list) else value
+
+
 def soup_members(checkpoints: list[str]) -> list[SoupMember]:
     """The runs named, checked to be averageable: at least two, distinct, trained runs (with their config.json) over
     one base model, the same adapted modules and the same held-out split."""
@@ -79,7 +84,7 @@ def soup_members(checkpoints: list[str]) -> list[SoupMember]:
             raise SoupError(f"{member.name} was trained on base model {member.config.base_model!r}, {first.name} on "
                             f"{first.config.base_model!r}: a soup's members share their base.")
         for key in _SAME_ADAPTER_KEYS:
-            if member.adapter_config.get(key) != first.adapter_config.get(key):
+            if _comparable(member.adapter_config.get(key)) != _comparable(first.adapter_config.get(key)):
                 raise SoupError(f"{member.name}'s adapter has {key} {member.adapter_config.get(key)!r}, {first.name}'s "
                                 f"{first.adapter_config.get(key)!r}: a soup's members adapt the same modules of one base.")
         if member.split() != first.split():
