@@ -62,6 +62,9 @@ def test_a_soup_is_the_mean_of_its_members_weight_deltas(demo_db, tiny_model_dir
     assert run_config["config"]["split_seed"] == 5
     run = TrainingRun.objects.get(name="soup")
     assert run.status == TrainingRun.Status.SUCCEEDED and run.adapter_dir == str(adapter_dir)
+    first = TrainingRun.objects.get(name=members[0])
+    assert (run.algo, run.base_model, run.data_source["stats"]) == (first.algo, first.base_model, first.data_source["stats"])
+    assert run.data_source["soup_of"] == members
     assert (adapter_dir / "tokenizer_config.json").is_file()
 
 

@@ -19,13 +19,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 
 from rl.core.config import TrainingConfig
-from rl.core.runs import FINAL_DIR, resolve_checkpoint, write_run_config
+from rl.core.runs import FINAL_DIR, recorded_base_model, resolve_checkpoint, write_run_config
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,6 @@ SOUP_ADAPTER = "soup"
 # What must agree between members: a mean of adapters over different bases or modules means nothing, and members of
 # different splits trained on each other's held-out questions.
 _SAME_ADAPTER_KEYS = ("base_model_name_or_path", "target_modules", "layers_to_transform")
-_SAME_SPLIT_KEYS = ("eval_fraction",)
 
 
 class SoupError(ValueError):
@@ -46,18 +46,16 @@ class SoupMember:
     adapter_dir: Path
     run_config: dict[str, Any]
 
-    @property
+    @cached_property
     def config(self) -> TrainingConfig:
         return TrainingConfig(**self.run_config["config"])
 
-    @property
+    @cached_property
     def adapter_config(self) -> dict[str, Any]:
         return json.loads((self.adapter_dir / "adapter_config.json").read_text())
 
     def split(self) -> tuple[Any, ...]:
-        config = self.config
-        return (config.held_out_seed, *(getattr(config, key) for key in _SAME_SPLIT_KEYS),
-                json.dumps(self.run_config.get("data", {}), sort_keys=True))
+        return self.config.held_out_seed, self.config.eval_fraction, json.dumps(self.run_config.get("data", {}), sort_keys=True)
 
 
 def _comparable(value: Any) -> Any:
@@ -151,16 +149,16 @@ def make_soup(checkpoints: list[str], name: str, output_dir: str | None = None) 
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    member_runs = {run.name: run for run in TrainingRun.objects.filter(name__in=[m.name for m in members])}
-    seed_run = member_runs.get(members[0].name)
+    member_names = [m.name for m in members]
+    watermarks = TrainingRun.objects.filter(name__in=member_names, data_watermark__isnull=False).values_list("data_watermark", flat=True)
+    # The algorithm a run trained with is on its row (config.algo may say "auto").
+    member_algo = TrainingRun.objects.filter(name=members[0].name).values_list("algo", flat=True).first() or members[0].config.algo
     logger.info("Soup %s written to %s", name, run_dir / FINAL_DIR)
     return TrainingRun.objects.create(
-        name=name, status=TrainingRun.Status.SUCCEEDED, preset=first.get("preset", ""),
-        algo=seed_run.algo if seed_run else first["config"].get("algo", ""),
-        base_model=seed_run.base_model if seed_run else first["config"].get("base_model", ""),
-        config=first["config"], data_source={**(seed_run.data_source if seed_run else {}), "soup_of": [m.name for m in members]},
-        data_watermark=max((r.data_watermark for r in member_runs.values() if r.data_watermark), default=None),
-        metrics={"soup_of": [m.name for m in members]}, run_dir=str(run_dir), adapter_dir=str(run_dir / FINAL_DIR),
+        name=name, status=TrainingRun.Status.SUCCEEDED, preset=first.get("preset", ""), algo=member_algo,
+        base_model=recorded_base_model(members[0].config.base_model), config=first["config"],
+        data_source={**first.get("data", {}), "stats": first.get("dataset_stats", {}), "soup_of": member_names},
+        data_watermark=max(watermarks, default=None),
+        metrics={"soup_of": member_names}, run_dir=str(run_dir), adapter_dir=str(run_dir / FINAL_DIR),
         finished_at=datetime.now(timezone.utc),
     )
-
