@@ -203,3 +203,29 @@ def test_every_model_may_write_the_longest_answer_the_schema_allows():
         longest = tokens(decision) + MAX_TITLE_CHARS + 1  # the title's characters, then the end-of-turn token
         assert longest <= ANSWER_TOKEN_LIMIT, (name, decision, longest)
     assert DEFAULT_MAX_NEW_TOKENS == OnlineLearningConfig().max_new_tokens == ServingConfig().max_tokens == ANSWER_TOKEN_LIMIT
+
+
+
+def test_with_a_dense_weight_the_shortlist_finds_a_fixture_by_meaning_where_no_word_matches():
+    """"outside" is not in the outdoor sensor's text, and "hot" in none: BM25 alone scores every fixture 0 and keeps
+    catalog order; with WordLlama's embeddings beside it the outdoor temperature comes first."""
+    fixtures = (
+        CatalogItem("lobby_temp", "Lobby temperature", "Air temperature in the main lobby, degC."),
+        CatalogItem("open_work_orders", "Open work orders", "Maintenance work orders that are open."),
+        CatalogItem("outdoor_air_temp", "Outdoor air temperature", "Outdoor air temperature at the weather station, degC."),
+    )
+    assert Catalog(CATALOG.widgets, fixtures, dense_weight=1.0).fixture_shortlist("how hot is it outside")[0] == "outdoor_air_temp"
+    assert Catalog(CATALOG.widgets, fixtures, dense_weight=0.0).fixture_shortlist("how hot is it outside")[0] == "lobby_temp"
+    # Where BM25 has a match, a small weight leaves its first in place.
+    assert Catalog(CATALOG.widgets, fixtures, dense_weight=0.01).fixture_shortlist("lobby temperature")[0] == "lobby_temp"
+
+
+def test_the_dense_weight_comes_from_the_environment_and_bad_values_are_refused(monkeypatch):
+    monkeypatch.delenv("RL_SHORTLIST_DENSE_WEIGHT", raising=False)
+    assert Catalog(CATALOG.widgets, CATALOG.fixtures).dense_weight == 0.0
+    monkeypatch.setenv("RL_SHORTLIST_DENSE_WEIGHT", "0.5")
+    assert Catalog(CATALOG.widgets, CATALOG.fixtures).dense_weight == 0.5
+    for bad in ("lots", "-1", "nan"):
+        monkeypatch.setenv("RL_SHORTLIST_DENSE_WEIGHT", bad)
+        with pytest.raises(ValueError, match="RL_SHORTLIST_DENSE_WEIGHT must be a number >= 0"):
+            Catalog(CATALOG.widgets, CATALOG.fixtures)
