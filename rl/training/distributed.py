@@ -7,7 +7,7 @@ of them, so no process waits forever on one that failed. With one process they j
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 T = TypeVar("T")
 
@@ -57,12 +57,32 @@ def share_adapter_from_main(model: Any) -> None:
         set_peft_model_state_dict(model, broadcast(weights, from_process=0))
 
 
-def finish_processes() -> None:
+def finish_processes() -> bool:
     """End a run of several processes cleanly: wait for all, then take down the process group. Without it gloo's
     threads can still be running when the interpreter exits, and a process dies with SIGABRT ("terminate called
-    without an active exception") after its work is done, failing the launch. With one process: nothing."""
+    without an active exception") after its work is done, failing the launch. With one process: nothing. True when
+    it ended a group of several processes (each should then leave through `exit_without_teardown`)."""
     state = training_state()
     if state.num_processes == 1:
-        return
+        return False
     state.wait_for_everyone()
     state.destroy_process_group()
+    return True
+
+
+def exit_without_teardown(code: int = 0) -> NoReturn:
+    """Leave a process of a several-process run once its work and output are done, skipping the interpreter's
+    teardown: even with the process group down, a finished process has aborted there ("terminate called without an
+    active exception", SIGABRT: twice in the test suite, 2026-12-05 and 2026-12-06), failing a launch whose run had
+    succeeded. Output is flushed, database connections closed and logging shut down first."""
+    import logging
+    import os
+    import sys
+
+    from django.db import connections
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    connections.close_all()
+    logging.shutdown()
+    os._exit(code)

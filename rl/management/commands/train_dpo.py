@@ -1,5 +1,8 @@
 """`manage.py train_dpo`: train a LoRA adapter with DPO or KTO on the ratings; one flag per preset field."""
+from __future__ import annotations
+
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -7,6 +10,9 @@ from rl.core.base_model import BaseModelError
 from rl.core.cli import add_config_flags, config_overrides
 from rl.core.config import PRESETS, ConfigError, TrainingConfig, training_config
 from rl.data.snapshot import DatasetError
+
+if TYPE_CHECKING:
+    from rl.training.run import RunResult
 
 
 class Command(BaseCommand):
@@ -35,7 +41,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         from rl.data.dry_run import dry_run
         from rl.loop.pipeline import train_then_export
-        from rl.training.distributed import finish_processes
+        from rl.training.distributed import exit_without_teardown, finish_processes
 
         try:
             config = training_config(options["config"], **config_overrides(options))
@@ -61,7 +67,20 @@ class Command(BaseCommand):
             )
         except (DatasetError, BaseModelError, ConfigError) as exc:
             raise CommandError(str(exc)) from exc
-        finish_processes()
+        several_processes = finish_processes()
+        try:
+            self._report(result)
+        except CommandError as exc:
+            if not several_processes:
+                raise
+            self.stderr.write(f"CommandError: {exc}")
+            exit_without_teardown(1)
+        if several_processes:
+            self.stdout.flush()
+            exit_without_teardown(0)
+
+    def _report(self, result: RunResult) -> None:
+        """The run's summary (main process only) and, as a CommandError, a run or export that did not succeed."""
         if not result.is_main_process:
             if result.status != "succeeded":
                 raise CommandError(f"Run {result.run_name} {result.status} on this process: {result.error}")
