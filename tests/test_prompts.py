@@ -225,7 +225,7 @@ def test_the_dense_weight_comes_from_the_environment_and_bad_values_are_refused(
     assert Catalog(CATALOG.widgets, CATALOG.fixtures).dense_weight == 0.0
     monkeypatch.setenv("RL_SHORTLIST_DENSE_WEIGHT", "0.5")
     assert Catalog(CATALOG.widgets, CATALOG.fixtures).dense_weight == 0.5
-    for bad in ("lots", "-1", "nan"):
+    for bad in ("lots", "-1", "nan", "inf"):
         monkeypatch.setenv("RL_SHORTLIST_DENSE_WEIGHT", bad)
         with pytest.raises(ValueError, match="RL_SHORTLIST_DENSE_WEIGHT must be a number >= 0"):
             Catalog(CATALOG.widgets, CATALOG.fixtures)

@@ -78,7 +78,7 @@ def dense_weight_from_env() -> float:
         weight = float(raw)
     except ValueError:
         raise ValueError(f"RL_SHORTLIST_DENSE_WEIGHT must be a number >= 0, not {raw!r}") from None
-    if not weight >= 0:
+    if not 0 <= weight < float("inf"):
         raise ValueError(f"RL_SHORTLIST_DENSE_WEIGHT must be a number >= 0, not {raw!r}")
     return weight
 
