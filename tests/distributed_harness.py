@@ -25,7 +25,7 @@ from transformers import TrainerCallback  # noqa: E402
 
 from rl.data.dataset_builder import prepare_training_dataset  # noqa: E402
 from rl.training import trainer as trainer_module  # noqa: E402
-from rl.training.distributed import finish_processes, training_state  # noqa: E402
+from rl.training.distributed import exit_without_teardown, finish_processes, training_state  # noqa: E402
 
 
 def pair_key(example: dict) -> str:
@@ -77,12 +77,9 @@ def main() -> None:
               "final_dir": str(outcome.final_dir)}
     (out_dir / f"record-{state.process_index}{'-resumed' if resume else ''}.json").write_text(json.dumps(record))
     finish_processes()
-    # The record is written and the process group is down. Rarely (seen in a CI-like run, never reproduced locally), a
-    # finished process still aborted in the interpreter's teardown ("terminate called without an active exception"),
-    # failing the launch after its work was done: skip the teardown, whose outcome this harness does not test.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    # The record is written and the process group is down; the interpreter's teardown, where a finished process has
+    # aborted, is not what this harness tests.
+    exit_without_teardown(0)
 
 
 if __name__ == "__main__":

@@ -205,7 +205,6 @@ def test_every_model_may_write_the_longest_answer_the_schema_allows():
     assert DEFAULT_MAX_NEW_TOKENS == OnlineLearningConfig().max_new_tokens == ServingConfig().max_tokens == ANSWER_TOKEN_LIMIT
 
 
-
 def test_with_a_dense_weight_the_shortlist_finds_a_fixture_by_meaning_where_no_word_matches():
     """"outside" is not in the outdoor sensor's text, and "hot" in none: BM25 alone scores every fixture 0 and keeps
     catalog order; with WordLlama's embeddings beside it the outdoor temperature comes first."""

@@ -92,13 +92,12 @@ def _word_embeddings() -> Any:
     return wordllama.WordLlama.load(dim=256, cache_dir=Path(wordllama.__file__).parent, disable_download=True)
 
 
-def _embedding_similarities(query: str, texts: list[str]) -> Any:
-    """Cosine similarity of `query` to each of `texts` (0 where a text has no known token)."""
+def _unit_embeddings(texts: list[str]) -> Any:
+    """Unit-length embeddings of `texts`, one row each (zeros where a text has no known token)."""
     import numpy as np
 
     with np.errstate(invalid="ignore", divide="ignore"):
-        vectors = np.nan_to_num(_word_embeddings().embed([query, *texts], norm=True), nan=0.0)
-    return vectors[1:] @ vectors[0]
+        return np.nan_to_num(_word_embeddings().embed(texts, norm=True), nan=0.0)
 
 
 def _unit_scaled(scores: Any) -> Any:
@@ -187,15 +186,25 @@ class Catalog:
     def fixtures_by_slug(self) -> dict[str, CatalogItem]:
         return {f.slug: f for f in self.fixtures}
 
+    def _site_key(self, site: str) -> str:
+        return site if site in self.sites else ""
+
     def _retriever(self, site: str) -> tuple[Any, list[CatalogItem]]:
         """BM25 over the fixtures of `site` (every fixture when the site is unknown or empty), built once per site."""
-        site = site if site in self.sites else ""
-        key = ("bm25", site)
+        key = ("bm25", self._site_key(site))
         if key not in self._retriever_cache:
-            fixtures = [f for f in self.fixtures if f.at_site(site)]
+            fixtures = [f for f in self.fixtures if f.at_site(key[1])]
             retriever = _bm25s().BM25()
             retriever.index(_retrieval_tokens([_fixture_text(f) for f in fixtures]), show_progress=False)
             self._retriever_cache[key] = (retriever, fixtures)
+        return self._retriever_cache[key]
+
+    def _fixture_embeddings(self, site: str) -> Any:
+        """The unit embeddings of the fixtures `_retriever(site)` ranks, in its order, computed once per site."""
+        key = ("embeddings", self._site_key(site))
+        if key not in self._retriever_cache:
+            _retriever, fixtures = self._retriever(site)
+            self._retriever_cache[key] = _unit_embeddings([_retrieval_text(_fixture_text(f)) for f in fixtures])
         return self._retriever_cache[key]
 
     @cached_property
@@ -212,7 +221,7 @@ class Catalog:
     def _retrieve(self, query: str, site: str) -> tuple[str, ...]:
         retriever, fixtures = self._retriever(site)
         if self.dense_weight > 0:
-            return self._retrieve_with_embeddings(query, retriever, fixtures)
+            return self._retrieve_with_embeddings(query, site)
         k = min(self.shortlist_size, len(fixtures))
         tokens = _retrieval_tokens([query])
         if not tokens[0]:
@@ -222,11 +231,12 @@ class Catalog:
         ranked = sorted(zip(scores[0], indices[0]), key=lambda hit: (-float(hit[0]), int(hit[1])))
         return tuple(fixtures[int(i)].slug for _score, i in ranked)
 
-    def _retrieve_with_embeddings(self, query: str, retriever: Any, fixtures: list[CatalogItem]) -> tuple[str, ...]:
+    def _retrieve_with_embeddings(self, query: str, site: str) -> tuple[str, ...]:
         """The top `shortlist_size` by BM25's score over its highest plus `dense_weight` times the embedding similarity
         scaled to [0, 1] across the site's fixtures."""
         import numpy as np
 
+        retriever, fixtures = self._retriever(site)
         lexical = np.zeros(len(fixtures))
         tokens = _retrieval_tokens([query])
         if tokens[0]:
@@ -234,8 +244,8 @@ class Catalog:
             lexical[indices[0]] = scores[0]
         if lexical.max() > 0:
             lexical /= lexical.max()
-        texts = [_retrieval_text(_fixture_text(f)) for f in fixtures]
-        combined = lexical + self.dense_weight * _unit_scaled(_embedding_similarities(query, texts))
+        similarities = self._fixture_embeddings(site) @ _unit_embeddings([query])[0]
+        combined = lexical + self.dense_weight * _unit_scaled(similarities)
         ranked = sorted(range(len(fixtures)), key=lambda i: (-float(combined[i]), i))
         return tuple(fixtures[i].slug for i in ranked[: self.shortlist_size])
 

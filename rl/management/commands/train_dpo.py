@@ -76,7 +76,6 @@ class Command(BaseCommand):
             self.stderr.write(f"CommandError: {exc}")
             exit_without_teardown(1)
         if several_processes:
-            self.stdout.flush()
             exit_without_teardown(0)
 
     def _report(self, result: RunResult) -> None:
