@@ -1,4 +1,5 @@
-"""Export timings on a trained run: merge, convert (built-in, and llama.cpp's converter on the same model), quantize.
+"""Export timings on a trained run: merge, convert (built-in, and llama.cpp's converter on the same model), the
+importance matrix, quantize (each quantization without and with that matrix).
 
 Prints seconds per step, file sizes, K-quant fallbacks, and llama.cpp-vs-PyTorch next-token agreement.
 
@@ -30,7 +31,8 @@ def main() -> None:
     from rl.core.base_model import resolve_base_model
     from rl.core.runs import resolve_checkpoint
     from rl.evaluation.evalset import tokenize_prompt
-    from rl.export.exporter import merge_adapter, verification_prompts
+    from rl.export.exporter import calibration_prompts, merge_adapter, run_snapshot, verification_prompts
+    from rl.export.importance import importance_for_gguf
     from rl.export.gguf_convert import convert_hf_to_gguf, convert_with_llama_cpp
     from rl.export.quantize import quantize_gguf
     from rl.export.verify import argmax_agreement
@@ -52,15 +54,23 @@ def main() -> None:
         theirs = convert_with_llama_cpp(args.llama_cpp_dir, work / "merged", work / "llama-cpp-f16.gguf")
         rows.append(("convert, llama.cpp's convert_hf_to_gguf.py", time.perf_counter() - began, f"{theirs.stat().st_size / 1e6:.1f} MB"))
 
+    snapshot = run_snapshot(run_config)
+    began = time.perf_counter()
+    importance = importance_for_gguf(model, tokenizer, calibration_prompts(snapshot), f16)
+    rows.append(("importance matrix (PyTorch, the run's prompts)", time.perf_counter() - began, f"{len(importance)} tensors"))
+    quantized = []
     for quantization in args.quantizations.split(","):
-        began = time.perf_counter()
-        report = quantize_gguf(f16, work / f"model-{quantization}.gguf", quantization)
-        rows.append((f"quantize {quantization}", time.perf_counter() - began,
-                     f"{report.size_bytes / 1e6:.1f} MB; {report.note or 'no fallbacks'}"))
+        for weighted in (False, True):
+            name = f"model-{quantization}{'-imatrix' if weighted else ''}.gguf"
+            began = time.perf_counter()
+            report = quantize_gguf(f16, work / name, quantization, importance=importance if weighted else None)
+            rows.append((f"quantize {quantization}{' with the importance matrix' if weighted else ''}", time.perf_counter() - began,
+                         f"{report.size_bytes / 1e6:.1f} MB; {report.note or 'no fallbacks'}"))
+            quantized.append(name)
 
-    prompts = verification_prompts(run_config, count=5).prompts
+    prompts = verification_prompts(snapshot, count=5).prompts
     sequences = [tokenize_prompt(tokenizer, p) for p in prompts]
-    for name in ["model-f16.gguf"] + [f"model-{q}.gguf" for q in args.quantizations.split(",")]:
+    for name in ["model-f16.gguf", *quantized]:
         agreement, positions = argmax_agreement(model, work / name, sequences)
         rows.append((f"next-token agreement with PyTorch, {name}", 0.0, f"{agreement:.1%} of {positions} positions"))
 

@@ -19,6 +19,7 @@ from rl.core.base_model import file_sha256
 from rl.core.prompts import build_messages
 from rl.core.runs import EXPORTS_DIR, resolve_checkpoint
 from rl.export.gguf_convert import convert_hf_to_gguf, convert_with_llama_cpp
+from rl.export.importance import DEFAULT_CALIBRATION_PROMPTS, importance_for_gguf
 from rl.export.modelfile import ChatFormat, chat_format, modelfile_text
 from rl.export.quantize import check_quantization, quantize_gguf
 
@@ -114,17 +115,30 @@ class VerificationPrompts(NamedTuple):
     schemas: list[dict[str, Any]]  # each prompt's answer schema, as serving sends it to Ollama
 
 
-def verification_prompts(run_config: dict[str, Any] | None, count: int = 3) -> VerificationPrompts:
-    from rl.core.prompts import answer_schema
+def run_snapshot(run_config: dict[str, Any] | None) -> Any:
+    """The feedback the run trained on (its data source), for the export's verification and calibration prompts."""
     from rl.data.snapshot import load_snapshot
 
     data = (run_config or {}).get("data") or {"source": "db"}
     snapshot = load_snapshot(data.get("source", "db"), data.get("data_path"), data.get("ratings_path"))
     if not snapshot.scenarios:
         raise ExportError("No scenarios to verify the export with: seed or import feedback first.")
+    return snapshot
+
+
+def verification_prompts(snapshot: Any, count: int = 3) -> VerificationPrompts:
+    from rl.core.prompts import answer_schema
+
     scenarios = [snapshot.scenarios[k] for k in sorted(snapshot.scenarios)[:count]]
     return VerificationPrompts([build_messages(s, snapshot.catalog) for s in scenarios], snapshot.catalog,
                                [answer_schema(s, snapshot.catalog) for s in scenarios])
+
+
+def calibration_prompts(snapshot: Any, count: int = DEFAULT_CALIBRATION_PROMPTS) -> list[list[dict]]:
+    """The prompts of `count` of the run's scenarios, spread evenly over their ids, for the importance matrix."""
+    ids = sorted(snapshot.scenarios)
+    chosen = ids[:: max(1, len(ids) // count)][:count]
+    return [build_messages(snapshot.scenarios[k], snapshot.catalog) for k in chosen]
 
 
 def export_to_ollama(
@@ -137,7 +151,10 @@ def export_to_ollama(
     ollama_host: str | None = None,
     check_pick: bool = True,
     keep_merged: bool = False,
+    importance_prompts: int = 0,
 ) -> ExportResult:
+    """`importance_prompts`: quantize with an importance matrix of the merged model over that many of the run's own
+    prompts (`rl/export/importance.py`); 0, the f16 copy and the lora record take none."""
     from rl.export.verify import VerificationFailed, verify_export
     from rl.models import ModelVersion, TrainingRun
 
@@ -152,7 +169,8 @@ def export_to_ollama(
     from rl.core.base_model import load_tokenizer
 
     fmt: ChatFormat = chat_format(load_tokenizer(base_model), template_file)
-    prompts, catalog, schemas = verification_prompts(run_config)
+    snapshot = run_snapshot(run_config)
+    prompts, catalog, schemas = verification_prompts(snapshot)
 
     if export_dir.exists():
         shutil.rmtree(export_dir)
@@ -169,8 +187,12 @@ def export_to_ollama(
         resolved = resolve_base_model(base_model)
         convert_hf_to_gguf(merged_dir, f16_path, source_gguf=resolved.gguf_file, name=f"{name}:{tag}")
     gguf_path = export_dir / f"model-{quantization}.gguf"
+    importance = None
+    if importance_prompts > 0 and quantization != "f16":
+        logger.info("Computing the importance matrix")
+        importance = importance_for_gguf(model, tokenizer, calibration_prompts(snapshot, importance_prompts), f16_path)
     logger.info("Quantizing to %s", quantization)
-    quantized = quantize_gguf(f16_path, gguf_path, quantization)
+    quantized = quantize_gguf(f16_path, gguf_path, quantization, importance=importance)
     if quantized.note:
         logger.info("Quantization: %s", quantized.note)
     modelfile_path = export_dir / "Modelfile"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,13 @@ class QuantizeReport:
     size_bytes: int
     tensor_types: dict[str, int] = field(default_factory=dict)
     fallback_tensors: int = 0
+    importance_tensors: int = 0  # tensors quantized with an importance matrix
     note: str = ""
 
     def as_dict(self) -> dict:
         return {"path": str(self.path), "quantization": self.quantization, "size_bytes": self.size_bytes,
-                "tensor_types": self.tensor_types, "fallback_tensors": self.fallback_tensors, "note": self.note}
+                "tensor_types": self.tensor_types, "fallback_tensors": self.fallback_tensors,
+                "importance_tensors": self.importance_tensors, "note": self.note}
 
 
 def check_quantization(name: str) -> str:
@@ -69,8 +72,29 @@ def _quiet_llama_cpp(call: Any, *args: Any) -> Any:
         llama_log.setLevel(level)
 
 
-def quantize_gguf(f16_path: str | Path, out_path: str | Path, quantization: str, *, threads: int = 0) -> QuantizeReport:
-    """Write `out_path` as `quantization` of `f16_path`; `f16` copies. Reports tensor types and K-quant fallbacks."""
+def _importance_array(importance: Mapping[str, Any]) -> tuple[Any, list[Any]]:
+    """`importance` as llama.cpp's NULL-terminated array of `llama_model_imatrix_data`, and the buffers it points
+    into (kept alive by the caller until the quantizer has read them)."""
+    import ctypes
+
+    import llama_cpp
+    import numpy as np
+
+    entries = (llama_cpp.llama_model_imatrix_data * (len(importance) + 1))()
+    buffers: list[Any] = []
+    for entry, (name, values) in zip(entries, sorted(importance.items())):
+        array = np.ascontiguousarray(values, dtype=np.float32)
+        encoded = name.encode()
+        buffers += [array, encoded]
+        entry.name, entry.data, entry.size = encoded, array.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), array.size
+    return ctypes.cast(entries, ctypes.POINTER(llama_cpp.llama_model_imatrix_data)), [entries, *buffers]
+
+
+def quantize_gguf(f16_path: str | Path, out_path: str | Path, quantization: str, *, threads: int = 0,
+                  importance: Mapping[str, Any] | None = None) -> QuantizeReport:
+    """Write `out_path` as `quantization` of `f16_path`; `f16` copies. `importance`: per GGUF tensor name, the mean
+    square of each input column's activation (`rl.export.importance`), which llama.cpp weighs its rounding by.
+    Reports tensor types and K-quant fallbacks."""
     import llama_cpp
 
     quantization = check_quantization(quantization)
@@ -82,12 +106,17 @@ def quantize_gguf(f16_path: str | Path, out_path: str | Path, quantization: str,
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = getattr(llama_cpp, QUANTIZATIONS[quantization])
         params.nthread = threads
+        buffers: list[Any] = []
+        if importance:
+            params.imatrix, buffers = _importance_array(importance)
         status = _quiet_llama_cpp(llama_cpp.llama_model_quantize, str(f16_path).encode(), str(out_path).encode(), params)
+        del buffers
         if status != 0 or not out_path.is_file():
             out_path.unlink(missing_ok=True)
             raise QuantizationError(f"llama.cpp could not quantize {f16_path} to {quantization} (status {status}).")
     types = tensor_types(out_path)
-    report = QuantizeReport(out_path, quantization, out_path.stat().st_size, dict(types))
+    report = QuantizeReport(out_path, quantization, out_path.stat().st_size, dict(types),
+                            importance_tensors=len(importance or {}) if QUANTIZATIONS[quantization] else 0)
     if quantization.endswith("_k_m"):
         # llama.cpp stores a tensor whose rows are not a multiple of 256 (e.g. SmolLM2's 576) in a legacy quant type.
         report.fallback_tensors = sum(count for name, count in types.items() if name not in K_QUANT_TYPES and name not in ("F32", "F16"))
