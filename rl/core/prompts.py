@@ -219,9 +219,9 @@ class Catalog:
         return list(shortlists[(query, site)])
 
     def _retrieve(self, query: str, site: str) -> tuple[str, ...]:
-        retriever, fixtures = self._retriever(site)
         if self.dense_weight > 0:
             return self._retrieve_with_embeddings(query, site)
+        retriever, fixtures = self._retriever(site)
         k = min(self.shortlist_size, len(fixtures))
         tokens = _retrieval_tokens([query])
         if not tokens[0]:

@@ -92,10 +92,12 @@ def matching_importance(importance: Mapping[str, np.ndarray], gguf_path: str | P
 def importance_for_gguf(model: Any, tokenizer: Any, prompts: Sequence[list[dict[str, str]]], gguf_path: str | Path) -> dict[str, np.ndarray]:
     """The importance matrix of `model` over the chat `prompts` (each as the model is asked it), for the tensors of
     the GGUF converted from it; empty when its architecture's names are unknown to the `gguf` package."""
+    from rl.evaluation.evalset import tokenize_prompt
+
     names = gguf_tensor_names(model, gguf_architecture(gguf_path))
     if not names:
         return {}
-    sequences = [tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=False) for messages in prompts]
+    sequences = [tokenize_prompt(tokenizer, messages) for messages in prompts]
     importance = matching_importance(activation_importance(model, sequences, names), gguf_path)
     logger.info("Importance matrix: %d tensors from %d prompts (%d tokens)", len(importance), len(sequences), sum(map(len, sequences)))
     return importance
