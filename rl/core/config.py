@@ -100,6 +100,7 @@ class TrainingConfig(SettingsBase):
     balanced_widget_negatives: bool = _f(False, "Widget pairs reject, where there is a choice (and after hard_widget_negatives' rule), the widget that has so far been chosen most often more than rejected (correction pairs counted), so every widget is pushed up about as often as down: DPO's pushes on the widget token otherwise add up to a shift of the widgets' prior.")
     offered_fixture_negatives: bool = _f(False, "Fixture pairs reject, where there is a choice (and after hard_fixture_negatives' rule), a down-rated pick whose fixtures the prompt's shortlist offers, the best ranked first: the competitor the model could write, not a source the answer schema already rules out.")
     follow_retriever: bool = _f(False, "Train only on pairs (and up-rated KTO rows) whose chosen answer's first fixture is the prompt's shortlist's first: the model learns to keep the retriever's order rather than to overrule it, which a small model does wrongly more often than rightly on questions phrased unlike its training (docs/training-recipe.md, round ten). The held-out split keeps every pair.")
+    chosen_fixtures_first: bool = _f(False, "Training pairs' prompts list their chosen answer's fixtures first in the shortlist (the rest in the retriever's order, every answer written in that order): the ratings teach the widget and how many fixtures, the retriever's order which ones, so the model keeps that order on questions phrased unlike its training. DPO pairs only; the held-out split keeps the retriever's order (docs/training-recipe.md, round nineteen).")
     question_word_dropout: float = _f(0.0, "Share of the words of each training prompt's question left out (the same ones for a question in every pair and run; at least three kept), a regularizer against answering from one keyword; the shortlist stays the one retrieved for the whole question, and held-out prompts are whole (0: off; docs/training-recipe.md, round fourteen).")
     policy_negatives: bool = _f(False, "With init_adapter: each training pair's rejected answer is, of the question's down-rated picks that the pair's kind allows, the one that adapter finds likeliest (its own likeliest mistake: on-policy negatives, iterative DPO with the ratings as the judge) instead of the formatter's choice. Held-out pairs keep the formatter's.")
     kto_min_pairs: int = _f(50, "With algo=auto: fewer true pairs than this trains KTO on unpaired ratings instead.")
@@ -112,6 +113,8 @@ class TrainingConfig(SettingsBase):
             raise ConfigError(f"max_minutes must be 0 (no budget) or positive, got {self.max_minutes}.")
         if self.split_seed < -1:
             raise ConfigError(f"split_seed must be -1 (the run's seed) or a seed, got {self.split_seed}.")
+        if self.chosen_fixtures_first and self.question_word_dropout:
+            raise ConfigError("chosen_fixtures_first and question_word_dropout each rewrite the training prompts; use one of them.")
         if not 0 <= self.question_word_dropout < 1:
             raise ConfigError(f"question_word_dropout must be at least 0 and below 1, got {self.question_word_dropout}.")
         if not 0 < self.lora_layer_share <= 1:

@@ -16,6 +16,7 @@ from typing import Any
 from rl.core.config import TrainingConfig
 from rl.core.prompts import build_messages
 from rl.data.data_formatter import DEFAULT_MAX_PAIRS_PER_SCENARIO, FormattedPreferences, follows_retriever, format_preferences
+from rl.data.chosen_first import with_chosen_fixtures_first
 from rl.data.question_dropout import with_question_words_dropped
 from rl.data.selection import rated_since, select_scenarios, spread_over_scenarios
 from rl.data.snapshot import DatasetError, FeedbackSnapshot, load_snapshot
@@ -153,6 +154,7 @@ def prepare_training_dataset(
     balanced_widget_negatives: bool = False,
     follow_retriever: bool = False,
     question_word_dropout: float = 0.0,
+    chosen_fixtures_first: bool = False,
     tokenizer: Any = None,
     until: datetime | str | None = None,
 ) -> PreparedDataset:
@@ -207,6 +209,8 @@ def prepare_training_dataset(
         kto_kept = [row for row in kto_train if not row["label"] or follows(row, row["completion"][0]["content"])]
         f.filtered["training_chosen_overrules_retriever"] = len(train) - len(kept) + len(kto_train) - len(kto_kept)
         train, kto_train = kept, kto_kept
+    if chosen_fixtures_first:
+        train = with_chosen_fixtures_first(train, snapshot.scenarios, snapshot.catalog)
     train = with_question_words_dropped(train, snapshot.scenarios, snapshot.catalog, question_word_dropout)
     kto_train = with_question_words_dropped(kto_train, snapshot.scenarios, snapshot.catalog, question_word_dropout)
     dataset = DatasetDict({"train": Dataset.from_list(train), "eval": Dataset.from_list(evaluation)})
@@ -252,7 +256,8 @@ def build_dataset(config: TrainingConfig, data: dict[str, Any], tokenizer: Any =
         chosen_agrees_with_corrections=config.chosen_agrees_with_corrections,
         offered_fixture_negatives=config.offered_fixture_negatives,
         balanced_widget_negatives=config.balanced_widget_negatives, follow_retriever=config.follow_retriever,
-        question_word_dropout=config.question_word_dropout, tokenizer=tokenizer,
+        question_word_dropout=config.question_word_dropout, chosen_fixtures_first=config.chosen_fixtures_first,
+        tokenizer=tokenizer,
         until=data.get("until"),
     )
     if config.max_train_scenarios or config.balance_widgets:
