@@ -51,3 +51,27 @@ def test_training_prompts_list_the_chosen_fixtures_first_and_answers_follow_whil
         prompts_by_scenario.setdefault(after["scenario_id"], []).append(after["prompt"])
     assert reordered > 0
     assert all(all(p == prompts[0] for p in prompts) for prompts in prompts_by_scenario.values())
+
+
+def test_a_chosen_first_run_trains_on_bm25_s_lists_and_is_asked_held_out_questions_as_serving_asks(db, monkeypatch):
+    from feedback.demo import build_demo
+    from feedback.services import feedback_import
+    from rl.data.dataset_builder import build_dataset
+
+    monkeypatch.setenv("RL_SHORTLIST_DENSE_WEIGHT", "1")
+    feedback_import(*build_demo(seed=5, scenario_count=48))
+    config = training_config("cpu", min_samples=10)
+    assert config.chosen_fixtures_first
+    trained = build_dataset(config, {"source": "db"}, for_training=True)
+    asked = build_dataset(config, {"source": "db"})
+    assert (trained.snapshot.catalog.dense_weight, asked.snapshot.catalog.dense_weight) == (0.0, 1.0)
+    assert set(trained.dataset["eval"]["scenario_id"]) == set(asked.dataset["eval"]["scenario_id"])
+    lexical, served = trained.snapshot.catalog, asked.snapshot.catalog
+    differ = 0
+    for row in trained.dataset["eval"]:
+        scenario = trained.snapshot.scenarios[row["scenario_id"]]
+        assert _fixture_slugs(row["prompt"]) == lexical.shortlist_for(scenario)
+        differ += lexical.shortlist_for(scenario) != served.shortlist_for(scenario)
+    for row in asked.dataset["eval"]:
+        assert _fixture_slugs(row["prompt"]) == served.shortlist_for(asked.snapshot.scenarios[row["scenario_id"]])
+    assert differ > 0

@@ -221,7 +221,7 @@ def test_with_a_dense_weight_the_shortlist_finds_a_fixture_by_meaning_where_no_w
 
 def test_the_dense_weight_comes_from_the_environment_and_bad_values_are_refused(monkeypatch):
     monkeypatch.delenv("RL_SHORTLIST_DENSE_WEIGHT", raising=False)
-    assert Catalog(CATALOG.widgets, CATALOG.fixtures).dense_weight == 0.0
+    assert Catalog(CATALOG.widgets, CATALOG.fixtures).dense_weight == 1.0
     monkeypatch.setenv("RL_SHORTLIST_DENSE_WEIGHT", "0.5")
     assert Catalog(CATALOG.widgets, CATALOG.fixtures).dense_weight == 0.5
     for bad in ("lots", "-1", "nan", "inf"):

@@ -100,7 +100,7 @@ class TrainingConfig(SettingsBase):
     balanced_widget_negatives: bool = _f(False, "Widget pairs reject, where there is a choice (and after hard_widget_negatives' rule), the widget that has so far been chosen most often more than rejected (correction pairs counted), so every widget is pushed up about as often as down: DPO's pushes on the widget token otherwise add up to a shift of the widgets' prior.")
     offered_fixture_negatives: bool = _f(False, "Fixture pairs reject, where there is a choice (and after hard_fixture_negatives' rule), a down-rated pick whose fixtures the prompt's shortlist offers, the best ranked first: the competitor the model could write, not a source the answer schema already rules out.")
     follow_retriever: bool = _f(False, "Train only on pairs (and up-rated KTO rows) whose chosen answer's first fixture is the prompt's shortlist's first: the model learns to keep the retriever's order rather than to overrule it, which a small model does wrongly more often than rightly on questions phrased unlike its training (docs/training-recipe.md, round ten). The held-out split keeps every pair.")
-    chosen_fixtures_first: bool = _f(False, "Training pairs' prompts list their chosen answer's fixtures first in the shortlist (the rest in the retriever's order, every answer written in that order): the ratings teach the widget and how many fixtures, the retriever's order which ones, so the model keeps that order on questions phrased unlike its training. DPO pairs only; the held-out split keeps the retriever's order (docs/training-recipe.md, round nineteen).")
+    chosen_fixtures_first: bool = _f(False, "Training pairs' prompts list their chosen answer's fixtures first in the shortlist (the rest in BM25's order, every answer written in that order): the ratings teach the widget and how many fixtures, the retriever's order which ones, so the model keeps the order it is asked with (BM25 and word embeddings) on questions phrased unlike its training. The run ranks with BM25 alone; DPO pairs only; the held-out split keeps BM25's order (docs/training-recipe.md, round nineteen).")
     question_word_dropout: float = _f(0.0, "Share of the words of each training prompt's question left out (the same ones for a question in every pair and run; at least three kept), a regularizer against answering from one keyword; the shortlist stays the one retrieved for the whole question, and held-out prompts are whole (0: off; docs/training-recipe.md, round fourteen).")
     policy_negatives: bool = _f(False, "With init_adapter: each training pair's rejected answer is, of the question's down-rated picks that the pair's kind allows, the one that adapter finds likeliest (its own likeliest mistake: on-policy negatives, iterative DPO with the ratings as the judge) instead of the formatter's choice. Held-out pairs keep the formatter's.")
     kto_min_pairs: int = _f(50, "With algo=auto: fewer true pairs than this trains KTO on unpaired ratings instead.")
@@ -178,11 +178,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (rl/core/cpu_precision.py; fp32 elsewhere); variant P of
     # docs/training-recipe.md: every scenario (the demo's 376; the cap bounds the online learner's retrains as ratings
     # grow), one pair of each kind per scenario, adapters on the top half of the layers; learning rate 2e-3 since round
-    # seven (1e-3 before); 2 epochs since round ten (1.5 before; train_dpo about 10 minutes on 2 cores without AMX).
+    # seven (1e-3 before); 2 epochs since round ten (1.5 before; train_dpo about 10 minutes on 2 cores without AMX);
+    # training prompts with the chosen fixtures first since round nineteen.
     "cpu": {**RECIPE, "bf16": True, "batch_size": 8, "epochs": 2.0, "max_steps": -1, "learning_rate": 2e-3, "lora_rank": 16, "lora_alpha": 32,
             "lora_target_modules": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "lora_layer_share": 0.5,
             "max_train_scenarios": 400, "max_pairs_per_scenario": 1, "logging_steps": 5, "eval_steps": 0.25, "save_steps": 60,
-            "max_eval_pairs": 16, "pick_eval_scenarios": 24, "warmup_ratio": 0.05},
+            "max_eval_pairs": 16, "pick_eval_scenarios": 24, "warmup_ratio": 0.05, "chosen_fixtures_first": True},
 }
 
 

@@ -4,9 +4,12 @@ Training, evaluation, export (the Modelfile's SYSTEM) and serving all call this 
 exactly the prompt it is later asked. Nothing else builds these prompts.
 
 A prompt lists the whole widget catalog, the question, a shortlist of at most `FIXTURE_SHORTLIST_SIZE` fixtures of the
-scenario's site retrieved for the question with BM25 (a real site has thousands of points; the prompt cannot list
-them all; RL_SHORTLIST_DENSE_WEIGHT adds word embeddings to BM25, off by default: `dense_weight_from_env`), best match
-first, the site, role and time, and the question again. A causal model reads each fixture's
+scenario's site retrieved for the question with BM25 and word embeddings (a real site has thousands of points; the
+prompt cannot list them all; RL_SHORTLIST_DENSE_WEIGHT weighs the embeddings, `dense_weight_from_env`), best match
+first, the site, role and time, and the question again. The one exception to "the prompt it is later asked": a run
+with `chosen_fixtures_first` (the `cpu` preset) trains on prompts whose shortlist lists the rated answer's fixtures
+first, the rest in BM25's order (`rl.data.chosen_first`), so the model learns to take the list's first fixtures,
+whichever retriever ranked it. A causal model reads each fixture's
 description with the question before it, so it can weigh the description against what was asked, and the question
 is still the last thing it reads before it answers (docs/training-recipe.md, rounds twelve and thirteen). The answer
 names its widget, then its fixtures in the shortlist's order (best match first), then a title: a model that has
@@ -68,12 +71,12 @@ def _bm25s() -> Any:
 
 def dense_weight_from_env() -> float:
     """RL_SHORTLIST_DENSE_WEIGHT: the weight of WordLlama's similarity of question and fixture beside BM25's score in
-    the shortlist's ranking, each scaled to [0, 1] over the site's fixtures; 0 (the default) is BM25 alone. It finds
-    fixtures by meaning where the words differ ("outside" for "outdoor"): at 1, BM25's top k rises from 0.825 to 0.845
-    on the demo's questions and from 0.867 to 0.880 on the natural set's gate part, but models trained or asked with
-    it did not gain on the gate part (docs/training-recipe.md, round seventeen), so it is off. Set it for training,
-    evaluation and serving alike, or a model is asked with other shortlists than it learned from."""
-    raw = os.environ.get("RL_SHORTLIST_DENSE_WEIGHT", "0")
+    the shortlist's ranking, each scaled to [0, 1] over the site's fixtures; 0 is BM25 alone, 1 the default. It finds
+    fixtures by meaning where the words differ ("outside" for "outdoor"): at 1, the top k is right for 0.845 of the
+    demo's questions instead of BM25's 0.825, and for 0.880 / 0.875 of the natural set's gate / sealed parts instead
+    of 0.867 / 0.783. Models trained on its lists lose widget accuracy (docs/training-recipe.md, rounds seventeen and
+    nineteen), so a `chosen_fixtures_first` run ranks its training prompts with BM25 alone and is asked with this."""
+    raw = os.environ.get("RL_SHORTLIST_DENSE_WEIGHT", "1")
     try:
         weight = float(raw)
     except ValueError:
@@ -212,7 +215,7 @@ class Catalog:
         return frozenset(site for f in self.fixtures for site in f.sites)
 
     def fixture_shortlist(self, query: str, site: str = "") -> list[str]:
-        """The fixtures the prompt offers for `query` at `site`: the BM25 top `shortlist_size`, best match first."""
+        """The fixtures the prompt offers for `query` at `site`: the top `shortlist_size`, best match first."""
         shortlists = self._retriever_cache.setdefault("shortlists", {})
         if (query, site) not in shortlists:
             shortlists[(query, site)] = self._retrieve(query, site)

@@ -16,7 +16,7 @@ from typing import Any
 from rl.core.config import TrainingConfig
 from rl.core.prompts import build_messages
 from rl.data.data_formatter import DEFAULT_MAX_PAIRS_PER_SCENARIO, FormattedPreferences, follows_retriever, format_preferences
-from rl.data.chosen_first import with_chosen_fixtures_first
+from rl.data.chosen_first import lexical_snapshot, with_chosen_fixtures_first
 from rl.data.question_dropout import with_question_words_dropped
 from rl.data.selection import rated_since, select_scenarios, spread_over_scenarios
 from rl.data.snapshot import DatasetError, FeedbackSnapshot, load_snapshot
@@ -155,6 +155,7 @@ def prepare_training_dataset(
     follow_retriever: bool = False,
     question_word_dropout: float = 0.0,
     chosen_fixtures_first: bool = False,
+    lexical_ranking: bool = False,
     tokenizer: Any = None,
     until: datetime | str | None = None,
 ) -> PreparedDataset:
@@ -162,8 +163,10 @@ def prepare_training_dataset(
 
     With `follow_retriever` the training split keeps only the pairs (and up-rated KTO rows) whose chosen answer's first
     fixture is the shortlist's first; the held-out split keeps every pair, so its figures still count the questions the
-    retriever ranks wrong. With `question_word_dropout` the training split's prompts ask their question with that share
-    of its words left out (`rl.data.question_dropout`); the held-out split's are whole. `split_seed` draws the split
+    retriever ranks wrong. With `lexical_ranking` every prompt ranks its shortlist with BM25 alone. With
+    `question_word_dropout` the training split's prompts ask their question with that share of its words left out
+    (`rl.data.question_dropout`); the held-out split's are whole. With `chosen_fixtures_first` the training split's
+    prompts list the chosen fixtures first (`rl.data.chosen_first`). `split_seed` draws the split
     (`seed` when None), so runs of different seeds can hold out the same questions. Raises InsufficientDataError
     when fewer than `min_samples` pairs come out.
     """
@@ -176,6 +179,8 @@ def prepare_training_dataset(
     if not 0 <= eval_fraction < 1:
         raise DatasetError(f"eval_fraction must be in [0, 1), got {eval_fraction}.")
     snapshot = load_snapshot(source, data_path, ratings_path, rater, until)
+    if lexical_ranking:
+        snapshot = lexical_snapshot(snapshot)
     split = seed if split_seed is None else split_seed
 
     formatted: FormattedPreferences = format_preferences(
@@ -246,7 +251,9 @@ def prepare_training_dataset(
     return PreparedDataset(dataset=dataset, kto_dataset=kto_dataset, stats=stats, snapshot=snapshot)
 
 
-def build_dataset(config: TrainingConfig, data: dict[str, Any], tokenizer: Any = None) -> PreparedDataset:
+def build_dataset(config: TrainingConfig, data: dict[str, Any], tokenizer: Any = None, *, for_training: bool = False) -> PreparedDataset:
+    """The run's pairs as `config` builds them. `for_training`: as the training job sees them, ranked with BM25 alone
+    when the run lists the chosen fixtures first (`rl.data.chosen_first`); evaluation asks as serving does."""
     prepared = prepare_training_dataset(
         data["source"], data.get("data_path"), data.get("ratings_path"),
         min_samples=config.min_samples, eval_fraction=config.eval_fraction, seed=config.seed,
@@ -257,7 +264,7 @@ def build_dataset(config: TrainingConfig, data: dict[str, Any], tokenizer: Any =
         offered_fixture_negatives=config.offered_fixture_negatives,
         balanced_widget_negatives=config.balanced_widget_negatives, follow_retriever=config.follow_retriever,
         question_word_dropout=config.question_word_dropout, chosen_fixtures_first=config.chosen_fixtures_first,
-        tokenizer=tokenizer,
+        lexical_ranking=for_training and config.chosen_fixtures_first, tokenizer=tokenizer,
         until=data.get("until"),
     )
     if config.max_train_scenarios or config.balance_widgets:

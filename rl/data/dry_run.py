@@ -41,7 +41,7 @@ def dry_run(config: TrainingConfig, data: dict[str, Any], dump_dir: str | None =
     from rl.core.base_model import load_tokenizer
 
     tokenizer = load_tokenizer(config.base_model or None)
-    prepared = build_dataset(config, data, tokenizer)
+    prepared = build_dataset(config, data, tokenizer, for_training=True)
     report = prepared.stats.table()
     report.append((f"train pairs longer than max_length {config.max_length}", str(pairs_longer_than(prepared.dataset["train"], tokenizer, config.max_length))))
     if dump_dir:

@@ -141,7 +141,7 @@ def run_training(
     else:
         def prepare_run() -> Any:
             nonlocal prepared
-            prepared = build_dataset(trainer.config, data, trainer.tokenizer)
+            prepared = build_dataset(trainer.config, data, trainer.tokenizer, for_training=True)
             if trainer.config.policy_negatives:
                 apply_policy_negatives(prepared, trainer.config, trainer.tokenizer)
             return _start_run(name, run_dir, preset, trainer.config, data, prepared, dump_dir)
