@@ -49,6 +49,9 @@ def build_natural_evalset(spec: dict[str, Any] | None = None, seed: int = 0) -> 
     catalog = Catalog(
         widgets=tuple(CatalogItem(s, n, d) for s, n, d in sorted(WIDGETS)),
         fixtures=tuple(CatalogItem(f.slug, f.name, f.description, tuple(f.sites)) for f in sorted(fixtures, key=lambda f: f.slug)),
+        # The committed files' wrong-fixture picks were drawn from BM25's shortlists: the set stays the same data
+        # whatever ranks the prompts' shortlists (RL_SHORTLIST_DENSE_WEIGHT).
+        dense_weight=0.0,
     )
     widget_slugs = [w for w, _n, _d in WIDGETS]
     scenarios, entries, ratings = [], [], []
