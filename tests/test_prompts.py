@@ -228,3 +228,24 @@ def test_the_dense_weight_comes_from_the_environment_and_bad_values_are_refused(
         monkeypatch.setenv("RL_SHORTLIST_DENSE_WEIGHT", bad)
         with pytest.raises(ValueError, match="RL_SHORTLIST_DENSE_WEIGHT must be a number >= 0"):
             Catalog(CATALOG.widgets, CATALOG.fixtures)
+
+
+def test_the_word_embeddings_leave_the_root_logger_as_it_was():
+    """wordllama calls logging.basicConfig(level=INFO) when imported; in a process whose root logger had no handler
+    (a management command's: Django's LOGGING configures `rl` and `feedback` only) every library's INFO and DEBUG
+    records then printed, bm25s's "Building index from tokens" once per shortlist index among them. After a shortlist
+    with the embeddings, those records must still go nowhere."""
+    root = Path(__file__).resolve().parent.parent
+    script = (
+        "import logging\n"
+        "from tests.rl_cases import CATALOG\n"
+        "from rl.core.prompts import Catalog\n"
+        "print(Catalog(CATALOG.widgets, CATALOG.fixtures, dense_weight=1.0).fixture_shortlist('Which work orders are open?')[0])\n"
+        "logging.getLogger('httpx').info('an info record of a library')\n"
+        "print(len(logging.getLogger().handlers), logging.getLevelName(logging.getLogger().level))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root), "DJANGO_SETTINGS_MODULE": "backend.settings"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[1] == "0 WARNING"
+    assert "bm25s" not in done.stderr and "an info record" not in done.stderr, done.stderr

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -90,8 +91,15 @@ def dense_weight_from_env() -> float:
 def _word_embeddings() -> Any:
     """WordLlama (l2_supercat, 256 dimensions): token embeddings distilled from LLMs, mean-pooled; its wheel ships the
     weights and tokenizer, loaded from the package's folder so nothing is downloaded."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     import wordllama
 
+    # wordllama calls logging.basicConfig(level=INFO) when imported: the root logger's new handler then printed every
+    # library's records that Django's LOGGING leaves alone (bm25s's DEBUG line per index, httpx's requests, the GGUF
+    # writer's INFO lines), about 50 lines of the demo's log.
+    root.handlers[:] = handlers
+    root.setLevel(level)
     return wordllama.WordLlama.load(dim=256, cache_dir=Path(wordllama.__file__).parent, disable_download=True)
 
 
