@@ -275,3 +275,27 @@ def test_a_cache_with_a_sliding_window_layer_is_neither_reused_nor_kept_for_gene
         store = PromptKeyValues()
         store.keep(cache, prompts, common=2)
         assert store.covers(prompts) is kept
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_the_sigmoid_loss_with_label_smoothing_is_conservative_dpo_with_a_finite_best_margin(smoothing):
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from rl.training.prefix_sharing import PrefixSharingDPOTrainer
+
+    beta = 0.1
+    trainer = SimpleNamespace(loss_types=["sigmoid"], loss_weights=[1.0], beta=beta, label_smoothing=smoothing)
+    chosen = torch.tensor([2.0, -1.0, 30.0], requires_grad=True)
+    rejected = torch.tensor([0.0, 1.0, 0.0])
+    loss = PrefixSharingDPOTrainer._loss_of_pairs(trainer, None, chosen, rejected, {}, 3, torch.tensor(0.0))
+    delta = chosen.detach() - rejected
+    expected = (-(1 - smoothing) * F.logsigmoid(beta * delta) - smoothing * F.logsigmoid(-beta * delta)).mean()
+    assert float(loss) == pytest.approx(float(expected), abs=1e-6)
+    loss.backward()
+    # Past the best margin, log((1 - e) / e) / beta (22 nats at e = 0.1), cDPO pulls the pair back; plain DPO pushes on.
+    if smoothing:
+        assert chosen.grad[2] > 0 and chosen.grad[0] < 0
+    else:
+        assert (chosen.grad < 0).all()

@@ -185,7 +185,7 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         loss = delta.new_zeros(())
         for loss_type, weight in zip(self.loss_types, self.loss_weights, strict=True):
             if loss_type == "sigmoid":
-                per_pair = -F.logsigmoid(self.beta * delta)
+                per_pair = -(1 - self.label_smoothing) * F.logsigmoid(self.beta * delta) - self.label_smoothing * F.logsigmoid(-self.beta * delta)
             elif loss_type == "hinge":
                 per_pair = torch.relu(1 - self.beta * delta)
             elif loss_type == "ipo":

@@ -226,6 +226,8 @@ class CommandCenterDPOTrainer:
                 trainer = self._kto_trainer(train_dataset, eval_dataset, kto_dataset, output_dir)
             if self.config.init_adapter and not starts_as_reference:
                 load_initial_adapter(trainer.model, self.config.init_adapter)
+            if self.config.lora_init == "eva":
+                self._eva_initialize(trainer, algo)
             trainer.remove_callback(ProgressCallback)
             trainer.remove_callback(PrinterCallback)
             trainer.add_callback(progress_callback() if on_terminal() else step_log_callback())
@@ -270,6 +272,15 @@ class CommandCenterDPOTrainer:
             time_budget=self.time_budget.summary() if self.time_budget is not None else None,
         )
 
+    def _eva_initialize(self, trainer: Any, algo: str) -> None:
+        if algo != "dpo":
+            logger.warning("lora_init eva reads DPO pairs' prompts; this run trains %s: its A matrices start at random.", algo.upper())
+            return
+        from rl.training.eva import eva_batches, eva_initialize
+
+        eva_initialize(trainer.model, eva_batches(trainer.train_dataset, self.tokenizer.pad_token_id),
+                       autocast=trainer.accelerator.autocast)
+
     def _capped_eval(self, eval_dataset: Any) -> Any:
         """At most `max_eval_pairs` eval rows, a seeded sample."""
         cap = self.config.max_eval_pairs
@@ -296,7 +307,7 @@ class CommandCenterDPOTrainer:
             raise ValueError(f"loss_type {', '.join(sorted(unsupported))} is not supported here: use {PrefixSharingDPOTrainer.SUPPORTED_LOSSES}.")
         args = DPOConfig(
             **self._common_args(output_dir, eval_dataset is not None and len(eval_dataset) > 0),
-            loss_type=cfg.loss_types, loss_weights=cfg.loss_weights,
+            loss_type=cfg.loss_types, loss_weights=cfg.loss_weights, label_smoothing=cfg.label_smoothing,
             max_length=None, precompute_ref_log_probs=cfg.precompute_ref_log_probs,
         )
         return PrefixSharingDPOTrainer(
