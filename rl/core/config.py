@@ -187,11 +187,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # docs/training-recipe.md: every scenario (the demo's 376; the cap bounds the online learner's retrains as ratings
     # grow), one pair of each kind per scenario, adapters on the top half of the layers; learning rate 2e-3 since round
     # seven (1e-3 before); 2 epochs since round ten (1.5 before; train_dpo about 10 minutes on 2 cores without AMX);
-    # training prompts with the chosen fixtures first since round nineteen.
+    # training prompts with the chosen fixtures first since round nineteen; conservative DPO (label smoothing 0.1) since
+    # round twenty-two.
     "cpu": {**RECIPE, "bf16": True, "batch_size": 8, "epochs": 2.0, "max_steps": -1, "learning_rate": 2e-3, "lora_rank": 16, "lora_alpha": 32,
             "lora_target_modules": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "lora_layer_share": 0.5,
             "max_train_scenarios": 400, "max_pairs_per_scenario": 1, "logging_steps": 5, "eval_steps": 0.25, "save_steps": 60,
-            "max_eval_pairs": 16, "pick_eval_scenarios": 24, "warmup_ratio": 0.05, "chosen_fixtures_first": True},
+            "max_eval_pairs": 16, "pick_eval_scenarios": 24, "warmup_ratio": 0.05, "chosen_fixtures_first": True,
+            "label_smoothing": 0.1},
 }
 
 
