@@ -64,11 +64,6 @@ def test_a_label_smoothing_outside_0_to_one_half_is_refused(smoothing):
         training_config("cpu", label_smoothing=smoothing)
 
 
-def test_label_smoothing_needs_the_sigmoid_loss():
-    with pytest.raises(ConfigError, match="label_smoothing smooths the sigmoid loss"):
-        training_config("cpu", label_smoothing=0.1, loss_type="ipo")
-
-
 def _pair_rows(widgets_per_scenario):
     from datasets import Dataset
 

@@ -305,6 +305,8 @@ class CommandCenterDPOTrainer:
         unsupported = set(cfg.loss_types) - set(PrefixSharingDPOTrainer.SUPPORTED_LOSSES)
         if unsupported:
             raise ValueError(f"loss_type {', '.join(sorted(unsupported))} is not supported here: use {PrefixSharingDPOTrainer.SUPPORTED_LOSSES}.")
+        if cfg.label_smoothing and "sigmoid" not in cfg.loss_types:
+            logger.info("label_smoothing %g smooths the sigmoid loss only; this run's %s do not read it.", cfg.label_smoothing, ", ".join(cfg.loss_types))
         args = DPOConfig(
             **self._common_args(output_dir, eval_dataset is not None and len(eval_dataset) > 0),
             loss_type=cfg.loss_types, loss_weights=cfg.loss_weights, label_smoothing=cfg.label_smoothing,
