@@ -90,6 +90,8 @@ class TrainingConfig(SettingsBase):
     max_eval_pairs: int = _f(64, "Evaluate during training on at most this many eval pairs (0: all).")
     pick_eval_scenarios: int = _f(0, "At each evaluation, generate constrained answers for this many held-out scenarios and keep the adapter with the best widget + fixture accuracy instead of the last (0: keep the last).")
     average_adapter_from: float = _f(0, "With pick_eval_scenarios: from this share of the training steps on, keep the running mean of the adapter's weights after every step (stochastic weight averaging, SWA); at the end the mean is checked like a checkpoint and kept when it scores within one question of the best check (0: off).")
+    confusion_weighting: float = _f(0, "Confusion-weighted sampling: at the end of every epoch but the last, the model answers (constrained) a seeded sample of confusion_check_scenarios training questions, and the next epoch draws each question's pairs in proportion to 1 + this x (1 - the recall of its widget in that check), so the widgets the model confuses are trained on more often (0: off; docs/training-recipe.md, round twenty-four).")
+    confusion_check_scenarios: int = _f(96, "With confusion_weighting: how many training questions the check between epochs asks.")
     seed: int = _f(42, "Random seed for data order, split and adapter init.")
     split_seed: int = _f(-1, "Seed of the train/eval split alone (-1: seed's). Runs that differ in seed but share this hold out the same questions, so soup_adapters can average their adapters into one whose held-out split none of them trained on.")
     min_samples: int = _f(50, "Fewest preference pairs worth training on.")
@@ -132,6 +134,8 @@ class TrainingConfig(SettingsBase):
             raise ConfigError("learning_rate and beta must be positive.")
         if not 0 <= self.average_adapter_from < 1:
             raise ConfigError(f"average_adapter_from must be 0 (off) or a share of the steps below 1, got {self.average_adapter_from}.")
+        if self.confusion_weighting < 0 or self.confusion_check_scenarios <= 0:
+            raise ConfigError(f"confusion_weighting must be 0 (off) or positive and confusion_check_scenarios positive, got {self.confusion_weighting} and {self.confusion_check_scenarios}.")
         if not 0 <= self.label_smoothing < 0.5:
             raise ConfigError(f"label_smoothing must be at least 0 and below 0.5, got {self.label_smoothing}.")
         if self.lora_init == "eva" and self.init_adapter:

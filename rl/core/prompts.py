@@ -351,6 +351,15 @@ def _first_json_object(text: str) -> Any:
     raise PickParseError("no_json", f"no JSON object in the answer: {text[:120]!r}")
 
 
+def answered_widget(text: str) -> str | None:
+    """The widget an answer names, unchecked against a catalog; None when it names none."""
+    try:
+        widget = _first_json_object(text).get("widget")
+    except PickParseError:
+        return None
+    return widget if isinstance(widget, str) else None
+
+
 def parse_pick(text: str, catalog: Catalog) -> Pick:
     """Read a model's answer back into a pick, tolerating prose and code fences around the JSON.
 

@@ -51,6 +51,8 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         # Set before TRL's __init__, which tokenizes the datasets through _prepare_dataset.
         self.max_pair_tokens = max_pair_tokens
         self.dropped_too_long: dict[str, int] = {}
+        # What weighs the training rows an epoch draws (`ConfusionWeightedSampling`); None: every row once an epoch.
+        self.row_weighting: Any = None
         self._reference_prefix = ReusedPrefix()
         self._first_adapted_layer: int | None = None
         # The batch's rows' input to the first adapted layer, from the reference pass that `reference_logps` ran for it
@@ -84,9 +86,11 @@ class PrefixSharingDPOTrainer(DPOTrainer):
     def get_train_dataloader(self) -> DataLoader:
         """Batches from `PromptGroupedBatchSampler`, dealt across processes by accelerate."""
         dataset = self._remove_unused_columns(self.train_dataset, description="Training")
+        weighting = self.row_weighting
         batches = PromptGroupedBatchSampler(
             [prompt_key(ids) for ids in dataset["prompt_ids"]], self._train_batch_size, self.args.seed,
             self.accelerator.num_processes, epoch_of=lambda: int(self.state.epoch or 0),
+            row_weights_of=(lambda: weighting.row_weights(dataset["chosen_ids"])) if weighting is not None else None,
         )
         loader = DataLoader(dataset, batch_sampler=batches, collate_fn=self.data_collator,
                             num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)

@@ -149,11 +149,12 @@ def run_training(
         run = on_main_process(prepare_run)
     dataset, kto_dataset = (prepared.dataset, prepared.kto_dataset) if prepared is not None else load_run_dataset(run_dir)
     best_pick = best_pick_callback(trainer.config, prepared, trainer.tokenizer, run_dir) if prepared is not None else None
+    confusion = confusion_sampling_callback(trainer.config, prepared, trainer.tokenizer, run_dir) if prepared is not None else None
     try:
         outcome = trainer.train(
             dataset["train"], dataset["eval"], output_dir=run_dir,
             kto_dataset=kto_dataset, resume_from_checkpoint=bool(resume),
-            callbacks=[best_pick] if best_pick is not None else [],
+            callbacks=[callback for callback in (best_pick, confusion) if callback is not None],
         )
     except KeyboardInterrupt:
         _finish(run, TrainingRun.Status.INTERRUPTED, error=f"Interrupted; continue with: train_dpo --resume {name}")
@@ -218,6 +219,22 @@ def best_pick_callback(config: TrainingConfig, prepared: PreparedDataset, tokeni
     evalset = build_eval_set([], prepared.snapshot, set(held_out[: config.pick_eval_scenarios]), tokenizer)
     logger.info("Choosing the adapter by constrained pick accuracy on %d held-out scenarios.", len(evalset.cases))
     return BestPickCallback(evalset, tokenizer, run_dir / METRICS_FILE, average_from=config.average_adapter_from)
+
+
+def confusion_sampling_callback(config: TrainingConfig, prepared: PreparedDataset, tokenizer: Any, run_dir: Path) -> Any:
+    """Confusion-weighted sampling (`rl/training/confusion.py`) checked on a seeded sample of
+    `confusion_check_scenarios` training questions; None when `confusion_weighting` is off."""
+    from rl.evaluation.evalset import build_eval_set
+    from rl.training.confusion import ConfusionWeightedSampling
+
+    trained = sorted(set(prepared.dataset["train"]["scenario_id"])) if config.confusion_weighting else []
+    if not trained:
+        return None
+    random.Random(config.seed).shuffle(trained)
+    evalset = build_eval_set([], prepared.snapshot, set(trained[: config.confusion_check_scenarios]), tokenizer)
+    logger.info("Confusion-weighted sampling (strength %g), checked on %d training questions between epochs.",
+                config.confusion_weighting, len(evalset.cases))
+    return ConfusionWeightedSampling(evalset, tokenizer, config.confusion_weighting, run_dir / METRICS_FILE)
 
 
 def summarize_metrics(outcome: Any) -> dict[str, Any]:

@@ -44,11 +44,15 @@ class PromptGroupedBatchSampler:
 
     The epoch that seeds the order comes from `epoch_of()` when given (the trainer's state, right even when a resumed
     run skips into the middle of an epoch, where `set_epoch` does not reach this sampler), else from `set_epoch`.
+
+    When `row_weights_of()` gives weights (one a row; confusion-weighted sampling), an epoch draws each group about in
+    proportion to its rows' mean weight (`proportional_draw`) instead of once each, cut into as many batches as always.
     """
 
     def __init__(self, group_keys: list[Any], batch_size: int, seed: int, num_processes: int = 1,
-                 epoch_of: Callable[[], int] | None = None):
+                 epoch_of: Callable[[], int] | None = None, row_weights_of: Callable[[], list[float] | None] | None = None):
         self.groups = rows_by_group(group_keys)
+        self.row_weights_of = row_weights_of
         self.n_rows, self.row_batch_size, self.seed, self.num_processes = len(group_keys), batch_size, seed, num_processes
         if self.n_rows < num_processes:
             raise ValueError(f"{self.n_rows} training pairs cannot be shared by {num_processes} processes: each needs at least one.")
@@ -71,14 +75,34 @@ class PromptGroupedBatchSampler:
         epoch = self.epoch_of() if self.epoch_of is not None else self.epoch
         rng = random.Random(self.seed + epoch)
         groups = [rng.sample(rows, len(rows)) for rows in self.groups.values()]
+        row_weights = self.row_weights_of() if self.row_weights_of is not None else None
+        if row_weights is not None:
+            groups = [groups[i] for i in proportional_draw([sum(row_weights[k] for k in rows) / len(rows) for rows in groups], rng)]
         rng.shuffle(groups)
         order = [index for group in groups for index in group]
         count = self._batch_count()
-        if count == math.ceil(self.n_rows / self.row_batch_size):
+        if row_weights is not None:
+            bounds = [round(i * len(order) / count) for i in range(count + 1)]
+        elif count == math.ceil(self.n_rows / self.row_batch_size):
             bounds = [min(i * self.row_batch_size, self.n_rows) for i in range(count + 1)]
         else:
             bounds = [round(i * self.n_rows / count) for i in range(count + 1)]
         return iter([order[bounds[i] : bounds[i + 1]] for i in range(count)])
+
+
+def proportional_draw(weights: list[float], rng: random.Random) -> list[int]:
+    """As many draws as there are weights, each index drawn about weight / mean weight times (the floor or the ceiling
+    of it: systematic sampling, one random offset, so no index strays further from its share)."""
+    total = sum(weights)
+    if not weights or total <= 0:
+        return list(range(len(weights)))
+    step, point, drawn, reached = total / len(weights), rng.random() * total / len(weights), [], 0.0
+    for index, weight in enumerate(weights):
+        reached += weight
+        while point < reached and len(drawn) < len(weights):
+            drawn.append(index)
+            point += step
+    return drawn
 
 
 def rows_the_steps_reach(group_keys: list[Any], max_steps: int, rows_per_step: int, seed: int) -> list[int] | None:

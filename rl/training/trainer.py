@@ -20,6 +20,7 @@ from rl.core.cpu_precision import cpu_bf16_is_faster, measured_cpu_precision
 from rl.core.runs import CHECKPOINT_DIR, FINAL_DIR, METRICS_FILE
 from rl.training.adapter import adapted_layers, frozen_linears_to_bf16, load_initial_adapter, lora_config
 from rl.training.callbacks import FreedPagesBound, metrics_callback, progress_callback, step_log_callback
+from rl.training.confusion import ConfusionWeightedSampling
 from rl.training.distributed import (
     on_main_process,
     share_adapter_from_main,
@@ -233,6 +234,8 @@ class CommandCenterDPOTrainer:
             trainer.add_callback(progress_callback() if on_terminal() else step_log_callback())
             for callback in all_callbacks:
                 trainer.add_callback(callback)
+                if isinstance(callback, ConfusionWeightedSampling):
+                    trainer.row_weighting = callback
             result = trainer.train(resume_from_checkpoint=True if resume_from_checkpoint else None)
         except KeyboardInterrupt:
             if "trainer" in locals() and trainer.state.global_step > 0:
