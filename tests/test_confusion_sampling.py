@@ -88,3 +88,50 @@ def test_a_two_epoch_run_checks_its_training_questions_between_epochs_and_weighs
     assert given[0] is None and len(given) == 2  # epoch 1 draws every row once; epoch 2 by the check's weights
     allowed = [1.0, *(1 + 2.0 * (1 - r) for r in recall.values())]
     assert len(given[1]) == 24 and all(min(abs(w - a) for a in allowed) < 0.01 for w in given[1])
+
+
+def test_spread_by_label_keeps_every_stretch_near_each_labels_share():
+    from rl.training.sampler import spread_by_label
+
+    labels = ["kpi_card"] * 30 + ["gauge"] * 10 + ["table"] * 5
+    for seed in range(10):
+        order = spread_by_label(list(range(45)), labels, random.Random(seed))
+        assert sorted(order) == list(range(45))
+        for m in range(1, 46):
+            seen = Counter(labels[i] for i in order[:m])
+            for label, n in Counter(labels).items():
+                assert abs(seen[label] - m * n / 45) < 2, (seed, m, label)
+
+
+def test_a_shuffle_is_not_spread_so_the_test_above_can_fail():
+    labels = ["kpi_card"] * 30 + ["gauge"] * 10 + ["table"] * 5
+    order = list(range(45))
+    random.Random(0).shuffle(order)
+    worst = max(abs(Counter(labels[i] for i in order[:m])[label] - m * n / 45)
+                for m in range(1, 46) for label, n in Counter(labels).items())
+    assert worst >= 2
+
+
+def test_the_sampler_spreads_groups_by_their_label_and_keeps_them_whole():
+    keys = [g for g in range(12) for _ in range(2)]
+    labels = ["a" if key < 8 else "b" for key in keys]
+    batches = list(PromptGroupedBatchSampler(keys, 4, seed=2, row_labels=labels))
+    assert sorted(row for batch in batches for row in batch) == list(range(24))
+    assert all(batch[0] // 2 == batch[1] // 2 and batch[2] // 2 == batch[3] // 2 for batch in batches)
+    firsts = [labels[batch[0]] + labels[batch[2]] for batch in batches]
+    assert all(Counter("".join(firsts[:m]))["b"] >= m * 2 // 3 - 1 for m in range(1, 7))
+
+
+def test_a_run_with_widget_spread_batches_trains_on_every_pair(demo_db, tiny_model_dir, checkpoints, monkeypatch):
+    from rl.training import prefix_sharing
+    from rl.training.run import run_training
+    from tests.rl_cases import data, tiny_config
+
+    samplers = []
+    monkeypatch.setattr(prefix_sharing, "PromptGroupedBatchSampler",
+                        lambda *args, **kwargs: samplers.append(PromptGroupedBatchSampler(*args, **kwargs)) or samplers[-1])
+    config = tiny_config(tiny_model_dir, max_steps=6, save_steps=100, widget_spread_batches=True)
+    result = run_training(config, data(), preset="cpu", run_name="spread")
+    assert result.status == "succeeded", result.error
+    labels = samplers[0].row_labels
+    assert len(labels) == 24 and None not in labels and len(set(labels)) > 1

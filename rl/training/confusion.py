@@ -26,6 +26,11 @@ from rl.evaluation.metrics import generation_metrics
 logger = logging.getLogger(__name__)
 
 
+def chosen_widgets(tokenizer: Any, chosen_ids: list[list[int]]) -> list[str | None]:
+    """The widget each training row's chosen answer names (None where it names none)."""
+    return [answered_widget(tokenizer.decode(ids, skip_special_tokens=True)) for ids in chosen_ids]
+
+
 def widget_weights(per_widget: dict[str, dict[str, float]], strength: float) -> dict[str, float]:
     """Each asked widget's sampling weight, 1 + strength x (1 - recall), from `generation_metrics`' `per_widget`."""
     return {widget: 1 + strength * (1 - scores["recall"]) for widget, scores in per_widget.items() if scores["support"]}
@@ -45,7 +50,7 @@ class ConfusionWeightedSampling(TrainerCallback):
         if self.weight_of_widget is None:
             return None
         if self._row_widgets is None or len(self._row_widgets) != len(chosen_ids):
-            self._row_widgets = [answered_widget(self.tokenizer.decode(ids, skip_special_tokens=True)) for ids in chosen_ids]
+            self._row_widgets = chosen_widgets(self.tokenizer, chosen_ids)
         return [self.weight_of_widget.get(widget, 1.0) if widget else 1.0 for widget in self._row_widgets]
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:

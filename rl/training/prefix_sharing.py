@@ -28,6 +28,7 @@ from rl.core.shared_prefix import (
     prefix_cache,
     row_of_batch,
 )
+from rl.training.confusion import chosen_widgets
 from rl.training.sampler import PromptGroupedBatchSampler, prompt_key, prompt_sorted_order
 
 # The name TRL gives the frozen copy of a trained adapter it is asked to continue.
@@ -53,6 +54,8 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         self.dropped_too_long: dict[str, int] = {}
         # What weighs the training rows an epoch draws (`ConfusionWeightedSampling`); None: every row once an epoch.
         self.row_weighting: Any = None
+        # Whether an epoch spreads each widget's questions evenly over its batches (`spread_by_label`).
+        self.widget_spread_batches = False
         self._reference_prefix = ReusedPrefix()
         self._first_adapted_layer: int | None = None
         # The batch's rows' input to the first adapted layer, from the reference pass that `reference_logps` ran for it
@@ -91,6 +94,7 @@ class PrefixSharingDPOTrainer(DPOTrainer):
             [prompt_key(ids) for ids in dataset["prompt_ids"]], self._train_batch_size, self.args.seed,
             self.accelerator.num_processes, epoch_of=lambda: int(self.state.epoch or 0),
             row_weights_of=(lambda: weighting.row_weights(dataset["chosen_ids"])) if weighting is not None else None,
+            row_labels=chosen_widgets(self.processing_class, dataset["chosen_ids"]) if self.widget_spread_batches else None,
         )
         loader = DataLoader(dataset, batch_sampler=batches, collate_fn=self.data_collator,
                             num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)

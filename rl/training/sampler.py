@@ -47,12 +47,16 @@ class PromptGroupedBatchSampler:
 
     When `row_weights_of()` gives weights (one a row; confusion-weighted sampling), an epoch draws each group about in
     proportion to its rows' mean weight (`proportional_draw`) instead of once each, cut into as many batches as always.
+    With `row_labels` (one a row, a group's first row's label standing for it), the groups of each label are spread
+    evenly over the epoch (`spread_by_label`) instead of shuffled together, so every stretch of batches holds the
+    labels in about their shares.
     """
 
     def __init__(self, group_keys: list[Any], batch_size: int, seed: int, num_processes: int = 1,
-                 epoch_of: Callable[[], int] | None = None, row_weights_of: Callable[[], list[float] | None] | None = None):
+                 epoch_of: Callable[[], int] | None = None, row_weights_of: Callable[[], list[float] | None] | None = None,
+                 row_labels: list[Any] | None = None):
         self.groups = rows_by_group(group_keys)
-        self.row_weights_of = row_weights_of
+        self.row_weights_of, self.row_labels = row_weights_of, row_labels
         self.n_rows, self.row_batch_size, self.seed, self.num_processes = len(group_keys), batch_size, seed, num_processes
         if self.n_rows < num_processes:
             raise ValueError(f"{self.n_rows} training pairs cannot be shared by {num_processes} processes: each needs at least one.")
@@ -78,7 +82,10 @@ class PromptGroupedBatchSampler:
         row_weights = self.row_weights_of() if self.row_weights_of is not None else None
         if row_weights is not None:
             groups = [groups[i] for i in proportional_draw([sum(row_weights[k] for k in rows) / len(rows) for rows in groups], rng)]
-        rng.shuffle(groups)
+        if self.row_labels is not None:
+            groups = spread_by_label(groups, [self.row_labels[group[0]] for group in groups], rng)
+        else:
+            rng.shuffle(groups)
         order = [index for group in groups for index in group]
         count = self._batch_count()
         if row_weights is not None:
@@ -103,6 +110,19 @@ def proportional_draw(weights: list[float], rng: random.Random) -> list[int]:
             drawn.append(index)
             point += step
     return drawn
+
+
+def spread_by_label(items: list[Any], labels: list[Any], rng: random.Random) -> list[Any]:
+    """The items in an order that spreads each label's evenly: a label's k-th of n (in a random order) goes at about
+    (k + u) / n of the way, u drawn per item, so any stretch of the order holds each label in about its share."""
+    by_label: dict[Any, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_label.setdefault(label, []).append(index)
+    placed = []
+    for indices in by_label.values():
+        rng.shuffle(indices)
+        placed += [((k + rng.random()) / len(indices), index) for k, index in enumerate(indices)]
+    return [items[index] for _, index in sorted(placed)]
 
 
 def rows_the_steps_reach(group_keys: list[Any], max_steps: int, rows_per_step: int, seed: int) -> list[int] | None:

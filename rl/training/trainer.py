@@ -236,6 +236,8 @@ class CommandCenterDPOTrainer:
                 trainer.add_callback(callback)
                 if isinstance(callback, ConfusionWeightedSampling):
                     trainer.row_weighting = callback
+            if hasattr(trainer, "widget_spread_batches"):
+                trainer.widget_spread_batches = self.config.widget_spread_batches
             result = trainer.train(resume_from_checkpoint=True if resume_from_checkpoint else None)
         except KeyboardInterrupt:
             if "trainer" in locals() and trainer.state.global_step > 0:
