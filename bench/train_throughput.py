@@ -146,7 +146,7 @@ def run_one(args: argparse.Namespace) -> dict:
             use_cpu=True, max_length=config.max_length, seed=args.seed,
         )
         began = time.perf_counter()  # from the trainer's construction, as ours (which tokenizes there too)
-        trainer = in_ours_order(DPOTrainer)(
+        trainer = in_ours_order(DPOTrainer, spread=config.widget_spread_batches)(
             model=ours.model, args=dpo_args, train_dataset=train, eval_dataset=evaluation,
             processing_class=ours.tokenizer, peft_config=ours.lora_config(),
         )
@@ -166,12 +166,13 @@ def run_one(args: argparse.Namespace) -> dict:
     }
 
 
-def in_ours_order(dpo_trainer_class: type) -> type:
+def in_ours_order(dpo_trainer_class: type, spread: bool = False) -> type:
     """Plain TRL's DPOTrainer, drawing the pairs in the order ours draws them (`first_epoch_order`) instead of its own
     shuffle: with the same start and the same batches, what each side learnt differs only by how it computes a step
-    (and by dropout's draws). One epoch at most, as the bench trains."""
+    (and by dropout's draws); `spread` as the preset's `widget_spread_batches`. One epoch at most, as the bench trains."""
     from torch.utils.data import Sampler
 
+    from rl.training.confusion import chosen_widgets
     from rl.training.sampler import first_epoch_order
 
     class InOrder(Sampler):
@@ -187,7 +188,8 @@ def in_ours_order(dpo_trainer_class: type) -> type:
     class PlainDPOInOursOrder(dpo_trainer_class):
         def _get_train_sampler(self, train_dataset=None):
             dataset = train_dataset if train_dataset is not None else self.train_dataset
-            return InOrder(first_epoch_order(dataset["prompt_ids"], self._train_batch_size, self.args.seed))
+            labels = chosen_widgets(self.processing_class, dataset["chosen_ids"]) if spread else None
+            return InOrder(first_epoch_order(dataset["prompt_ids"], self._train_batch_size, self.args.seed, labels))
 
     return PlainDPOInOursOrder
 

@@ -111,9 +111,12 @@ def test_training_can_continue_from_a_trained_adapter(demo_db, tiny_model_dir, t
     assert all(tensor.abs().max() < 1e-6 for name, tensor in _adapter_weights(fresh.final_dir).items() if name.endswith("lora_B.weight"))
 
 
-def test_first_epoch_order_is_the_order_the_trainer_s_batches_draw_the_rows_given(demo_db, tiny_model_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("spread", [False, True])
+def test_first_epoch_order_is_the_order_the_trainer_s_batches_draw_the_rows_given(demo_db, tiny_model_dir, tmp_path, monkeypatch, spread):
+    from rl.training.confusion import chosen_widgets
+
     train = prepare_training_dataset("db", min_samples=10).dataset["train"].select(range(24))
-    trainer = CommandCenterDPOTrainer("cpu", config=tiny_config(tiny_model_dir, batch_size=4))
+    trainer = CommandCenterDPOTrainer("cpu", config=tiny_config(tiny_model_dir, batch_size=4, widget_spread_batches=spread))
     trainer.load_base_model()
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tensorboard"))  # else ./runs
     dpo = trainer._dpo_trainer(train, None, tmp_path)
@@ -126,7 +129,8 @@ def test_first_epoch_order_is_the_order_the_trainer_s_batches_draw_the_rows_give
         by_prompt.setdefault(tuple(prompt), []).append(index)
     given = [index for indices in reversed(list(by_prompt.values())) for index in indices]
     assert len(by_prompt) > 2 and given != sorted(given)
-    order = first_epoch_order([rows[index]["prompt_ids"] for index in given], 4, dpo.args.seed)
+    labels = chosen_widgets(trainer.tokenizer, [rows[index]["chosen_ids"] for index in given]) if spread else None
+    order = first_epoch_order([rows[index]["prompt_ids"] for index in given], 4, dpo.args.seed, labels)
     assert [given[k] for k in order] == drawn
 
 

@@ -25,11 +25,13 @@ def prompt_key(prompt_ids: list[int]) -> int:
     return hash(tuple(prompt_ids))
 
 
-def first_epoch_order(prompt_ids: list[list[int]], batch_size: int, seed: int) -> list[int]:
+def first_epoch_order(prompt_ids: list[list[int]], batch_size: int, seed: int, row_labels: list[Any] | None = None) -> list[int]:
     """The rows in the order the first epoch's batches draw them, as indices of the rows given in their original order:
-    what `PromptGroupedBatchSampler` draws over the rows once sorted by `prompt_sorted_order`."""
+    what `PromptGroupedBatchSampler` draws over the rows once sorted by `prompt_sorted_order` (with `row_labels`, one a
+    row given, as it draws when it spreads them)."""
     by_prompt = prompt_sorted_order(prompt_ids)
-    batches = PromptGroupedBatchSampler([prompt_key(prompt_ids[i]) for i in by_prompt], batch_size, seed)
+    batches = PromptGroupedBatchSampler([prompt_key(prompt_ids[i]) for i in by_prompt], batch_size, seed,
+                                        row_labels=[row_labels[i] for i in by_prompt] if row_labels is not None else None)
     return [by_prompt[k] for batch in batches for k in batch]
 
 

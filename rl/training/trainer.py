@@ -236,8 +236,6 @@ class CommandCenterDPOTrainer:
                 trainer.add_callback(callback)
                 if isinstance(callback, ConfusionWeightedSampling):
                     trainer.row_weighting = callback
-            if hasattr(trainer, "widget_spread_batches"):
-                trainer.widget_spread_batches = self.config.widget_spread_batches
             result = trainer.train(resume_from_checkpoint=True if resume_from_checkpoint else None)
         except KeyboardInterrupt:
             if "trainer" in locals() and trainer.state.global_step > 0:
@@ -317,12 +315,14 @@ class CommandCenterDPOTrainer:
             loss_type=cfg.loss_types, loss_weights=cfg.loss_weights, label_smoothing=cfg.label_smoothing,
             max_length=None, precompute_ref_log_probs=cfg.precompute_ref_log_probs,
         )
-        return PrefixSharingDPOTrainer(
+        trainer = PrefixSharingDPOTrainer(
             model=self.model, args=args, train_dataset=train_dataset,
             eval_dataset=eval_dataset if eval_dataset is not None and len(eval_dataset) else None,
             processing_class=self.tokenizer, peft_config=self._new_adapter_config(), data_collator=self._prefix_sharing_collator(),
             max_pair_tokens=cfg.max_length,
         )
+        trainer.widget_spread_batches = cfg.widget_spread_batches
+        return trainer
 
     def _kto_trainer(self, train_pairs: Any, eval_pairs: Any, kto_dataset: Any, output_dir: Path) -> Any:
         """KTO over every rating: the pairs split into desirable and undesirable rows, plus the unpaired thumbs."""
