@@ -180,6 +180,18 @@ class AdapterAverage:
                     weight.copy_(kept)
 
 
+def constrained_pick_metrics(model: Any, tokenizer: Any, evalset: EvalSet, max_new_tokens: int = ANSWER_TOKEN_LIMIT,
+                             bf16: bool = False) -> dict[str, Any]:
+    """`generation_metrics` of the model in training's constrained answers to `evalset`'s cases (as `evaluate_model`
+    asks them); a model in training mode is left in it."""
+    was_training = model.training
+    backend = TorchBackend("training", model, tokenizer, bf16_autocast=bf16)
+    answers = backend.generate([c.prompt_ids for c in evalset.cases], max_new_tokens, [c.schema for c in evalset.cases])
+    if was_training:
+        model.train()
+    return generation_metrics(answers, evalset.cases, evalset.catalog)
+
+
 class BestPickCallback(TrainerCallback):
     def __init__(self, evalset: EvalSet, tokenizer: Any, metrics_path: Path | None = None, max_new_tokens: int = ANSWER_TOKEN_LIMIT,
                  average_from: float = 0.0):
@@ -195,9 +207,7 @@ class BestPickCallback(TrainerCallback):
         self.ended = False
 
     def score(self, model: Any, bf16: bool = False) -> dict[str, Any]:
-        backend = TorchBackend("training", model, self.tokenizer, bf16_autocast=bf16)
-        answers = backend.generate([c.prompt_ids for c in self.evalset.cases], self.max_new_tokens, [c.schema for c in self.evalset.cases])
-        return generation_metrics(answers, self.evalset.cases, self.evalset.catalog)
+        return constrained_pick_metrics(model, self.tokenizer, self.evalset, self.max_new_tokens, bf16)
 
     def _check(self, model: Any, step: int, args: Any, averaged: str = "") -> None:
         """Scores the model's picks now and keeps its adapter when within one question of the best. `averaged` names
@@ -205,10 +215,7 @@ class BestPickCallback(TrainerCallback):
         from peft import get_peft_model_state_dict
 
         began = time.perf_counter()
-        was_training = model.training
         metrics = self.score(model, bool(getattr(args, "bf16", False)))  # generate as the model trains
-        if was_training:
-            model.train()
         score = pick_score(metrics)
         record = {"step": step, "pick/widget_accuracy": metrics["widget_accuracy"], "pick/fixture_accuracy": metrics["fixture_accuracy"],
                   "pick/score": score, "pick/seconds": round(time.perf_counter() - began, 1)}

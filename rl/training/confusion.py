@@ -19,9 +19,8 @@ from typing import Any
 from transformers import TrainerCallback
 
 from rl.core.prompts import ANSWER_TOKEN_LIMIT, answered_widget
-from rl.evaluation.backends import TorchBackend
 from rl.evaluation.evalset import EvalSet
-from rl.evaluation.metrics import generation_metrics
+from rl.training.callbacks import constrained_pick_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +56,8 @@ class ConfusionWeightedSampling(TrainerCallback):
         if model is None or state.global_step >= state.max_steps:
             return  # no epoch follows
         began = time.perf_counter()
-        was_training = model.training
-        backend = TorchBackend("training", model, self.tokenizer, bf16_autocast=bool(getattr(args, "bf16", False)))
-        answers = backend.generate([c.prompt_ids for c in self.evalset.cases], self.max_new_tokens, [c.schema for c in self.evalset.cases])
-        if was_training:
-            model.train()
-        per_widget = generation_metrics(answers, self.evalset.cases, self.evalset.catalog)["per_widget"]
+        per_widget = constrained_pick_metrics(model, self.tokenizer, self.evalset, self.max_new_tokens,
+                                              bool(getattr(args, "bf16", False)))["per_widget"]
         self.weight_of_widget = widget_weights(per_widget, self.strength)
         recall = {widget: round(scores["recall"], 3) for widget, scores in per_widget.items() if scores["support"]}
         weights = {widget: round(weight, 2) for widget, weight in sorted(self.weight_of_widget.items(), key=lambda item: -item[1])}

@@ -117,11 +117,8 @@ def proportional_draw(weights: list[float], rng: random.Random) -> list[int]:
 def spread_by_label(items: list[Any], labels: list[Any], rng: random.Random) -> list[Any]:
     """The items in an order that spreads each label's evenly: a label's k-th of n (in a random order) goes at about
     (k + u) / n of the way, u drawn per item, so any stretch of the order holds each label in about its share."""
-    by_label: dict[Any, list[int]] = {}
-    for index, label in enumerate(labels):
-        by_label.setdefault(label, []).append(index)
     placed = []
-    for indices in by_label.values():
+    for indices in rows_by_group(labels).values():
         rng.shuffle(indices)
         placed += [((k + rng.random()) / len(indices), index) for k, index in enumerate(indices)]
     return [items[index] for _, index in sorted(placed)]
