@@ -400,7 +400,7 @@ def probe_version(engine: ServingEngineForBench, version: Any, questions: list, 
 def probe_verdict(before: dict, after: dict) -> str:
     """Whether the live model's probe up-rate rose, fell or stayed, by a one-sided exact McNemar test each way on the
     same questions; 'no change' when the same model stayed live."""
-    from rl.deploy.paired import mcnemar_one_sided
+    from rl.evaluation.paired import mcnemar_one_sided
 
     if before["version"] == after["version"]:
         return f"no change: {after['version']} stayed live ({after['ups']}/{after['n']} up)"

@@ -5,7 +5,7 @@ returns. Two rules:
 - paired (the default, `gate_decision_paired`): both models answered the same items, so they are compared item by
   item, pooled over the gate sets: the primary metric (constrained widget accuracy) must be better by an exact
   one-sided McNemar test at `alpha`, and fixture accuracy, preference accuracy and the valid-pick rate no worse than
-  their margins by a paired bootstrap 95% interval (rl/deploy/paired.py);
+  their margins by a paired bootstrap 95% interval (rl/evaluation/paired.py);
 - margins (the old rule, `gate_decision`): on every gate set the candidate's constrained widget accuracy beats the
   live model's by a fixed margin, its fixture and preference accuracy fall no further than their tolerances, and
   enough of its answers parse to a valid pick. Finer than one item on sets of these sizes, so chance decides it
@@ -142,7 +142,7 @@ def gate_decision_paired(candidate: dict[str, dict[str, list[int]]], live: dict[
                          *, seed: int = 0) -> GateDecision:
     """The paired rule on per-item outcomes (`item_outcomes` of each gate set, the same items in the same order for both
     models), pooled over the gate sets."""
-    from rl.deploy.paired import mcnemar_one_sided, paired_bootstrap
+    from rl.evaluation.paired import mcnemar_one_sided, paired_bootstrap
 
     if not candidate:
         return GateDecision(False, ["the candidate was scored on no gate set"], [], rule)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rl.evaluation.seed_comparison import gguf_evaluation
+
 SUMMARY_METRICS = (("widget", "constrained_widget_accuracy"), ("fixture", "constrained_fixture_accuracy"),
                    ("preference", "preference_accuracy"), ("valid", "constrained_valid_pick_rate"))
 SET_ORDER = ("held_out", "natural")  # then any other set by name (the natural set's sealed part among them)
@@ -39,8 +41,7 @@ def evaluation_rows(run: Any, versions: list[Any]) -> list[tuple[str, str, dict[
         label = f"{name} ({size} q.)"
         rows += [(label, "base", result.get("base")), (label, "adapter", result.get("tuned"))]
         for version in versions:
-            gguf = (version.evaluation or {}).get(name)  # an export copies the adapter's results here: only a GGUF's own count
-            if gguf and gguf.get("tuned") and str((gguf.get("models") or {}).get("tuned", "")).startswith("gguf"):
+            if gguf := gguf_evaluation(version, name):
                 rows.append((label, f"GGUF {version.quantization}", gguf["tuned"]))
     return rows
 

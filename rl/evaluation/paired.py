@@ -1,5 +1,6 @@
-"""Paired statistics for the deploy gate: candidate and live model answer the same items, so they are compared item
-by item rather than by two accuracies that one or two flipped answers can tip.
+"""Paired statistics: two models answer the same items, so they are compared item by item rather than by two
+accuracies that one or two flipped answers can tip. The deploy gate (rl/deploy/gates.py) and the comparison of a
+recipe's seeds with another's (rl/evaluation/seed_comparison.py) use them.
 
 - Is the candidate better on the primary metric? An exact one-sided McNemar test: of the items where exactly one model
   is right (the discordant ones), the candidate's share against one half (scipy's binomial test).
