@@ -48,7 +48,7 @@ def gguf_evaluation(version: Any, set_name: str) -> dict[str, Any] | None:
 
 
 def seed_scores(run: Any, set_name: str, quantization: str | None = None) -> SeedScores:
-    """A run's per-question outcomes on `set_name` (an `evaluate_model` set: held_out, natural, natural-sealed, ...),
+    """A run's per-question outcomes on `set_name` (a set `evaluate_model` recorded for it: held_out, natural, ...),
     of its adapter or, with `quantization`, of its GGUF of that quantization."""
     if quantization is None:
         result = (run.evaluation or {}).get(set_name)

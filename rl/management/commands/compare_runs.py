@@ -14,7 +14,7 @@ class Command(BaseCommand):
         parser.add_argument("--candidate", nargs="+", required=True, metavar="RUN", help="The new recipe's runs, one per seed.")
         parser.add_argument("--baseline", nargs="+", required=True, metavar="RUN", help="The recipe it is measured against, the same seeds in the same order.")
         parser.add_argument("--set", dest="set_name", default="natural",
-                            help="The evaluation set as evaluate_model records it: held_out, natural, natural-sealed, ... (default natural).")
+                            help="A set evaluate_model recorded for the runs, by the name run_report shows: held_out, natural, ... (default natural).")
         parser.add_argument("--gguf", metavar="QUANTIZATION", help="Compare the runs' GGUFs of this quantization (e.g. q4_k_m), evaluated with evaluate_model --gguf.")
         parser.add_argument("--seed", type=int, default=0, help="The bootstrap's random seed (default 0).")
 
