@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rl.evaluation.seed_comparison import gguf_evaluation
-
 SUMMARY_METRICS = (("widget", "constrained_widget_accuracy"), ("fixture", "constrained_fixture_accuracy"),
                    ("preference", "preference_accuracy"), ("valid", "constrained_valid_pick_rate"))
 SET_ORDER = ("held_out", "natural")  # then any other set by name (the natural set's sealed part among them)
@@ -25,6 +23,15 @@ def read_phases(path: Path) -> list[tuple[str, float]]:
 def _cell(metrics: dict[str, Any] | None, key: str) -> str:
     value = (metrics or {}).get(key)
     return "-" if value is None else f"{value:.3f}"
+
+
+def gguf_evaluation(version: Any, set_name: str) -> dict[str, Any] | None:
+    """The set's results of an exported version scored through its GGUF (an export copies the adapter's results to
+    the version too; those are not the GGUF's)."""
+    result = (version.evaluation or {}).get(set_name)
+    if result and result.get("tuned") and str((result.get("models") or {}).get("tuned", "")).startswith("gguf"):
+        return result
+    return None
 
 
 def evaluation_rows(run: Any, versions: list[Any]) -> list[tuple[str, str, dict[str, Any] | None]]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rl.evaluation.paired import PairedDifference, paired_bootstrap
+from rl.evaluation.report import gguf_evaluation
 
 METRICS = (("widget", "constrained_widget_outcomes"), ("fixture", "constrained_fixture_outcomes"))
 # What must agree between two evaluations for their questions to be the same questions in the same order.
@@ -36,15 +37,6 @@ class SeedScores:
     @property
     def questions(self) -> int:
         return len(self.outcomes["widget"])
-
-
-def gguf_evaluation(version: Any, set_name: str) -> dict[str, Any] | None:
-    """The set's results of an exported version scored through its GGUF (an export copies the adapter's results to
-    the version too; those are not the GGUF's)."""
-    result = (version.evaluation or {}).get(set_name)
-    if result and result.get("tuned") and str((result.get("models") or {}).get("tuned", "")).startswith("gguf"):
-        return result
-    return None
 
 
 def seed_scores(run: Any, set_name: str, quantization: str | None = None) -> SeedScores:
