@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from rl.evaluation.paired import OUTCOME_KEYS
+
 WIDGET = "constrained_widget_accuracy"
 FIXTURE = "constrained_fixture_accuracy"
 PREFERENCE = "preference_accuracy"
@@ -120,11 +122,6 @@ def gate_decision(candidate: dict[str, dict[str, Any]], live: dict[str, dict[str
     failed = [c.reason for c in checks if not c.passed]
     reasons = failed or [c.reason for c in checks]
     return GateDecision(not failed, reasons, checks, thresholds)
-
-
-# Per-item outcomes (1 right, 0 wrong, in the evaluation set's order) in a set's metrics, by the paired rule's names.
-OUTCOME_KEYS = {"widget": "constrained_widget_outcomes", "fixture": "constrained_fixture_outcomes",
-                "valid": "constrained_valid_outcomes", "preference": "preference_outcomes"}
 
 
 def item_outcomes(metrics: dict[str, Any]) -> dict[str, list[int]]:

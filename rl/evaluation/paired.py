@@ -13,6 +13,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+# Per-item outcomes (1 right, 0 wrong, in the evaluation set's order) in a set's metrics (rl/evaluation/metrics.py
+# writes them), by the names the paired comparisons use.
+OUTCOME_KEYS = {"widget": "constrained_widget_outcomes", "fixture": "constrained_fixture_outcomes",
+                "valid": "constrained_valid_outcomes", "preference": "preference_outcomes"}
+
 
 @dataclass(frozen=True)
 class McNemar:

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rl.evaluation.paired import PairedDifference, paired_bootstrap
+from rl.evaluation.paired import OUTCOME_KEYS, PairedDifference, mcnemar_one_sided, paired_bootstrap
 from rl.evaluation.report import gguf_evaluation
 
-METRICS = (("widget", "constrained_widget_outcomes"), ("fixture", "constrained_fixture_outcomes"))
+METRICS = tuple((metric, OUTCOME_KEYS[metric]) for metric in ("widget", "fixture"))
 # What must agree between two evaluations for their questions to be the same questions in the same order.
 DATA_KEYS = ("set", "split", "limit", "n_scenarios")
 
@@ -94,11 +94,11 @@ def compare_seeds(candidate: list[SeedScores], baseline: list[SeedScores], *, se
     metrics = []
     for metric, _ in METRICS:
         pairs = [(c.outcomes[metric], b.outcomes[metric]) for c, b in zip(candidate, baseline)]
-        candidate_only = sum(x > y for c, b in pairs for x, y in zip(c, b))
-        baseline_only = sum(y > x for c, b in pairs for x, y in zip(c, b))
+        # only its counts: its p-value would take one question's answers under several seeds for independent items
+        discordant = mcnemar_one_sided([bool(x) for c, _ in pairs for x in c], [bool(y) for _, b in pairs for y in b])
         per_question_c = [sum(c[i] for c, _ in pairs) / len(pairs) for i in range(first.questions)]
         per_question_b = [sum(b[i] for _, b in pairs) / len(pairs) for i in range(first.questions)]
-        metrics.append(MetricComparison(metric, candidate_only, baseline_only,
+        metrics.append(MetricComparison(metric, discordant.candidate_only, discordant.live_only,
                                         paired_bootstrap(per_question_c, per_question_b, seed=seed)))
     return SeedComparison(set_name, model, candidate, baseline, metrics)
 
