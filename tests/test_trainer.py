@@ -620,6 +620,41 @@ def test_a_step_that_computes_its_rows_reference_starts_the_policy_s_rows_at_the
     assert float(row_loss) == pytest.approx(float(whole_loss), abs=1e-5)
     assert torch.allclose(row_grads, whole_grads, atol=1e-5, rtol=1e-4)
     assert row_metrics == pytest.approx(whole_metrics, **_same_step_tolerance())
+    # The same rows trained again (a later epoch): no reference pass runs, and the policy's prefix and rows start at
+    # layer 1 from the inputs to it kept at their first step.
+    assert len(dpo.kept_layer_inputs) == batch["input_ids"].size(0)
+    again_loss, again_grads, again_metrics, again_calls = step(True)
+    assert again_calls == 0
+    assert float(again_loss) == pytest.approx(float(whole_loss), abs=1e-5)
+    assert torch.allclose(again_grads, whole_grads, atol=1e-5, rtol=1e-4)
+    assert again_metrics == pytest.approx(whole_metrics, **_same_step_tolerance())
+    # Without the kept inputs the rows run from their tokens again: layer 0 for the prefix and each row.
+    dpo.kept_layer_inputs = None
+    assert step(True)[3] == 1 + batch["input_ids"].size(0)
+
+
+def test_a_row_s_kept_layer_input_is_found_only_for_the_same_prefix_tokens_positions_and_mask():
+    import torch
+
+    from rl.core.frozen_layers import LayerInput
+    from rl.training.kept_layer_inputs import KeptLayerInputs
+
+    row = {"input_ids": torch.tensor([[5, 6, 7]]), "position_ids": torch.tensor([[10, 11, 12]]),
+           "attention_mask": torch.ones(1, 1, 3, 13, dtype=torch.bool)}
+    prefix = torch.arange(10).unsqueeze(0)
+    kept = KeptLayerInputs()
+    hidden = torch.randn(2, 3, 4)
+    kept.keep(kept.row_key(prefix, row), LayerInput(1, hidden[:1]))
+    found = kept.get(kept.row_key(prefix.clone(), {key: value.clone() for key, value in row.items()}))
+    assert found is not None and found.index == 1 and torch.equal(found.hidden, hidden[:1])
+    assert found.hidden.untyped_storage().nbytes() == hidden[:1].numel() * 4  # a copy of the row, not its batch
+    masked = row["attention_mask"].clone()
+    masked[..., 0] = False
+    for other_prefix, other_row in ((prefix + 1, row), (None, row), (prefix, {**row, "input_ids": row["input_ids"] + 1}),
+                                    (prefix, {**row, "position_ids": row["position_ids"] - 10}),
+                                    (prefix, {**row, "attention_mask": masked})):
+        assert kept.get(kept.row_key(other_prefix, other_row)) is None
+    assert len(kept) == 1 and kept.nbytes == 3 * 4 * 4
 
 
 def test_in_a_real_run_a_plan_that_moves_the_check_interval_does_not_check_twice_in_a_row(demo_db, tiny_model_dir, checkpoints, monkeypatch):
@@ -666,6 +701,7 @@ def test_neftune_noise_is_on_the_embeddings_of_training_steps_only(demo_db, tiny
     trainer.load_base_model()
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tensorboard"))  # else ./runs
     dpo = trainer._dpo_trainer(train, None, tmp_path)
+    assert (dpo.kept_layer_inputs is None) == bool(alpha)  # a row's kept input to a layer would hold one draw of the noise
     backbone = dpo.model.get_base_model().model
     looked_up: list[torch.Tensor] = []
     noisy: list[bool] = []

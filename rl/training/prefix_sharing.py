@@ -4,10 +4,12 @@ row: the eval set's before training, each training row's at the step that first 
 share (the system prompt) once for all of them. A training batch's rows run forward and backward one at a time
 against the shared prefix, so that one row's activations are held, not the batch's. When the reference runs over a
 batch's rows in the step, the policy's forward over them starts at the first adapted layer from the reference's input
-to it (`rl/core/frozen_layers.py`: the layers below hold no adapter). Metric names are TRL's.
+to it (`rl/core/frozen_layers.py`: the layers below hold no adapter), and so does its forward over the same rows in
+later epochs, from that input kept (`rl/training/kept_layer_inputs.py`). Metric names are TRL's.
 """
 from __future__ import annotations
 
+import logging
 from contextlib import nullcontext
 from typing import Any
 
@@ -29,7 +31,10 @@ from rl.core.shared_prefix import (
     row_of_batch,
 )
 from rl.training.confusion import chosen_widgets
+from rl.training.kept_layer_inputs import KeptLayerInputs
 from rl.training.sampler import PromptGroupedBatchSampler, prompt_key, prompt_sorted_order
+
+logger = logging.getLogger(__name__)
 
 # The name TRL gives the frozen copy of a trained adapter it is asked to continue.
 REFERENCE_ADAPTER = "ref"
@@ -61,6 +66,10 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         # The batch's rows' input to the first adapted layer, from the reference pass that `reference_logps` ran for it
         # in this step (None when it read kept values): the policy's forward over those rows starts there.
         self._reference_layer_input: LayerInput | None = None
+        # Rows' inputs to the first adapted layer across epochs (`KeptLayerInputs`); None: not kept (NEFTune's noise on
+        # the embeddings has to be drawn afresh at every step).
+        self.kept_layer_inputs: KeptLayerInputs | None = KeptLayerInputs()
+        self._logged_kept_layer_inputs = False
         super().__init__(*args, **kwargs)
 
     def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
@@ -259,6 +268,25 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         with self.maybe_activation_offload_context, self.compute_loss_context_manager():
             return self._row_by_row_step(model, inputs, 1 / self.current_gradient_accumulation_steps)
 
+    def _rows_layer_inputs(self, inputs: dict[str, torch.Tensor], rows: list[dict[str, torch.Tensor]],
+                           layer_input: LayerInput | None) -> list[LayerInput | None]:
+        """Each row's input to the first adapted layer: from this step's reference pass (kept for the row's later
+        steps), or kept from the step that first ran the row; None where neither (the row's forward starts at its tokens)."""
+        fresh = [None if layer_input is None else layer_input.row(index, sub["input_ids"].size(1)) for index, sub in enumerate(rows)]
+        if self.kept_layer_inputs is None:
+            return fresh
+        keys = [self.kept_layer_inputs.row_key(inputs.get("prefix_ids"), sub) for sub in rows]
+        if layer_input is not None:
+            for key, row_input in zip(keys, fresh, strict=True):
+                self.kept_layer_inputs.keep(key, row_input)
+            return fresh
+        kept = [self.kept_layer_inputs.get(key) for key in keys]
+        if not self._logged_kept_layer_inputs and any(row_input is not None for row_input in kept):
+            self._logged_kept_layer_inputs = True
+            logger.info("Rows trained again start at layer %d from their kept input to it (%d rows, %.0f MB).",
+                        self._first_adapted_layer, len(self.kept_layer_inputs), self.kept_layer_inputs.nbytes / 2**20)
+        return kept
+
     def _row_by_row_step(self, model: Any, inputs: dict[str, torch.Tensor], scale: float) -> torch.Tensor:
         """Forward and backward one row (one prompt's answers) at a time, so that only one row's activations are held:
         the shared prefix runs once, its keys and values collect every row's gradient as leaves, and one backward
@@ -266,16 +294,18 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         causal_lm = self._unwrapped_causal_lm(model)
         ref_chosen, ref_rejected, layer_input = self._reference_then_layer_input(model, inputs)
         n_pairs, sft_weight_total = inputs["pair_chosen"].numel(), self._chosen_token_weight(inputs)
+        rows = [row_of_batch(inputs, row) for row in range(inputs["input_ids"].size(0))]
+        row_inputs = self._rows_layer_inputs(inputs, [sub for sub, _ in rows], layer_input)
         prefix = None
         if "prefix_ids" in inputs:
             with self.accelerator.autocast():
-                cache = None if layer_input is None else self._reference_prefix.cache_for_adapted(causal_lm, inputs["prefix_ids"])
+                cache = None
+                if any(row_input is not None for row_input in row_inputs):
+                    cache = self._reference_prefix.cache_for_adapted(causal_lm, inputs["prefix_ids"])
                 prefix = LeafPrefix.of(cache if cache is not None else prefix_cache(causal_lm, inputs["prefix_ids"], 1))
         total = torch.zeros((), device=inputs["input_ids"].device)
         pieces: list[tuple[torch.Tensor, ...]] = []
-        for row in range(inputs["input_ids"].size(0)):
-            sub, pairs = row_of_batch(inputs, row)
-            row_input = None if layer_input is None else layer_input.row(row, sub["input_ids"].size(1))
+        for (sub, pairs), row_input in zip(rows, row_inputs, strict=True):
             with self.accelerator.autocast():
                 scored = answer_logps(causal_lm, sub, cache=None if prefix is None else prefix.cache(), layer_input=row_input)
             chosen_logratios, rejected_logratios = scored.chosen - ref_chosen[pairs], scored.rejected - ref_rejected[pairs]

@@ -322,6 +322,8 @@ class CommandCenterDPOTrainer:
             max_pair_tokens=cfg.max_length,
         )
         trainer.widget_spread_batches = cfg.widget_spread_batches
+        if cfg.neftune_noise_alpha:
+            trainer.kept_layer_inputs = None
         return trainer
 
     def _kto_trainer(self, train_pairs: Any, eval_pairs: Any, kto_dataset: Any, output_dir: Path) -> Any:
