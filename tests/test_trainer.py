@@ -622,7 +622,7 @@ def test_a_step_that_computes_its_rows_reference_starts_the_policy_s_rows_at_the
     assert row_metrics == pytest.approx(whole_metrics, **_same_step_tolerance())
     # The same rows trained again (a later epoch): no reference pass runs, and the policy's prefix and rows start at
     # layer 1 from the inputs to it kept at their first step.
-    assert len(dpo.kept_layer_inputs) == batch["input_ids"].size(0)
+    assert 0 < len(dpo.kept_layer_inputs) <= int(batch["row_lengths"].sum())  # the rows' tokens by their paths (padding's once)
     again_loss, again_grads, again_metrics, again_calls = step(True)
     assert again_calls == 0
     assert float(again_loss) == pytest.approx(float(whole_loss), abs=1e-5)
@@ -633,28 +633,50 @@ def test_a_step_that_computes_its_rows_reference_starts_the_policy_s_rows_at_the
     assert step(True)[3] == 1 + batch["input_ids"].size(0)
 
 
-def test_a_row_s_kept_layer_input_is_found_only_for_the_same_prefix_tokens_positions_and_mask():
+def _row_after_a_prefix(tokens: list[int], positions: list[int], reads: list[list[int]], prefix_length: int, padding: int = 0) -> dict:
+    """A row as `row_of_batch` gives it: every token reads the whole prefix and the row's tokens listed in `reads`,
+    except the last `padding`, which read only themselves."""
+    import torch
+
+    visible = torch.zeros(len(tokens), prefix_length + len(tokens), dtype=torch.bool)
+    visible[: len(tokens) - padding, :prefix_length] = True
+    for token, read in enumerate(reads):
+        visible[token, [prefix_length + r for r in read]] = True
+    return {"input_ids": torch.tensor([tokens]), "position_ids": torch.tensor([positions]), "attention_mask": visible[None, None]}
+
+
+def test_a_token_s_kept_layer_input_is_found_by_the_tokens_it_reads_however_its_row_is_laid_out():
     import torch
 
     from rl.core.frozen_layers import LayerInput
-    from rl.training.kept_layer_inputs import KeptLayerInputs
+    from rl.training.kept_layer_inputs import KeptLayerInputs, prefix_key, token_keys
 
-    row = {"input_ids": torch.tensor([[5, 6, 7]]), "position_ids": torch.tensor([[10, 11, 12]]),
-           "attention_mask": torch.ones(1, 1, 3, 13, dtype=torch.bool)}
-    prefix = torch.arange(10).unsqueeze(0)
+    # Prefix [1, 2]; prompt [3, 4]; answers [5, 6] and [5, 7], which share their first token.
+    both = _row_after_a_prefix([3, 4, 5, 6, 7], [2, 3, 4, 5, 5], [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3], [0, 1, 2, 4]], 2)
+    keys = token_keys(prefix_key(torch.tensor([[1, 2]])), both)
+    assert len(set(keys)) == 5
+    # The second answer alone, after a shorter prefix: its tokens read what they read in `both`.
+    alone = _row_after_a_prefix([2, 3, 4, 5, 7], [1, 2, 3, 4, 5], [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3], [0, 1, 2, 3, 4]], 1)
+    alone_keys = token_keys(prefix_key(torch.tensor([[1]])), alone)
+    assert alone_keys[1:] == [keys[0], keys[1], keys[2], keys[4]]
+    assert alone_keys[0] not in keys  # token 2 was the prefix's, not the row's
+    # Another prefix, or an answer token that reads another answer's, is another path.
+    assert token_keys(prefix_key(torch.tensor([[1, 9]])), both)[0] != keys[0]
+    # Padding reads only itself, whatever the prefix.
+    padded = [_row_after_a_prefix([3, 0], [len(prefix), 0], [[0], [1]], len(prefix), padding=1) for prefix in ([1, 2], [8])]
+    assert token_keys(prefix_key(torch.tensor([[1, 2]])), padded[0])[1] == token_keys(prefix_key(torch.tensor([[8]])), padded[1])[1]
+    chained = _row_after_a_prefix([3, 4, 5, 6, 7], [2, 3, 4, 5, 6], [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3], [0, 1, 2, 3, 4]], 2)
+    assert token_keys(prefix_key(torch.tensor([[1, 2]])), chained)[4] != keys[4]
+
     kept = KeptLayerInputs()
-    hidden = torch.randn(2, 3, 4)
-    kept.keep(kept.row_key(prefix, row), LayerInput(1, hidden[:1]))
-    found = kept.get(kept.row_key(prefix.clone(), {key: value.clone() for key, value in row.items()}))
-    assert found is not None and found.index == 1 and torch.equal(found.hidden, hidden[:1])
-    assert found.hidden.untyped_storage().nbytes() == hidden[:1].numel() * 4  # a copy of the row, not its batch
-    masked = row["attention_mask"].clone()
-    masked[..., 0] = False
-    for other_prefix, other_row in ((prefix + 1, row), (None, row), (prefix, {**row, "input_ids": row["input_ids"] + 1}),
-                                    (prefix, {**row, "position_ids": row["position_ids"] - 10}),
-                                    (prefix, {**row, "attention_mask": masked})):
-        assert kept.get(kept.row_key(other_prefix, other_row)) is None
-    assert len(kept) == 1 and kept.nbytes == 3 * 4 * 4
+    hidden = torch.randn(2, 5, 4)
+    kept.keep(keys, LayerInput(1, hidden[:1]))
+    assert kept.row(alone_keys) is None  # one of its tokens was never a row's
+    found = kept.row(alone_keys[1:])
+    assert found is not None and found.index == 1 and torch.equal(found.hidden[0], hidden[0, [0, 1, 2, 4]])
+    kept.keep(alone_keys, LayerInput(1, hidden[1:]))  # only its one new token is added
+    assert len(kept) == 6 and kept.nbytes == 6 * 4 * 4
+    assert torch.equal(kept.row(alone_keys).hidden[0], torch.cat([hidden[1, :1], hidden[0, [0, 1, 2, 4]]]))
 
 
 def test_in_a_real_run_a_plan_that_moves_the_check_interval_does_not_check_twice_in_a_row(demo_db, tiny_model_dir, checkpoints, monkeypatch):

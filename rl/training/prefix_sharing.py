@@ -31,7 +31,7 @@ from rl.core.shared_prefix import (
     row_of_batch,
 )
 from rl.training.confusion import chosen_widgets
-from rl.training.kept_layer_inputs import KeptLayerInputs
+from rl.training.kept_layer_inputs import KeptLayerInputs, prefix_key, token_keys
 from rl.training.sampler import PromptGroupedBatchSampler, prompt_key, prompt_sorted_order
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         # The batch's rows' input to the first adapted layer, from the reference pass that `reference_logps` ran for it
         # in this step (None when it read kept values): the policy's forward over those rows starts there.
         self._reference_layer_input: LayerInput | None = None
-        # Rows' inputs to the first adapted layer across epochs (`KeptLayerInputs`); None: not kept (NEFTune's noise on
+        # Tokens' inputs to the first adapted layer across epochs (`KeptLayerInputs`); None: not kept (NEFTune's noise on
         # the embeddings has to be drawn afresh at every step).
         self.kept_layer_inputs: KeptLayerInputs | None = KeptLayerInputs()
         self._logged_kept_layer_inputs = False
@@ -270,20 +270,22 @@ class PrefixSharingDPOTrainer(DPOTrainer):
 
     def _rows_layer_inputs(self, inputs: dict[str, torch.Tensor], rows: list[dict[str, torch.Tensor]],
                            layer_input: LayerInput | None) -> list[LayerInput | None]:
-        """Each row's input to the first adapted layer: from this step's reference pass (kept for the row's later
-        steps), or kept from the step that first ran the row; None where neither (the row's forward starts at its tokens)."""
+        """Each row's input to the first adapted layer: from this step's reference pass (and kept for the tokens' later
+        steps), or kept from the steps that first ran its tokens; None where neither (the row's forward starts at its
+        tokens)."""
         fresh = [None if layer_input is None else layer_input.row(index, sub["input_ids"].size(1)) for index, sub in enumerate(rows)]
         if self.kept_layer_inputs is None:
             return fresh
-        keys = [self.kept_layer_inputs.row_key(inputs.get("prefix_ids"), sub) for sub in rows]
+        prefix = prefix_key(inputs.get("prefix_ids"))
+        keys = [token_keys(prefix, sub) for sub in rows]
         if layer_input is not None:
-            for key, row_input in zip(keys, fresh, strict=True):
-                self.kept_layer_inputs.keep(key, row_input)
+            for row_keys, row_input in zip(keys, fresh, strict=True):
+                self.kept_layer_inputs.keep(row_keys, row_input)
             return fresh
-        kept = [self.kept_layer_inputs.get(key) for key in keys]
+        kept = [self.kept_layer_inputs.row(row_keys) for row_keys in keys]
         if not self._logged_kept_layer_inputs and any(row_input is not None for row_input in kept):
             self._logged_kept_layer_inputs = True
-            logger.info("Rows trained again start at layer %d from their kept input to it (%d rows, %.0f MB).",
+            logger.info("Rows trained again start at layer %d from their tokens' kept input to it (%d tokens, %.0f MB).",
                         self._first_adapted_layer, len(self.kept_layer_inputs), self.kept_layer_inputs.nbytes / 2**20)
         return kept
 
