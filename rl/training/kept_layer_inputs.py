@@ -54,7 +54,7 @@ class KeptLayerInputs:
     """Tokens' inputs to the first adapted layer, by their path keys (`token_keys`)."""
 
     def __init__(self) -> None:
-        self._kept: list[torch.Tensor] = []  # (tokens, hidden) per kept row: the tokens that were new then
+        self._kept: list[torch.Tensor] = []  # per kept row, its tokens that were new then: (tokens, hidden size)
         self._where: dict[bytes, tuple[int, int]] = {}
         self.index: int | None = None
 
