@@ -274,8 +274,8 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         steps), or kept from the steps that first ran its tokens; None where neither (the row's forward starts at its
         tokens)."""
         fresh = [None if layer_input is None else layer_input.row(index, sub["input_ids"].size(1)) for index, sub in enumerate(rows)]
-        if self.kept_layer_inputs is None:
-            return fresh
+        if self.kept_layer_inputs is None or not self._first_adapted_layer:
+            return fresh  # nothing to keep or find: no layer below the adapters (or no reference pass ran here)
         prefix = prefix_key(inputs.get("prefix_ids"))
         keys = [token_keys(prefix, sub) for sub in rows]
         if layer_input is not None:
