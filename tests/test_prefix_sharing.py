@@ -299,3 +299,83 @@ def test_the_sigmoid_loss_with_label_smoothing_is_conservative_dpo_with_a_finite
         assert chosen.grad[2] > 0 and chosen.grad[0] < 0
     else:
         assert (chosen.grad < 0).all()
+
+
+def _two_pass_logp(model, prompt: list[int], answer: list[int]) -> torch.Tensor:
+    """The answer's summed log-prob with its prompt but the last token run first without gradient (Hugging Face's own
+    key/value cache), and the prompt's last token and the answer with it after."""
+    with torch.no_grad():
+        past = model(torch.tensor([prompt[:-1]]), use_cache=True).past_key_values
+    ids = torch.tensor([prompt[-1:] + answer])
+    logits = model(ids, past_key_values=past, position_ids=torch.arange(len(prompt) - 1, len(prompt) + len(answer)).unsqueeze(0)).logits
+    logps = torch.log_softmax(logits[0].float(), dim=-1)
+    return sum(logps[i, token] for i, token in enumerate(answer))
+
+
+@pytest.mark.parametrize("rows", [ROWS[:4], TREE_ROWS])
+def test_answers_after_a_frozen_prompt_score_as_the_whole_forward_and_take_no_gradient_through_the_prompt(tiny_model_dir, rows):
+    from transformers import AutoModelForCausalLM
+
+    from rl.core.shared_prefix import answer_logps_after_frozen_prompt, prefix_cache, row_of_batch
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    batch = PrefixSharingCollator(pad_token_id=0)(rows)
+    assert "prefix_ids" in batch and batch["row_groups"].tolist() == [1] * batch["input_ids"].size(0)
+
+    def gradient(loss):
+        model.zero_grad()
+        loss.backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    with torch.no_grad():
+        prefix = prefix_cache(model, batch["prefix_ids"], 1)
+    total = 0
+    for row in range(batch["input_ids"].size(0)):
+        sub, pairs = row_of_batch(batch, row)
+        scored = answer_logps_after_frozen_prompt(model, sub, cache=prefix)
+        for pair, chosen, rejected in zip(pairs.tolist(), scored.chosen, scored.rejected, strict=True):
+            assert float(chosen.detach()) == pytest.approx(plain_logp(model, rows[pair]["prompt_ids"], rows[pair]["chosen_ids"]), abs=1e-4)
+            assert float(rejected.detach()) == pytest.approx(plain_logp(model, rows[pair]["prompt_ids"], rows[pair]["rejected_ids"]), abs=1e-4)
+        total = total + scored.chosen.sum() + 0.5 * scored.rejected.sum()
+    assert prefix.get_seq_length() == len(COMMON)  # the prefix's cache is read, not extended
+    frozen = gradient(total)
+    two_pass = gradient(sum(_two_pass_logp(model, row["prompt_ids"], row["chosen_ids"])
+                            + 0.5 * _two_pass_logp(model, row["prompt_ids"], row["rejected_ids"]) for row in rows))
+    whole_scored = answer_logps(model, batch)
+    whole = gradient(whole_scored.chosen.sum() + 0.5 * whole_scored.rejected.sum())
+    assert torch.allclose(frozen, two_pass, atol=1e-4)
+    assert (frozen - whole).abs().max() > 100 * 1e-4  # the prompt's part of the gradient is left out
+
+
+def test_answers_after_a_frozen_prompt_started_at_the_first_adapted_layer_score_and_train_as_from_their_tokens(tiny_model_dir):
+    from rl.core.frozen_layers import LayerInput, layer_input_captured
+    from rl.core.shared_prefix import answer_logps_after_frozen_prompt, prefix_cache, row_of_batch
+
+    model = _tiny_model_with_an_adapter_on(tiny_model_dir, [1])
+    causal_lm = model.get_base_model()
+    batch = PrefixSharingCollator(pad_token_id=0)(ROWS[:4])
+    rows = batch["input_ids"].size(0)
+    with torch.no_grad(), model.disable_adapter():  # the reference pass
+        reference_prefix = prefix_cache(causal_lm, batch["prefix_ids"], rows)
+        with layer_input_captured(causal_lm, 1) as captured:
+            answer_logps(causal_lm, batch, cache=reference_prefix)
+    assert len(captured) == 1
+    layer_input = LayerInput(1, captured[0])
+    with torch.no_grad():
+        prefix = prefix_cache(causal_lm, batch["prefix_ids"], 1)
+
+    def run(start_at_layer: bool):
+        model.zero_grad()
+        chosen = []
+        for row in range(rows):
+            sub, _pairs = row_of_batch(batch, row)
+            row_input = layer_input.row(row, sub["input_ids"].size(1)) if start_at_layer else None
+            scored = answer_logps_after_frozen_prompt(causal_lm, sub, cache=prefix, layer_input=row_input)
+            (scored.chosen.sum() - scored.rejected.sum()).backward()
+            chosen.append(scored.chosen.detach())
+        return torch.cat(chosen), torch.cat([p.grad.flatten() for n, p in model.named_parameters() if "lora_" in n])
+
+    started, from_tokens = run(True), run(False)
+    assert torch.allclose(started[0], from_tokens[0], atol=1e-5)
+    assert from_tokens[1].abs().sum() > 0
+    assert torch.allclose(started[1], from_tokens[1], atol=1e-5)

@@ -633,6 +633,72 @@ def test_a_step_that_computes_its_rows_reference_starts_the_policy_s_rows_at_the
     assert step(True)[3] == 1 + batch["input_ids"].size(0)
 
 
+@pytest.mark.parametrize("share", [1.0, 0.5])
+def test_a_step_without_the_prompt_s_gradient_has_the_loss_and_metrics_of_the_whole_step_and_another_gradient(demo_db, tiny_model_dir, tmp_path, monkeypatch, share):
+    import torch
+
+    train = prepare_training_dataset("db", min_samples=10).dataset["train"].select(range(24))
+    trainer = CommandCenterDPOTrainer("cpu", config=tiny_config(tiny_model_dir, lora_dropout=0.0, bf16=False, batch_size=12,
+                                                                  lora_layer_share=share, prompt_gradient=False))
+    trainer.load_base_model()
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tensorboard"))  # else ./runs
+    dpo = trainer._dpo_trainer(train, None, tmp_path)
+    assert dpo.prompt_gradient is False
+    dpo.create_optimizer_and_scheduler(num_training_steps=1)
+    dpo.current_gradient_accumulation_steps = 1  # set by the training loop
+    torch.manual_seed(0)
+    for name, parameter in dpo.model.named_parameters():
+        if "lora_B" in name:  # a trained adapter: the policy is not the reference
+            parameter.data.normal_(0, 0.5)
+    batch = next(iter(dpo.get_train_dataloader()))
+    assert batch["input_ids"].size(0) > 1 and "prefix_ids" in batch and batch["row_groups"].eq(1).all()
+    calls = {"frozen": 0}
+    from rl.training import prefix_sharing
+
+    frozen_prompt = prefix_sharing.answer_logps_after_frozen_prompt
+
+    def counted(*args, **kwargs):
+        calls["frozen"] += 1
+        return frozen_prompt(*args, **kwargs)
+
+    monkeypatch.setattr(prefix_sharing, "answer_logps_after_frozen_prompt", counted)
+
+    def step(prompt_gradient: bool):
+        dpo.prompt_gradient = prompt_gradient
+        dpo.model.zero_grad()
+        dpo._metrics["train"].clear()
+        loss = dpo.training_step(dpo.model, dict(batch))
+        grads = torch.cat([p.grad.flatten() for p in dpo.model.parameters() if p.grad is not None])
+        return loss, grads, {k: v[-1] for k, v in dpo._metrics["train"].items() if k != "num_tokens"}
+
+    # First step of the rows (their reference pass runs; with share 0.5 the policy starts at layer 1), then again.
+    frozen_loss, frozen_grads, frozen_metrics = step(False)
+    assert calls["frozen"] == batch["input_ids"].size(0)
+    whole_loss, whole_grads, whole_metrics = step(True)
+    assert calls["frozen"] == batch["input_ids"].size(0)
+    again_loss, again_grads, again_metrics = step(False)
+    assert float(frozen_loss) == pytest.approx(float(whole_loss), abs=1e-5)
+    assert frozen_metrics == pytest.approx(whole_metrics, **_same_step_tolerance())
+    assert frozen_grads.abs().sum() > 0
+    assert (frozen_grads - whole_grads).abs().max() > 1e-3 * whole_grads.abs().max()  # the prompt's share is left out
+    assert float(again_loss) == pytest.approx(float(frozen_loss), abs=1e-5)
+    assert torch.allclose(again_grads, frozen_grads, atol=1e-5, rtol=1e-4)
+
+
+def test_training_without_the_prompt_s_gradient_learns(demo_db, tiny_model_dir, tmp_path):
+    prepared = prepare_training_dataset("db", min_samples=10)
+    train = prepared.dataset["train"].select(range(16))
+    trainer = CommandCenterDPOTrainer("cpu", **{**FAST, "base_model": str(tiny_model_dir), "max_steps": 10, "learning_rate": 1e-2,
+                                                "loss_type": "sigmoid", "prompt_gradient": False})
+    outcome = trainer.train(train, train, output_dir=tmp_path)
+    assert outcome.eval_metrics["eval_loss"] < 0.6931 - 0.01
+
+
+def test_prompt_gradient_off_with_gradient_checkpointing_is_refused():
+    with pytest.raises(ConfigError, match="prompt_gradient"):
+        training_config("cpu", prompt_gradient=False, gradient_checkpointing=True)
+
+
 def _row_after_a_prefix(tokens: list[int], positions: list[int], reads: list[list[int]], prefix_length: int, padding: int = 0) -> dict:
     """A row as `row_of_batch` gives it: every token reads the whole prefix and the row's tokens listed in `reads`,
     except the last `padding`, which read only themselves."""

@@ -60,7 +60,8 @@ class PrefixSharingCollator:
     - without, the groups are packed into rows `[common | rest of prompt 1 | answers 1 | rest of prompt 2 | ...]`,
       a row taking groups until it would pass `row_tokens` (always at least one).
     `score_index[r, j]` is the row position whose hidden state predicts `score_target[r, j]`, a token of answer
-    `score_answer[r, j]` (-1: padding). Pair b's answers are `pair_chosen[b]` and `pair_rejected[b]`.
+    `score_answer[r, j]` (-1: padding). Pair b's answers are `pair_chosen[b]` and `pair_rejected[b]`. `row_groups[r]`:
+    how many prompt groups row r holds.
     """
 
     pad_token_id: int
@@ -168,7 +169,7 @@ class PrefixSharingCollator:
             "score_index": score_index, "score_target": score_target, "score_answer": score_answer, "score_weight": score_weight,
             "pair_chosen": torch.tensor(pair_chosen), "pair_rejected": torch.tensor(pair_rejected),
             "num_answers": torch.tensor(len(answer_ids)), "num_tokens": torch.tensor(cache_len + sum(row_lengths)),
-            "row_lengths": torch.tensor(padded_lengths),
+            "row_lengths": torch.tensor(padded_lengths), "row_groups": torch.tensor([len(row) for row in rows]),
         }
         if cached:
             out["prefix_ids"] = torch.tensor([next(iter(groups))[:common]])
@@ -342,6 +343,40 @@ def answer_logps(causal_lm: Any, batch: dict[str, torch.Tensor], cache: Any = No
     per_answer = per_answer.index_add(0, answer[valid], token_logps[valid])
     weights = batch.get("score_weight", valid.float())
     return AnswerLogps(token_logps, weights, per_answer[batch["pair_chosen"]], per_answer[batch["pair_rejected"]], chosen_tokens(batch))
+
+
+def answer_logps_after_frozen_prompt(causal_lm: Any, row: dict[str, torch.Tensor], cache: Any = None,
+                                     layer_input: LayerInput | None = None) -> AnswerLogps:
+    """`answer_logps` of a one-row batch holding one prompt group (`row_groups` 1: every row of a batch with the
+    prefix cached),
+    with its prompt run forward without gradient: the prompt's tokens up to its last get their keys and values under
+    `torch.no_grad`, and only the prompt's last token (whose hidden state predicts each answer's first) and the answers
+    run with gradient against them. The log-probs are the whole forward's; the gradient is what reaches the weights
+    through the answers' own tokens, none through the prompt's (the stop-gradient Transformer-XL puts on its memory).
+    `cache`: the prefix's keys and values (not changed: the prompt's are added to a copy)."""
+    from transformers import DynamicCache
+
+    if row["input_ids"].size(0) != 1:
+        raise ValueError("answer_logps_after_frozen_prompt scores one row (one prompt group) at a time.")
+    scored_positions = row["score_index"][0][row["score_answer"][0] >= 0]
+    split = int(scored_positions.min()) if scored_positions.numel() else 0
+    cached = row["attention_mask"].size(-1) - row["input_ids"].size(1)
+    layers = [] if cache is None else [(keys, values, *rest) for keys, values, *rest in cache]
+    if cached and len(layers) == 0:
+        raise ValueError("The row's mask reads a cached prefix; pass its keys and values as `cache`.")
+    past = DynamicCache(ddp_cache_data=layers) if layers else DynamicCache()
+    if split == 0:  # the prompt's last token is the row's first: nothing to run without gradient
+        return answer_logps(causal_lm, row, cache=past if layers else None, layer_input=layer_input)
+    backbone = getattr(causal_lm, causal_lm.base_model_prefix)
+    prompt = {"input_ids": row["input_ids"][:, :split]} if layer_input is None else {"inputs_embeds": layer_input.hidden[:, :split]}
+    with torch.no_grad(), starting_at(causal_lm, layer_input):
+        backbone(**prompt, attention_mask=row["attention_mask"][..., :split, : cached + split],
+                 position_ids=row["position_ids"][:, :split], cache=past, use_cache=True)
+    rest = dict(row)
+    rest.update(input_ids=row["input_ids"][:, split:], position_ids=row["position_ids"][:, split:],
+                attention_mask=row["attention_mask"][..., split:, :], score_index=(row["score_index"] - split).clamp(min=0))
+    rest_input = None if layer_input is None else LayerInput(layer_input.index, layer_input.hidden[:, split:])
+    return answer_logps(causal_lm, rest, cache=past, layer_input=rest_input)
 
 
 # Without gradients (reference and evaluation passes) the LM head runs on this many scored positions at a time, so that
