@@ -301,19 +301,21 @@ def test_the_sigmoid_loss_with_label_smoothing_is_conservative_dpo_with_a_finite
         assert (chosen.grad < 0).all()
 
 
-def _two_pass_logp(model, prompt: list[int], answer: list[int]) -> torch.Tensor:
-    """The answer's summed log-prob with its prompt but the last token run first without gradient (Hugging Face's own
-    key/value cache), and the prompt's last token and the answer with it after."""
+def _two_pass_logp(model, prompt: list[int], answer: list[int], gradient_tokens: int) -> torch.Tensor:
+    """The answer's summed log-prob with its prompt but the last `gradient_tokens` run first without gradient (Hugging
+    Face's own key/value cache), and those and the answer with it after."""
+    split = len(prompt) - gradient_tokens
     with torch.no_grad():
-        past = model(torch.tensor([prompt[:-1]]), use_cache=True).past_key_values
-    ids = torch.tensor([prompt[-1:] + answer])
-    logits = model(ids, past_key_values=past, position_ids=torch.arange(len(prompt) - 1, len(prompt) + len(answer)).unsqueeze(0)).logits
+        past = model(torch.tensor([prompt[:split]]), use_cache=True).past_key_values
+    ids = torch.tensor([prompt[split:] + answer])
+    logits = model(ids, past_key_values=past, position_ids=torch.arange(split, len(prompt) + len(answer)).unsqueeze(0)).logits
     logps = torch.log_softmax(logits[0].float(), dim=-1)
-    return sum(logps[i, token] for i, token in enumerate(answer))
+    return sum(logps[gradient_tokens - 1 + i, token] for i, token in enumerate(answer))
 
 
 @pytest.mark.parametrize("rows", [ROWS[:4], TREE_ROWS])
-def test_answers_after_a_frozen_prompt_score_as_the_whole_forward_and_take_no_gradient_through_the_prompt(tiny_model_dir, rows):
+@pytest.mark.parametrize("gradient_tokens", [1, 2])
+def test_answers_after_a_frozen_prompt_score_as_the_whole_forward_and_take_no_gradient_through_the_prompt(tiny_model_dir, rows, gradient_tokens):
     from transformers import AutoModelForCausalLM
 
     from rl.core.shared_prefix import answer_logps_after_frozen_prompt, prefix_cache, row_of_batch
@@ -332,15 +334,18 @@ def test_answers_after_a_frozen_prompt_score_as_the_whole_forward_and_take_no_gr
     total = 0
     for row in range(batch["input_ids"].size(0)):
         sub, pairs = row_of_batch(batch, row)
-        scored = answer_logps_after_frozen_prompt(model, sub, cache=prefix)
+        scored = answer_logps_after_frozen_prompt(model, sub, cache=prefix, gradient_tokens=gradient_tokens)
         for pair, chosen, rejected in zip(pairs.tolist(), scored.chosen, scored.rejected, strict=True):
             assert float(chosen.detach()) == pytest.approx(plain_logp(model, rows[pair]["prompt_ids"], rows[pair]["chosen_ids"]), abs=1e-4)
             assert float(rejected.detach()) == pytest.approx(plain_logp(model, rows[pair]["prompt_ids"], rows[pair]["rejected_ids"]), abs=1e-4)
         total = total + scored.chosen.sum() + 0.5 * scored.rejected.sum()
     assert prefix.get_seq_length() == len(COMMON)  # the prefix's cache is read, not extended
     frozen = gradient(total)
-    two_pass = gradient(sum(_two_pass_logp(model, row["prompt_ids"], row["chosen_ids"])
-                            + 0.5 * _two_pass_logp(model, row["prompt_ids"], row["rejected_ids"]) for row in rows))
+    # The window never reaches back into the common prefix, which runs without gradient whatever its size.
+    windows = [min(gradient_tokens, len(row["prompt_ids"]) - len(COMMON)) for row in rows]
+    two_pass = gradient(sum(_two_pass_logp(model, row["prompt_ids"], row["chosen_ids"], window)
+                            + 0.5 * _two_pass_logp(model, row["prompt_ids"], row["rejected_ids"], window)
+                            for row, window in zip(rows, windows, strict=True)))
     whole_scored = answer_logps(model, batch)
     whole = gradient(whole_scored.chosen.sum() + 0.5 * whole_scored.rejected.sum())
     assert torch.allclose(frozen, two_pass, atol=1e-4)

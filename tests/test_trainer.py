@@ -639,11 +639,11 @@ def test_a_step_without_the_prompt_s_gradient_has_the_loss_and_metrics_of_the_wh
 
     train = prepare_training_dataset("db", min_samples=10).dataset["train"].select(range(24))
     trainer = CommandCenterDPOTrainer("cpu", config=tiny_config(tiny_model_dir, lora_dropout=0.0, bf16=False, batch_size=12,
-                                                                  lora_layer_share=share, prompt_gradient=False))
+                                                                  lora_layer_share=share, prompt_gradient_tokens=1))
     trainer.load_base_model()
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tensorboard"))  # else ./runs
     dpo = trainer._dpo_trainer(train, None, tmp_path)
-    assert dpo.prompt_gradient is False
+    assert dpo.prompt_gradient_tokens == 1
     dpo.create_optimizer_and_scheduler(num_training_steps=1)
     dpo.current_gradient_accumulation_steps = 1  # set by the training loop
     torch.manual_seed(0)
@@ -663,8 +663,8 @@ def test_a_step_without_the_prompt_s_gradient_has_the_loss_and_metrics_of_the_wh
 
     monkeypatch.setattr(prefix_sharing, "answer_logps_after_frozen_prompt", counted)
 
-    def step(prompt_gradient: bool):
-        dpo.prompt_gradient = prompt_gradient
+    def step(prompt_gradient_tokens: int):
+        dpo.prompt_gradient_tokens = prompt_gradient_tokens
         dpo.model.zero_grad()
         dpo._metrics["train"].clear()
         loss = dpo.training_step(dpo.model, dict(batch))
@@ -672,11 +672,11 @@ def test_a_step_without_the_prompt_s_gradient_has_the_loss_and_metrics_of_the_wh
         return loss, grads, {k: v[-1] for k, v in dpo._metrics["train"].items() if k != "num_tokens"}
 
     # First step of the rows (their reference pass runs; with share 0.5 the policy starts at layer 1), then again.
-    frozen_loss, frozen_grads, frozen_metrics = step(False)
+    frozen_loss, frozen_grads, frozen_metrics = step(1)
     assert calls["frozen"] == batch["input_ids"].size(0)
-    whole_loss, whole_grads, whole_metrics = step(True)
+    whole_loss, whole_grads, whole_metrics = step(-1)
     assert calls["frozen"] == batch["input_ids"].size(0)
-    again_loss, again_grads, again_metrics = step(False)
+    again_loss, again_grads, again_metrics = step(1)
     assert float(frozen_loss) == pytest.approx(float(whole_loss), abs=1e-5)
     assert frozen_metrics == pytest.approx(whole_metrics, **_same_step_tolerance())
     assert frozen_grads.abs().sum() > 0
@@ -689,14 +689,17 @@ def test_training_without_the_prompt_s_gradient_learns(demo_db, tiny_model_dir, 
     prepared = prepare_training_dataset("db", min_samples=10)
     train = prepared.dataset["train"].select(range(16))
     trainer = CommandCenterDPOTrainer("cpu", **{**FAST, "base_model": str(tiny_model_dir), "max_steps": 10, "learning_rate": 1e-2,
-                                                "loss_type": "sigmoid", "prompt_gradient": False})
+                                                "loss_type": "sigmoid", "prompt_gradient_tokens": 1})
     outcome = trainer.train(train, train, output_dir=tmp_path)
     assert outcome.eval_metrics["eval_loss"] < 0.6931 - 0.01
 
 
-def test_prompt_gradient_off_with_gradient_checkpointing_is_refused():
-    with pytest.raises(ConfigError, match="prompt_gradient"):
-        training_config("cpu", prompt_gradient=False, gradient_checkpointing=True)
+def test_prompt_gradient_tokens_other_than_all_or_a_positive_count_or_with_gradient_checkpointing_are_refused():
+    with pytest.raises(ConfigError, match="prompt_gradient_tokens"):
+        training_config("cpu", prompt_gradient_tokens=1, gradient_checkpointing=True)
+    for tokens in (0, -2):
+        with pytest.raises(ConfigError, match="prompt_gradient_tokens"):
+            training_config("cpu", prompt_gradient_tokens=tokens)
 
 
 def _row_after_a_prefix(tokens: list[int], positions: list[int], reads: list[list[int]], prefix_length: int, padding: int = 0) -> dict:

@@ -82,7 +82,7 @@ class TrainingConfig(SettingsBase):
     load_in_4bit: bool = _f(False, "4-bit QLoRA through bitsandbytes (NVIDIA GPU only).")
     bf16: bool = _f(False, "bfloat16 compute: bf16 weights on a GPU; autocast over fp32 weights on a CPU with AMX, fp32 on one without (bf16 is slower than fp32 with AVX512-BF16 alone).")
     gradient_checkpointing: bool = _f(False, "Recompute activations to save memory (slower).")
-    prompt_gradient: bool = _f(True, "Back-propagate through the prompts' tokens. false: a DPO step runs each prompt forward with the adapter but without gradient, and back-propagates only through its answers' tokens (and the prompt's last, which predicts their first); the log-probs and the loss are unchanged, the gradient leaves out what reaches the weights through the prompt's keys and values (the stop-gradient Transformer-XL puts on its memory). A step about a third cheaper on the cpu preset; DPO, one process, no gradient checkpointing (docs/training-recipe.md, round twenty-seven).")
+    prompt_gradient_tokens: int = _f(-1, "How many of each prompt's last tokens a DPO step back-propagates through (-1: all). k >= 1: the prompt (the batch's common prefix included) runs forward with the adapter but without gradient up to its last k tokens, which run with gradient with the answers (1: only the last, whose hidden state predicts the answers' first token); the log-probs, the loss and the metrics are unchanged, the gradient leaves out what reaches the adapter through the earlier tokens' keys and values (the stop-gradient Transformer-XL puts on its memory). 1 makes a cpu-preset step about a third cheaper; DPO, one process, no gradient checkpointing (docs/training-recipe.md, round twenty-seven).")
     precompute_ref_log_probs: bool = _f(True, "Compute the reference model's log-probs once per row instead of at every step: the eval set's before training, a training row's at the step that first trains it (DPO in one process; KTO and multi-process runs compute all before training).")
     warmup_ratio: float = _f(0.1, "Share of steps for learning-rate warmup.")
     logging_steps: int = _f(5, "Log metrics every N steps.")
@@ -119,8 +119,10 @@ class TrainingConfig(SettingsBase):
             raise ConfigError(f"max_minutes must be 0 (no budget) or positive, got {self.max_minutes}.")
         if self.split_seed < -1:
             raise ConfigError(f"split_seed must be -1 (the run's seed) or a seed, got {self.split_seed}.")
-        if not self.prompt_gradient and self.gradient_checkpointing:
-            raise ConfigError("prompt_gradient false needs the prefix cache, which gradient checkpointing turns off; use one of them.")
+        if self.prompt_gradient_tokens != -1 and self.prompt_gradient_tokens < 1:
+            raise ConfigError(f"prompt_gradient_tokens must be -1 (every prompt token) or at least 1, got {self.prompt_gradient_tokens}.")
+        if self.prompt_gradient_tokens != -1 and self.gradient_checkpointing:
+            raise ConfigError("prompt_gradient_tokens needs the prefix cache, which gradient checkpointing turns off; use one of them.")
         if self.chosen_fixtures_first and self.question_word_dropout:
             raise ConfigError("chosen_fixtures_first and question_word_dropout each rewrite the training prompts; use one of them.")
         if not 0 <= self.question_word_dropout < 1:

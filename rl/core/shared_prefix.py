@@ -346,26 +346,26 @@ def answer_logps(causal_lm: Any, batch: dict[str, torch.Tensor], cache: Any = No
 
 
 def answer_logps_after_frozen_prompt(causal_lm: Any, row: dict[str, torch.Tensor], cache: Any = None,
-                                     layer_input: LayerInput | None = None) -> AnswerLogps:
+                                     layer_input: LayerInput | None = None, gradient_tokens: int = 1) -> AnswerLogps:
     """`answer_logps` of a one-row batch holding one prompt group (`row_groups` 1: every row of a batch with the
-    prefix cached),
-    with its prompt run forward without gradient: the prompt's tokens up to its last get their keys and values under
-    `torch.no_grad`, and only the prompt's last token (whose hidden state predicts each answer's first) and the answers
-    run with gradient against them. The log-probs are the whole forward's; the gradient is what reaches the weights
-    through the answers' own tokens, none through the prompt's (the stop-gradient Transformer-XL puts on its memory).
-    `cache`: the prefix's keys and values (not changed: the prompt's are added to a copy)."""
+    prefix cached), with its prompt run forward without gradient up to its last `gradient_tokens` tokens: those get
+    their keys and values under `torch.no_grad`, and the prompt's last `gradient_tokens` (1: only the last, whose hidden
+    state predicts each answer's first token) and the answers run with gradient against them. The log-probs are the
+    whole forward's; the gradient is what reaches the weights through the tokens run with it, none through the earlier
+    prompt's (the stop-gradient Transformer-XL puts on its memory). `cache`: the prefix's keys and values (not changed:
+    the prompt's are added to a copy), never back-propagated here."""
     from transformers import DynamicCache
 
     if row["input_ids"].size(0) != 1:
         raise ValueError("answer_logps_after_frozen_prompt scores one row (one prompt group) at a time.")
     scored_positions = row["score_index"][0][row["score_answer"][0] >= 0]
-    split = int(scored_positions.min()) if scored_positions.numel() else 0
+    split = max(int(scored_positions.min()) - (gradient_tokens - 1), 0) if scored_positions.numel() else 0
     cached = row["attention_mask"].size(-1) - row["input_ids"].size(1)
     layers = [] if cache is None else [(keys, values, *rest) for keys, values, *rest in cache]
     if cached and len(layers) == 0:
         raise ValueError("The row's mask reads a cached prefix; pass its keys and values as `cache`.")
     past = DynamicCache(ddp_cache_data=layers) if layers else DynamicCache()
-    if split == 0:  # the prompt's last token is the row's first: nothing to run without gradient
+    if split == 0:  # the tokens to run with gradient begin the row: nothing to run without
         return answer_logps(causal_lm, row, cache=past if layers else None, layer_input=layer_input)
     backbone = getattr(causal_lm, causal_lm.base_model_prefix)
     prompt = {"input_ids": row["input_ids"][:, :split]} if layer_input is None else {"inputs_embeds": layer_input.hidden[:, :split]}

@@ -71,8 +71,9 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         # the embeddings has to be drawn afresh at every step).
         self.kept_layer_inputs: KeptLayerInputs | None = KeptLayerInputs()
         self._logged_kept_layer_inputs = False
-        # False: the row-by-row step runs each row's prompt without gradient (`answer_logps_after_frozen_prompt`).
-        self.prompt_gradient = True
+        # k >= 1: the row-by-row step runs each row's prompt without gradient but its last k tokens
+        # (`answer_logps_after_frozen_prompt`); -1: with gradient throughout.
+        self.prompt_gradient_tokens = -1
         self._warned_prompt_gradient = False
         super().__init__(*args, **kwargs)
 
@@ -259,14 +260,14 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         (DDP would reduce gradients at every row's backward, DeepSpeed owns the backward)."""
         from accelerate.utils import DistributedType
 
-        return (self.ROW_BY_ROW_BACKWARD and "row_lengths" in inputs and (inputs["input_ids"].size(0) > 1 or not self.prompt_gradient)
+        return (self.ROW_BY_ROW_BACKWARD and "row_lengths" in inputs and (inputs["input_ids"].size(0) > 1 or self.prompt_gradient_tokens != -1)
                 and self.accelerator.distributed_type == DistributedType.NO)
 
     def training_step(self, model: Any, inputs: dict[str, torch.Tensor], num_items_in_batch: Any = None) -> torch.Tensor:
         if not self._backward_row_by_row(inputs):
-            if not self.prompt_gradient and not self._warned_prompt_gradient:
+            if self.prompt_gradient_tokens != -1 and not self._warned_prompt_gradient:
                 self._warned_prompt_gradient = True
-                logger.warning("prompt_gradient false applies to the one-process row-by-row step; this run's steps back-propagate through their prompts.")
+                logger.warning("prompt_gradient_tokens applies to the one-process row-by-row step; this run's steps back-propagate through their whole prompts.")
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
         if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
@@ -307,7 +308,7 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         row_inputs = self._rows_layer_inputs(inputs, [sub for sub, _ in rows], layer_input)
         prefix = None
         if "prefix_ids" in inputs:
-            with self.accelerator.autocast(), nullcontext() if self.prompt_gradient else torch.no_grad():
+            with self.accelerator.autocast(), nullcontext() if self.prompt_gradient_tokens == -1 else torch.no_grad():
                 cache = None
                 if any(row_input is not None for row_input in row_inputs):
                     cache = self._reference_prefix.cache_for_adapted(causal_lm, inputs["prefix_ids"])
@@ -317,9 +318,12 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         for index, ((sub, pairs), row_input) in enumerate(zip(rows, row_inputs, strict=True)):
             # A row packed with several prompt groups (a batch whose prompts share no prefix) is back-propagated whole.
             one_group = int(inputs["row_groups"][index]) == 1 if "row_groups" in inputs else False
-            score_row = answer_logps_after_frozen_prompt if not self.prompt_gradient and one_group else answer_logps
             with self.accelerator.autocast():
-                scored = score_row(causal_lm, sub, cache=None if prefix is None else prefix.cache(), layer_input=row_input)
+                if self.prompt_gradient_tokens != -1 and one_group:
+                    scored = answer_logps_after_frozen_prompt(causal_lm, sub, cache=None if prefix is None else prefix.cache(),
+                                                              layer_input=row_input, gradient_tokens=self.prompt_gradient_tokens)
+                else:
+                    scored = answer_logps(causal_lm, sub, cache=None if prefix is None else prefix.cache(), layer_input=row_input)
             chosen_logratios, rejected_logratios = scored.chosen - ref_chosen[pairs], scored.rejected - ref_rejected[pairs]
             loss = self._loss_of_pairs(scored, chosen_logratios, rejected_logratios, sub, n_pairs, sft_weight_total)
             self.accelerator.backward(loss * scale)

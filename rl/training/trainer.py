@@ -322,7 +322,7 @@ class CommandCenterDPOTrainer:
             max_pair_tokens=cfg.max_length,
         )
         trainer.widget_spread_batches = cfg.widget_spread_batches
-        trainer.prompt_gradient = cfg.prompt_gradient
+        trainer.prompt_gradient_tokens = cfg.prompt_gradient_tokens
         if cfg.neftune_noise_alpha:
             trainer.kept_layer_inputs = None
         return trainer
@@ -342,8 +342,8 @@ class CommandCenterDPOTrainer:
             split[name] = Dataset.from_list(kto_rows(*rows, seed=cfg.seed)) if sum(map(len, rows)) else None
         if split["train"] is None:
             raise ValueError("KTO needs ratings, and this dataset has none.")
-        if not cfg.prompt_gradient:
-            logger.warning("prompt_gradient false applies to DPO's step; this KTO run back-propagates through its prompts.")
+        if cfg.prompt_gradient_tokens != -1:
+            logger.warning("prompt_gradient_tokens applies to DPO's step; this KTO run back-propagates through its whole prompts.")
         labels = split["train"]["label"]
         desirable_weight, undesirable_weight = kto_class_weights(sum(labels), len(labels) - sum(labels))
         logger.info("KTO: %d rows (%d up, %d down); desirable_weight %.3f, undesirable_weight %.3f",
