@@ -187,8 +187,22 @@ def _tiny_model_with_an_adapter_on(tiny_model_dir, layers):
     return model
 
 
+def _reference_input_to_layer_1(model, batch):
+    """The batch's rows' input to layer 1 from a reference pass (adapter off) over them after their cached prefix."""
+    from rl.core.frozen_layers import LayerInput, layer_input_captured
+    from rl.core.shared_prefix import prefix_cache
+
+    causal_lm = model.get_base_model()
+    with torch.no_grad(), model.disable_adapter():
+        reference_prefix = prefix_cache(causal_lm, batch["prefix_ids"], batch["input_ids"].size(0))
+        with layer_input_captured(causal_lm, 1) as captured:
+            answer_logps(causal_lm, batch, cache=reference_prefix)
+    assert len(captured) == 1 and captured[0].shape[:2] == batch["input_ids"].shape  # the rows' pass alone
+    return LayerInput(1, captured[0])
+
+
 def test_rows_started_at_the_first_adapted_layer_from_the_reference_s_input_to_it_score_and_train_as_the_whole_forward(tiny_model_dir):
-    from rl.core.frozen_layers import LayerInput, first_adapted_layer, layer_input_captured
+    from rl.core.frozen_layers import first_adapted_layer
     from rl.core.shared_prefix import LeafPrefix, prefix_cache, row_of_batch
 
     assert first_adapted_layer(_tiny_model_with_an_adapter_on(tiny_model_dir, None).get_base_model()) == 0
@@ -197,12 +211,7 @@ def test_rows_started_at_the_first_adapted_layer_from_the_reference_s_input_to_i
     assert first_adapted_layer(causal_lm) == 1
     batch = PrefixSharingCollator(pad_token_id=0)(ROWS[:4])
     rows = batch["input_ids"].size(0)
-    with torch.no_grad(), model.disable_adapter():  # the reference pass
-        reference_prefix = prefix_cache(causal_lm, batch["prefix_ids"], rows)
-        with layer_input_captured(causal_lm, 1) as captured:
-            answer_logps(causal_lm, batch, cache=reference_prefix)
-    assert len(captured) == 1 and captured[0].shape[:2] == batch["input_ids"].shape
-    layer_input = LayerInput(1, captured[0])
+    layer_input = _reference_input_to_layer_1(model, batch)
 
     def lora_gradient(loss):
         model.zero_grad()
@@ -353,19 +362,13 @@ def test_answers_after_a_frozen_prompt_score_as_the_whole_forward_and_take_no_gr
 
 
 def test_answers_after_a_frozen_prompt_started_at_the_first_adapted_layer_score_and_train_as_from_their_tokens(tiny_model_dir):
-    from rl.core.frozen_layers import LayerInput, layer_input_captured
     from rl.core.shared_prefix import answer_logps_after_frozen_prompt, prefix_cache, row_of_batch
 
     model = _tiny_model_with_an_adapter_on(tiny_model_dir, [1])
     causal_lm = model.get_base_model()
     batch = PrefixSharingCollator(pad_token_id=0)(ROWS[:4])
     rows = batch["input_ids"].size(0)
-    with torch.no_grad(), model.disable_adapter():  # the reference pass
-        reference_prefix = prefix_cache(causal_lm, batch["prefix_ids"], rows)
-        with layer_input_captured(causal_lm, 1) as captured:
-            answer_logps(causal_lm, batch, cache=reference_prefix)
-    assert len(captured) == 1
-    layer_input = LayerInput(1, captured[0])
+    layer_input = _reference_input_to_layer_1(model, batch)
     with torch.no_grad():
         prefix = prefix_cache(causal_lm, batch["prefix_ids"], 1)
 

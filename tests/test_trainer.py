@@ -579,22 +579,31 @@ def test_a_step_run_row_by_row_gives_the_loss_gradient_and_metrics_of_the_whole_
     assert row_metrics == pytest.approx(whole_metrics, **_same_step_tolerance())
 
 
+def _dpo_with_a_trained_adapter(trainer, train, tmp_path, monkeypatch):
+    """The trainer's DPO trainer, ready for single `training_step` calls, its adapter's B matrices random (a trained
+    adapter: the policy is not the reference)."""
+    import torch
+
+    trainer.load_base_model()
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tensorboard"))  # else ./runs
+    dpo = trainer._dpo_trainer(train, None, tmp_path)
+    dpo.create_optimizer_and_scheduler(num_training_steps=1)
+    dpo.current_gradient_accumulation_steps = 1  # set by the training loop
+    torch.manual_seed(0)
+    for name, parameter in dpo.model.named_parameters():
+        if "lora_B" in name:
+            parameter.data.normal_(0, 0.5)
+    return dpo
+
+
 def test_a_step_that_computes_its_rows_reference_starts_the_policy_s_rows_at_the_first_adapted_layer(demo_db, tiny_model_dir, tmp_path, monkeypatch):
     import torch
 
     train = prepare_training_dataset("db", min_samples=10).dataset["train"].select(range(24))
     trainer = CommandCenterDPOTrainer("cpu", config=tiny_config(tiny_model_dir, lora_dropout=0.0, bf16=False, batch_size=12,
                                                                   lora_layer_share=0.5))
-    trainer.load_base_model()
-    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tensorboard"))  # else ./runs
-    dpo = trainer._dpo_trainer(train, None, tmp_path)
+    dpo = _dpo_with_a_trained_adapter(trainer, train, tmp_path, monkeypatch)
     assert trainer.adapted_layers() == [1]  # the cpu preset's top half of the tiny model's two layers
-    dpo.create_optimizer_and_scheduler(num_training_steps=1)
-    dpo.current_gradient_accumulation_steps = 1  # set by the training loop
-    torch.manual_seed(0)
-    for name, parameter in dpo.model.named_parameters():
-        if "lora_B" in name:  # a trained adapter: the policy is not the reference
-            parameter.data.normal_(0, 0.5)
     batch = next(iter(dpo.get_train_dataloader()))
     assert batch["input_ids"].size(0) > 1 and "prefix_ids" in batch and "pair_index" in batch
     lower_calls: list[int] = []
@@ -640,16 +649,8 @@ def test_a_step_without_the_prompt_s_gradient_has_the_loss_and_metrics_of_the_wh
     train = prepare_training_dataset("db", min_samples=10).dataset["train"].select(range(24))
     trainer = CommandCenterDPOTrainer("cpu", config=tiny_config(tiny_model_dir, lora_dropout=0.0, bf16=False, batch_size=12,
                                                                   lora_layer_share=share, prompt_gradient_tokens=1))
-    trainer.load_base_model()
-    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tensorboard"))  # else ./runs
-    dpo = trainer._dpo_trainer(train, None, tmp_path)
+    dpo = _dpo_with_a_trained_adapter(trainer, train, tmp_path, monkeypatch)
     assert dpo.prompt_gradient_tokens == 1
-    dpo.create_optimizer_and_scheduler(num_training_steps=1)
-    dpo.current_gradient_accumulation_steps = 1  # set by the training loop
-    torch.manual_seed(0)
-    for name, parameter in dpo.model.named_parameters():
-        if "lora_B" in name:  # a trained adapter: the policy is not the reference
-            parameter.data.normal_(0, 0.5)
     batch = next(iter(dpo.get_train_dataloader()))
     assert batch["input_ids"].size(0) > 1 and "prefix_ids" in batch and batch["row_groups"].eq(1).all()
     calls = {"frozen": 0}

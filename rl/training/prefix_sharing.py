@@ -5,7 +5,8 @@ share (the system prompt) once for all of them. A training batch's rows run forw
 against the shared prefix, so that one row's activations are held, not the batch's. When the reference runs over a
 batch's rows in the step, the policy's forward over them starts at the first adapted layer from the reference's input
 to it (`rl/core/frozen_layers.py`: the layers below hold no adapter), and so does its forward over the same rows in
-later epochs, from that input kept (`rl/training/kept_layer_inputs.py`). Metric names are TRL's.
+later epochs, from that input kept (`rl/training/kept_layer_inputs.py`). With `prompt_gradient_tokens` set, each row's
+prompt runs without gradient but for its last tokens (`answer_logps_after_frozen_prompt`). Metric names are TRL's.
 """
 from __future__ import annotations
 
