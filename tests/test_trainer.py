@@ -544,12 +544,11 @@ def _same_step_tolerance() -> dict[str, float]:
     return {"abs": 1e-5, "rel": 1e-6} if torch.cuda.is_available() else {"abs": 1e-5}
 
 
-@pytest.mark.parametrize("loss_type", ["sigmoid,sft", "ipo", "hinge"])
-def test_a_step_run_row_by_row_gives_the_loss_gradient_and_metrics_of_the_whole_batch(demo_db, tiny_model_dir, tmp_path, loss_type, monkeypatch):
+def _dpo_with_a_trained_adapter(trainer, train, tmp_path, monkeypatch):
+    """The trainer's DPO trainer, ready for single `training_step` calls, its adapter's B matrices random (a trained
+    adapter: the policy is not the reference)."""
     import torch
 
-    train = prepare_training_dataset("db", min_samples=10).dataset["train"].select(range(24))
-    trainer = CommandCenterDPOTrainer("cpu", config=tiny_config(tiny_model_dir, lora_dropout=0.0, loss_type=loss_type, bf16=False, batch_size=12))
     trainer.load_base_model()
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tensorboard"))  # else ./runs
     dpo = trainer._dpo_trainer(train, None, tmp_path)
@@ -557,8 +556,18 @@ def test_a_step_run_row_by_row_gives_the_loss_gradient_and_metrics_of_the_whole_
     dpo.current_gradient_accumulation_steps = 1  # set by the training loop
     torch.manual_seed(0)
     for name, parameter in dpo.model.named_parameters():
-        if "lora_B" in name:  # a trained adapter: margins well away from 0, which rounding cannot flip
+        if "lora_B" in name:
             parameter.data.normal_(0, 0.5)
+    return dpo
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid,sft", "ipo", "hinge"])
+def test_a_step_run_row_by_row_gives_the_loss_gradient_and_metrics_of_the_whole_batch(demo_db, tiny_model_dir, tmp_path, loss_type, monkeypatch):
+    import torch
+
+    train = prepare_training_dataset("db", min_samples=10).dataset["train"].select(range(24))
+    trainer = CommandCenterDPOTrainer("cpu", config=tiny_config(tiny_model_dir, lora_dropout=0.0, loss_type=loss_type, bf16=False, batch_size=12))
+    dpo = _dpo_with_a_trained_adapter(trainer, train, tmp_path, monkeypatch)  # margins well away from 0, which rounding cannot flip
     batch = next(iter(dpo.get_train_dataloader()))
     assert batch["input_ids"].size(0) > 1 and "prefix_ids" in batch  # several prompts after one shared prefix
 
@@ -577,23 +586,6 @@ def test_a_step_run_row_by_row_gives_the_loss_gradient_and_metrics_of_the_whole_
     assert float(row_loss) == pytest.approx(float(whole_loss), abs=1e-5)
     assert torch.allclose(row_grads, whole_grads, atol=1e-5, rtol=1e-4)
     assert row_metrics == pytest.approx(whole_metrics, **_same_step_tolerance())
-
-
-def _dpo_with_a_trained_adapter(trainer, train, tmp_path, monkeypatch):
-    """The trainer's DPO trainer, ready for single `training_step` calls, its adapter's B matrices random (a trained
-    adapter: the policy is not the reference)."""
-    import torch
-
-    trainer.load_base_model()
-    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tensorboard"))  # else ./runs
-    dpo = trainer._dpo_trainer(train, None, tmp_path)
-    dpo.create_optimizer_and_scheduler(num_training_steps=1)
-    dpo.current_gradient_accumulation_steps = 1  # set by the training loop
-    torch.manual_seed(0)
-    for name, parameter in dpo.model.named_parameters():
-        if "lora_B" in name:
-            parameter.data.normal_(0, 0.5)
-    return dpo
 
 
 def test_a_step_that_computes_its_rows_reference_starts_the_policy_s_rows_at_the_first_adapted_layer(demo_db, tiny_model_dir, tmp_path, monkeypatch):

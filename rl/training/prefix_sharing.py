@@ -319,12 +319,13 @@ class PrefixSharingDPOTrainer(DPOTrainer):
         for index, ((sub, pairs), row_input) in enumerate(zip(rows, row_inputs, strict=True)):
             # A row packed with several prompt groups (a batch whose prompts share no prefix) is back-propagated whole.
             one_group = int(inputs["row_groups"][index]) == 1 if "row_groups" in inputs else False
+            row_cache = None if prefix is None else prefix.cache()
             with self.accelerator.autocast():
                 if self.prompt_gradient_tokens != -1 and one_group:
-                    scored = answer_logps_after_frozen_prompt(causal_lm, sub, cache=None if prefix is None else prefix.cache(),
-                                                              layer_input=row_input, gradient_tokens=self.prompt_gradient_tokens)
+                    scored = answer_logps_after_frozen_prompt(causal_lm, sub, cache=row_cache, layer_input=row_input,
+                                                              gradient_tokens=self.prompt_gradient_tokens)
                 else:
-                    scored = answer_logps(causal_lm, sub, cache=None if prefix is None else prefix.cache(), layer_input=row_input)
+                    scored = answer_logps(causal_lm, sub, cache=row_cache, layer_input=row_input)
             chosen_logratios, rejected_logratios = scored.chosen - ref_chosen[pairs], scored.rejected - ref_rejected[pairs]
             loss = self._loss_of_pairs(scored, chosen_logratios, rejected_logratios, sub, n_pairs, sft_weight_total)
             self.accelerator.backward(loss * scale)
